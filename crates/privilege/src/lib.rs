@@ -1,0 +1,197 @@
+//! rpost-privilege - who a process runs as, and what it inherits
+//!
+//! # SUMMARY
+//! Looks up system users, drops root privileges (optionally into a chroot jail), and arranges
+//! for listening sockets to be inherited at fixed descriptor numbers across `exec`.
+//!
+//! # DESCRIPTION
+//! [`drop_privileges`] is called by every rpost daemon right after start-up, before it reads a
+//! byte from the network: it optionally chroots into the queue directory, sets the
+//! supplementary groups to the user's primary group only, then the gid, then the uid, and
+//! verifies that root cannot be regained. When the process is not root it changes nothing and
+//! reports [`Dropped::NotRoot`], so the suite also runs unprivileged (tests, trial runs).
+//!
+//! [`inherit_fds`] is the master's half of descriptor passing: each listener is duplicated
+//! to a descriptor above every target number in the parent, and moved onto its target
+//! (clearing close-on-exec) in the forked child just before `exec`.
+//!
+//! # SECURITY
+//! This is the only crate allowed `unsafe` code: the `pre_exec` hook, which runs between fork
+//! and exec and therefore calls nothing but `dup2(2)`, which is async-signal-safe, and the
+//! adoption of descriptors returned by `fcntl(F_DUPFD_CLOEXEC)`.
+//! A failed privilege drop is an error the caller must treat as fatal; nothing here falls back
+//! to running as root.
+//!
+//! # CONFIGURATION
+//! The caller passes the user (`mail_owner`) and chroot directory (`queue_directory` when the
+//! master.cf chroot column says `y`).
+//!
+//! # STANDARDS
+//! POSIX setgroups/setgid/setuid ordering (groups before ids, gid before uid).
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use nix::unistd::{Gid, Uid, User};
+
+/// Privilege errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("user {0} is root: refusing to run a daemon as root")]
+    RootUser(String),
+    #[error("chroot {dir}: {source}")]
+    Chroot { dir: String, source: nix::Error },
+    #[error("{what}: {source}")]
+    Sys { what: &'static str, source: nix::Error },
+    #[error("privileges were not dropped: uid 0 could be regained")]
+    StillRoot,
+}
+
+/// A resolved system user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What [`drop_privileges`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// Now running as this user.
+    To(Identity),
+    /// The process was not root; nothing changed.
+    NotRoot { uid: u32 },
+}
+
+/// True when the effective uid is 0.
+pub fn is_root() -> bool {
+    Uid::effective().is_root()
+}
+
+/// Looks a user up by name (or numeric uid) in the system user database.
+pub fn lookup_user(name: &str) -> Result<Identity, PrivError> {
+    let user = match name.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(name),
+    }
+    .map_err(|source| PrivError::Sys { what: "getpwnam", source })?
+    .ok_or_else(|| PrivError::UnknownUser(name.to_string()))?;
+    Ok(Identity { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+}
+
+/// Drops root privileges to `user`, chrooting into `jail` first when given.
+/// Does nothing (and says so) when not running as root.
+pub fn drop_privileges(user: &str, jail: Option<&Path>) -> Result<Dropped, PrivError> {
+    if !is_root() {
+        return Ok(Dropped::NotRoot { uid: Uid::effective().as_raw() });
+    }
+    // Resolve before chroot: /etc/passwd is not inside the jail.
+    let id = lookup_user(user)?;
+    if id.uid == 0 {
+        return Err(PrivError::RootUser(id.name));
+    }
+    if let Some(dir) = jail {
+        let chroot_err = |source| PrivError::Chroot { dir: dir.display().to_string(), source };
+        nix::unistd::chdir(dir).map_err(chroot_err)?;
+        nix::unistd::chroot(dir).map_err(chroot_err)?;
+        nix::unistd::chdir("/").map_err(chroot_err)?;
+    }
+    let gid = Gid::from_raw(id.gid);
+    let sys = |what| move |source| PrivError::Sys { what, source };
+    nix::unistd::setgroups(&[gid]).map_err(sys("setgroups"))?;
+    nix::unistd::setgid(gid).map_err(sys("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(id.uid)).map_err(sys("setuid"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivError::StillRoot);
+    }
+    Ok(Dropped::To(id))
+}
+
+/// Arranges for `fds[i]` to appear as descriptor `first + i` in the program `cmd` executes.
+/// The originals stay open in the parent; the duplicates made here are closed when `cmd` is
+/// dropped.
+pub fn inherit_fds(cmd: &mut std::process::Command, fds: &[&OwnedFd], first: RawFd) -> Result<(), PrivError> {
+    let above = first + fds.len() as RawFd;
+    let mut moved: Vec<OwnedFd> = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // Parking each descriptor above the target range means the dup2 calls in the child
+        // can never overwrite a source that is still to be moved.
+        let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+            .map_err(|source| PrivError::Sys { what: "fcntl(F_DUPFD_CLOEXEC)", source })?;
+        // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
+        moved.push(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+    // SAFETY: the hook runs in the forked child before exec and calls only dup2(2), which is
+    // async-signal-safe; it reads the captured Vec without allocating. Capturing `moved` also
+    // keeps the parked descriptors open until the command is dropped.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, fd) in moved.iter().enumerate() {
+                if libc::dup2(fd.as_raw_fd(), first + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Takes ownership of `count` descriptors inherited at exec, starting at `first`, and marks
+/// them close-on-exec so they go no further. Fails if one of them is not open.
+pub fn adopt_inherited(first: RawFd, count: u32) -> Result<Vec<OwnedFd>, PrivError> {
+    let mut fds = Vec::with_capacity(count as usize);
+    for raw in first..first + count as RawFd {
+        // SAFETY: fcntl on a plain descriptor number touches no memory; a closed number just
+        // fails with EBADF.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(PrivError::Sys { what: "inherited descriptor", source: nix::Error::last() });
+        }
+        // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+        // parent for exactly this purpose; nothing else in the process claims it.
+        fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+    Ok(fds)
+}
+
+/// Registers a descriptor with the tokio reactor, to wait for readiness without doing I/O
+/// (rmaster watches listeners it never accepts on). Must run inside a tokio runtime.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is open for as long as it lives and always reports the same number,
+    // which is all `register` requires; the AsyncFd owns it from here on.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+/// Detaches from the controlling terminal by starting a new session.
+pub fn new_session() -> Result<(), PrivError> {
+    nix::unistd::setsid().map(|_| ()).map_err(|source| PrivError::Sys { what: "setsid", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_root_and_unknown() {
+        assert_eq!(lookup_user("root").unwrap().uid, 0);
+        assert_eq!(lookup_user("0").unwrap().name, "root");
+        assert!(matches!(lookup_user("no-such-user-rpost"), Err(PrivError::UnknownUser(_))));
+    }
+
+    #[test]
+    fn inherited_descriptors_land_on_their_numbers() {
+        let (a, _keep_a) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (b, _keep_b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a: OwnedFd = a.into();
+        let b: OwnedFd = b.into();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg("test -S /proc/self/fd/5 && test -S /proc/self/fd/6 && ! test -e /proc/self/fd/7");
+        inherit_fds(&mut cmd, &[&a, &b], 5).unwrap();
+        assert!(cmd.status().unwrap().success());
+    }
+}

@@ -1,0 +1,375 @@
+//! rpost-testkit - start the real suite in a test, and leave nothing behind
+//!
+//! # SUMMARY
+//! `Suite::builder().inet("smtp", "n - n - - smtpd").start()` writes a temporary config
+//! directory and spool, picks a free loopback port for every `inet` service, runs the real
+//! `rmaster start --foreground`, waits until its control socket answers, and kills the whole
+//! process group on drop, whether the test passed or panicked.
+//!
+//! # DESCRIPTION
+//! Binaries are taken from the cargo target directory of the running test (or
+//! `RPOST_BIN_DIR`), and `daemon_directory` points there, so the suite under test is the one
+//! just built: `cargo build --workspace --bins` must have run (the README's test command
+//! does). All processes log to `maillog` in the temporary directory; [`Suite::log`] and
+//! [`Suite::wait_log`] read it.
+//!
+//! # SECURITY
+//! Tests run as whoever runs them. As root, `mail_owner` is `nobody` so privilege dropping
+//! is exercised for real.
+//!
+//! # CONFIGURATION
+//! Builder methods add main.cf parameters and master.cf lines.
+//!
+//! # STANDARDS
+//! None.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rpost_ipc::{ControlRequest, ControlResponse, FrameDecoder, MasterStatus};
+
+/// Directory holding the suite's binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RPOST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of one suite binary; panics with the fix when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Builds a [`Suite`].
+#[derive(Debug, Default)]
+pub struct SuiteBuilder {
+    main: Vec<(String, String)>,
+    /// master.cf lines; `{port:NAME}` is replaced by NAME's port.
+    master: Vec<String>,
+    inet: Vec<String>,
+}
+
+impl SuiteBuilder {
+    /// Adds `name = value` to main.cf (after the harness defaults, so it wins).
+    pub fn main(mut self, name: &str, value: &str) -> Self {
+        self.main.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds an inet service on a free loopback port: `rest` is everything after the type
+    /// column, e.g. `"n - n - - smtpd"`. The port is [`Suite::port`]`(name)`.
+    pub fn inet(mut self, name: &str, rest: &str) -> Self {
+        self.inet.push(name.into());
+        self.master.push(format!("127.0.0.1:{{port:{name}}} inet {rest}"));
+        self
+    }
+
+    /// Adds a raw master.cf line.
+    pub fn master_line(mut self, line: &str) -> Self {
+        self.master.push(line.into());
+        self
+    }
+
+    /// Writes the configuration and starts rmaster.
+    pub fn start(self) -> Suite {
+        let suite = self.prepare();
+        suite.spawn()
+    }
+
+    /// Writes the configuration without starting anything (for CLI tests).
+    pub fn prepare(self) -> Suite {
+        let tmp = tempfile::Builder::new().prefix("rpost-test-").tempdir().expect("tempdir");
+        // Daemons that drop to mail_owner must be able to reach the spool below it.
+        std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let root = tmp.path().to_path_buf();
+        let config_dir = root.join("etc");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        let ports: Vec<(String, u16)> = self.inet.iter().map(|n| (n.clone(), free_port())).collect();
+        let suite = Suite { tmp, root, config_dir, ports, master: None };
+        let mut main = format!(
+            "# written by rpost-testkit\nqueue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nmyhostname = mail.example.test\ninet_interfaces = loopback-only\ninet_protocols = ipv4\nmail_owner = {}\nmaster_stop_timeout = 5s\n",
+            suite.root.join("spool").display(),
+            bin_dir().display(),
+            suite.log_path().display(),
+            if nix::unistd::getuid().is_root() { "nobody".to_string() } else { current_user() },
+        );
+        for (name, value) in &self.main {
+            main.push_str(&format!("{name} = {value}\n"));
+        }
+        suite.write_config("main.cf", &main);
+        let master = self.master.iter().map(|l| suite.expand_ports(l)).collect::<Vec<_>>().join("\n");
+        suite.write_config("master.cf", &format!("{master}\n"));
+        suite
+    }
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+/// A running (or prepared) rpost instance in a temporary directory.
+#[derive(Debug)]
+pub struct Suite {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    config_dir: PathBuf,
+    ports: Vec<(String, u16)>,
+    master: Option<Child>,
+}
+
+impl Suite {
+    pub fn builder() -> SuiteBuilder {
+        SuiteBuilder::default()
+    }
+
+    fn spawn(mut self) -> Suite {
+        let stderr = std::fs::File::create(self.root.join("master.stderr")).expect("stderr file");
+        let child = Command::new(bin("rmaster"))
+            .arg("-c")
+            .arg(&self.config_dir)
+            .args(["start", "--foreground"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            // Own process group: Drop kills rmaster and every daemon under it at once.
+            .process_group(0)
+            .spawn()
+            .expect("spawn rmaster");
+        self.master = Some(child);
+        self.wait_ready();
+        self
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.master.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("rmaster exited at start-up ({status}):\n{}\n{}", self.stderr(), self.log());
+            }
+            if self.try_status().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rmaster did not become ready:\n{}\n{}", self.stderr(), self.log());
+    }
+
+    /// The temporary root (config in `etc/`, spool in `spool/`).
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    pub fn queue_dir(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("maillog")
+    }
+
+    /// rmaster's pid.
+    pub fn master_pid(&self) -> u32 {
+        self.master.as_ref().expect("suite not started").id()
+    }
+
+    /// Port of an inet service added with [`SuiteBuilder::inet`] (or [`Suite::add_port`]).
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p).unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    /// Allocates a port for a service a test adds later (for reload tests).
+    pub fn add_port(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        self.ports.push((name.into(), port));
+        port
+    }
+
+    /// Replaces `{port:NAME}` with the port of NAME.
+    pub fn expand_ports(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, port) in &self.ports {
+            out = out.replace(&format!("{{port:{name}}}"), &port.to_string());
+        }
+        out
+    }
+
+    /// Writes a file into the config directory.
+    pub fn write_config(&self, file: &str, text: &str) {
+        std::fs::write(self.config_dir.join(file), text).expect("write config");
+    }
+
+    pub fn read_config(&self, file: &str) -> String {
+        std::fs::read_to_string(self.config_dir.join(file)).expect("read config")
+    }
+
+    /// Everything the suite logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// rmaster's standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.root.join("master.stderr")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asks the master for its status over the control socket.
+    pub fn try_status(&self) -> std::io::Result<MasterStatus> {
+        let mut s = UnixStream::connect(self.queue_dir().join("pid").join("master.sock"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&rpost_ipc::encode(&ControlRequest::Status).map_err(std::io::Error::other)?)?;
+        let mut dec = FrameDecoder::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(resp) = dec.decode::<ControlResponse>().map_err(std::io::Error::other)? {
+                return match resp {
+                    ControlResponse::Status(st) => Ok(st),
+                    ControlResponse::Error(e) => Err(std::io::Error::other(e)),
+                };
+            }
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            dec.feed(&buf[..n]);
+        }
+    }
+
+    pub fn status(&self) -> MasterStatus {
+        self.try_status().expect("master status")
+    }
+
+    /// Polls status until `pred` holds; panics with the last status after `timeout`.
+    pub fn wait_status(&self, timeout: Duration, pred: impl Fn(&MasterStatus) -> bool) -> MasterStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(st) = self.try_status()
+                && pred(&st)
+            {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!("status condition not met: {:#?}\n{}", self.try_status(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `rmaster -c DIR ARGS...` and returns its output.
+    pub fn rmaster(&self, args: &[&str]) -> Output {
+        Command::new(bin("rmaster")).arg("-c").arg(&self.config_dir).args(args).output().expect("run rmaster")
+    }
+
+    /// Connects to an inet service and reads its first line.
+    pub fn greeting(&self, name: &str) -> String {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port(name))).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read(&mut byte).unwrap_or(0) == 1 {
+            out.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Pids of every live process in the suite's process group (rmaster and its children).
+    pub fn processes(&self) -> Vec<u32> {
+        let Some(master) = &self.master else { return Vec::new() };
+        processes_in_group(master.id())
+    }
+
+    /// Stops the master the way an admin does and waits for it; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let out = self.rmaster(&["stop"]);
+        assert!(out.status.success(), "rmaster stop: {}", String::from_utf8_lossy(&out.stderr));
+        self.master.take().expect("running").wait().expect("wait rmaster")
+    }
+}
+
+/// Live processes whose process group is `pgid`, from /proc.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return pids };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the parenthesised command: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// (ppid, uid) of a process, from /proc.
+pub fn process_owner(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((field("PPid:")?, field("Uid:")?))
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.master.take() {
+            let pgid = child.id() as i32;
+            let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+            let _ = child.wait();
+            // Daemons reparented elsewhere are still in the group: wait until none is left.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !processes_in_group(pgid as u32).is_empty() && Instant::now() < deadline {
+                let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

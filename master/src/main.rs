@@ -1,0 +1,112 @@
+//! rmaster command line; see the library documentation for what each verb does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use master::commands::{self, CommandError};
+use master::conf::ConfArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "rmaster", version, about = "rpost mail system supervisor and administration")]
+struct Cli {
+    /// Configuration directory (default: $RPOST_CONFIG or /etc/rpost).
+    #[arg(short = 'c', long = "config", global = true, value_name = "DIR")]
+    config: Option<PathBuf>,
+    /// Log debug lines too.
+    #[arg(short = 'v', long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the mail system (in the background unless --foreground).
+    Start {
+        /// Stay in the foreground (systemd, containers, tests).
+        #[arg(long)]
+        foreground: bool,
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Stop the mail system: graceful first, hard after master_stop_timeout.
+    Stop,
+    /// Re-read main.cf and master.cf without dropping connections.
+    Reload,
+    /// Report whether the master runs, and its services and processes.
+    Status,
+    /// Validate the configuration and daemons; create or repair the queue directory.
+    Check,
+    /// Show or edit main.cf parameters, as postconf(1).
+    Conf {
+        /// Only parameters set explicitly in main.cf.
+        #[arg(short = 'n')]
+        non_default: bool,
+        /// Default values.
+        #[arg(short = 'd')]
+        defaults: bool,
+        /// Expand $name references.
+        #[arg(short = 'x')]
+        expand: bool,
+        /// Print values only, without "name =".
+        #[arg(short = 'h')]
+        hide_name: bool,
+        /// Show master.cf entries.
+        #[arg(short = 'M')]
+        master: bool,
+        /// Edit main.cf: arguments are name=value.
+        #[arg(short = 'e')]
+        edit: bool,
+        /// Remove the named parameters from main.cf.
+        #[arg(short = 'X')]
+        remove: bool,
+        /// Comment out the named parameters in main.cf.
+        #[arg(short = '#')]
+        comment: bool,
+        /// Parameter names (or name=value with -e).
+        names: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = cli
+        .config
+        .or_else(|| std::env::var_os("RPOST_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/rpost"));
+    let result = match cli.command {
+        Command::Start { foreground: true, detached } => {
+            commands::start_foreground(&dir, detached, cli.verbose).map(|()| ExitCode::SUCCESS)
+        }
+        command => {
+            rpost_log::init_cli("rmaster", cli.verbose);
+            match command {
+                Command::Start { .. } => commands::start_background(&dir, cli.verbose).map(|()| ExitCode::SUCCESS),
+                Command::Stop => commands::stop(&dir).map(|()| ExitCode::SUCCESS),
+                Command::Reload => commands::reload(&dir).map(|()| ExitCode::SUCCESS),
+                Command::Status => commands::status(&dir).map(|()| ExitCode::SUCCESS),
+                Command::Check => commands::check(&dir),
+                Command::Conf { non_default, defaults, expand, hide_name, master, edit, remove, comment, names } => {
+                    let args =
+                        ConfArgs { non_default, defaults, expand, hide_name, master, edit, remove, comment, names };
+                    master::conf::run(&dir, &args).map(|out| {
+                        print!("{out}");
+                        ExitCode::SUCCESS
+                    })
+                }
+            }
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(e: &CommandError) {
+    eprintln!("rmaster: fatal: {e}");
+}

@@ -1,0 +1,238 @@
+//! rmaster end to end: start, status, on-demand children, privilege drop, reload without
+//! refused connections, crash restart, throttling, max_use, stop with nothing left behind.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rpost_testkit::{Suite, process_owner};
+
+const T: Duration = Duration::from_secs(20);
+
+fn basic() -> Suite {
+    Suite::builder()
+        .inet("smtp", "n - n - - smtpd")
+        .inet("imap", "n - n - - imapd")
+        .master_line("qmgr      unix  n       -       n       300     1       qmgr")
+        .master_line("auth      unix  -       -       n       -       -       authd")
+        .start()
+}
+
+#[test]
+fn starts_services_on_demand_and_reports_them() {
+    let suite = basic();
+    let st = suite.status();
+    assert_eq!(st.pid, suite.master_pid());
+    let names: Vec<&str> = st.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 4, "{st:#?}");
+    let smtp = &st.services[0];
+    assert_eq!(smtp.kind, "inet");
+    assert_eq!(smtp.listen, vec![format!("127.0.0.1:{}", suite.port("smtp"))]);
+    assert_eq!(smtp.maxproc, 100, "'-' means default_process_limit");
+    // The unix sockets exist where Postfix puts them: private column '-' means private/.
+    assert!(suite.queue_dir().join("private/auth").exists());
+    assert!(suite.queue_dir().join("public/qmgr").exists());
+
+    // qmgr has a wakeup timer: the first trigger starts it without any client.
+    suite.wait_log("trigger \"W\"", T);
+
+    // A client on smtp starts an smtpd, which speaks for itself and closes.
+    let greeting = suite.greeting("smtp");
+    assert!(greeting.starts_with("421 4.3.2 mail.example.test "), "{greeting}");
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.uses >= 1));
+    let smtpd = &st.services[0].children[0];
+
+    // `rmaster status` prints the same picture for people.
+    let out = suite.rmaster(&["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("rpost is running: master pid {}", suite.master_pid())), "{text}");
+    assert!(text.contains(&format!("pid {} ", smtpd.pid)), "{text}");
+
+    // ps: the child's parent is rmaster and it runs as mail_owner.
+    let (ppid, uid) = process_owner(smtpd.pid).expect("smtpd in /proc");
+    assert_eq!(ppid, suite.master_pid());
+    if nix::unistd::getuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(uid, nobody.uid.as_raw(), "children drop to mail_owner");
+        assert!(suite.log().contains("rpost/master"), "master logs under syslog_name");
+    } else {
+        assert!(suite.log().contains("privileges not dropped"), "{}", suite.log());
+    }
+}
+
+#[test]
+fn stop_leaves_no_process_behind() {
+    let mut suite = basic();
+    let _ = suite.greeting("smtp");
+    let _ = suite.greeting("imap");
+    suite.wait_status(T, |st| st.services.iter().filter(|s| !s.children.is_empty()).count() >= 3);
+    let pgid = suite.master_pid();
+    assert!(rpost_testkit::processes_in_group(pgid).len() >= 4);
+    let status = suite.stop();
+    assert!(status.success(), "{status}");
+    assert!(rpost_testkit::processes_in_group(pgid).is_empty(), "{:?}", rpost_testkit::processes_in_group(pgid));
+    assert!(!suite.queue_dir().join("pid/master.pid").exists());
+    // Listeners are closed with the master.
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("smtp"))).is_err());
+    let out = suite.rmaster(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+}
+
+#[test]
+fn killed_child_is_restarted_and_listener_keeps_accepting() {
+    let suite = basic();
+    let _ = suite.greeting("smtp");
+    let st = suite.wait_status(T, |st| !st.services[0].children.is_empty());
+    let victim = st.services[0].children[0].pid;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    suite.wait_log(&format!("pid {victim} killed by signal 9"), T);
+    // Served at least one client before dying: no throttle, and the next client is served
+    // by a fresh process.
+    let greeting = suite.greeting("smtp");
+    assert!(greeting.starts_with("421 "), "{greeting}");
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.pid != victim));
+    assert_eq!(st.services[0].throttled_for, None);
+}
+
+#[test]
+fn reload_adds_and_removes_services_without_refusing_connections() {
+    let mut suite = basic();
+    let smtp_port = suite.port("smtp");
+    let pop_port = suite.add_port("pop3");
+    let before = suite.status();
+
+    // Hammer the unchanged service throughout the reload.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let hammer = {
+        let (stop, ok, refused) = (stop.clone(), ok.clone(), refused.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match TcpStream::connect((Ipv4Addr::LOCALHOST, smtp_port)) {
+                    Ok(mut s) => {
+                        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let mut buf = [0u8; 4];
+                        if s.read_exact(&mut buf).is_ok() && &buf == b"421 " {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    let master = suite.read_config("master.cf");
+    let edited: String = master
+        .lines()
+        .filter(|l| !l.contains(" imapd"))
+        .map(|l| format!("{l}\n"))
+        .chain([format!("127.0.0.1:{pop_port} inet n - n - - imapd\n")])
+        .collect();
+    suite.write_config("master.cf", &edited);
+    for _ in 0..3 {
+        let out = suite.rmaster(&["reload"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "a client of an unchanged service was refused");
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    let st = suite.status();
+    assert_eq!(st.generation, before.generation + 3);
+    assert!(st.services.iter().any(|s| s.listen == vec![format!("127.0.0.1:{pop_port}")]), "{st:#?}");
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("imap"))).is_err(), "removed service still listens");
+    let greeting = {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, pop_port)).unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        buf
+    };
+    assert_eq!(&greeting, b"* BYE");
+    suite.wait_log("reload -- version", T);
+}
+
+#[test]
+fn broken_config_on_reload_keeps_the_running_one() {
+    let suite = basic();
+    let before = suite.status().generation;
+    let good = suite.read_config("main.cf");
+    suite.write_config("main.cf", &format!("{good}smtpd_banner = ${{myhostname\n"));
+    let out = suite.rmaster(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("main.cf:") && err.contains("smtpd_banner"), "{err}");
+    // The master was not even signalled, and still serves.
+    assert_eq!(suite.status().generation, before);
+    assert!(suite.greeting("smtp").starts_with("421 "));
+}
+
+#[test]
+fn a_daemon_failing_at_startup_throttles_its_service() {
+    let suite = Suite::builder()
+        .main("service_throttle_time", "2s")
+        .inet("smtp", "n - n - - smtpd -o mail_owner=no-such-user-rpost")
+        .inet("imap", "n - n - - imapd")
+        .start();
+    let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("smtp"))).unwrap();
+    let log = suite.wait_log("bad command startup -- throttling", T);
+    if nix::unistd::getuid().is_root() {
+        assert!(log.contains("no-such-user-rpost"), "{log}");
+    }
+    let st = suite.status();
+    assert!(st.services[0].throttled_for.is_some() || suite.log().contains("throttle ended"), "{st:#?}");
+    // Other services are not affected.
+    assert!(suite.greeting("imap").starts_with("* BYE"));
+    suite.wait_log("throttle ended", T);
+}
+
+#[test]
+fn missing_daemon_binary_is_reported_and_throttled() {
+    let suite = Suite::builder().inet("smtp", "n - n - - no-such-daemon").inet("imap", "n - n - - imapd").start();
+    let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("smtp"))).unwrap();
+    suite.wait_log("no-such-daemon", T);
+    assert!(suite.greeting("imap").starts_with("* BYE"));
+    let out = suite.rmaster(&["check"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-daemon is not an executable file"));
+}
+
+#[test]
+fn children_are_recycled_after_max_use() {
+    let suite = Suite::builder().main("max_use", "2").inet("smtp", "n - n - - smtpd").start();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        assert!(suite.greeting("smtp").starts_with("421 "));
+        if let Ok(st) = suite.try_status() {
+            pids.extend(st.services[0].children.iter().map(|c| c.pid));
+        }
+    }
+    assert!(pids.len() >= 2, "5 clients with max_use=2 need at least 3 processes, saw {pids:?}");
+}
+
+#[test]
+fn background_start_and_stop_through_the_pid_file() {
+    let suite = Suite::builder().inet("smtp", "n - n - - smtpd").prepare();
+    let out = suite.rmaster(&["start"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(suite.queue_dir().join("pid/master.pid")).unwrap().trim().parse().unwrap();
+    let again = suite.rmaster(&["start"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    assert!(suite.greeting("smtp").starts_with("421 "));
+    let out = suite.rmaster(&["stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(), "master still alive");
+    assert!(rpost_testkit::processes_in_group(pid as u32).is_empty());
+}
