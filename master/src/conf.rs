@@ -58,7 +58,10 @@ pub fn run(dir: &Path, args: &ConfArgs) -> Result<String, crate::commands::Comma
     let names: Vec<String> = if !args.names.is_empty() {
         args.names.clone()
     } else if args.non_default {
-        config.params.explicit_names()
+        // As postconf -n: what main.cf says, not what -c DIR implied.
+        let implied =
+            |n: &String| config.params.origin(n).is_some_and(|(file, _)| file == rpost_config::COMMAND_LINE_FILE);
+        config.params.explicit_names().into_iter().filter(|n| !implied(n)).collect()
     } else {
         let mut all: Vec<String> = registry::PARAMS.iter().map(|p| p.name.to_string()).collect();
         if !args.defaults {

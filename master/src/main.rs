@@ -39,7 +39,11 @@ enum Command {
     /// Validate the configuration and daemons; create or repair the queue directory.
     Check,
     /// Show or edit main.cf parameters, as postconf(1).
+    #[command(disable_help_flag = true)]
     Conf {
+        /// Print help (-h means "values only", as in postconf).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
         /// Only parameters set explicitly in main.cf.
         #[arg(short = 'n')]
         non_default: bool,
@@ -87,7 +91,18 @@ fn main() -> ExitCode {
                 Command::Reload => commands::reload(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Status => commands::status(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Check => commands::check(&dir),
-                Command::Conf { non_default, defaults, expand, hide_name, master, edit, remove, comment, names } => {
+                Command::Conf {
+                    help: _,
+                    non_default,
+                    defaults,
+                    expand,
+                    hide_name,
+                    master,
+                    edit,
+                    remove,
+                    comment,
+                    names,
+                } => {
                     let args =
                         ConfArgs { non_default, defaults, expand, hide_name, master, edit, remove, comment, names };
                     master::conf::run(&dir, &args).map(|out| {

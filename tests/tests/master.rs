@@ -236,3 +236,28 @@ fn background_start_and_stop_through_the_pid_file() {
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(), "master still alive");
     assert!(rpost_testkit::processes_in_group(pid as u32).is_empty());
 }
+
+#[test]
+fn reload_lets_old_children_finish_their_clients() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let suite = Suite::builder().master_line("qmgr unix n - n - 1 qmgr").start();
+    // A client of the trigger server that has not finished its request yet.
+    let mut client = UnixStream::connect(suite.queue_dir().join("public/qmgr")).unwrap();
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.uses == 1));
+    let old = st.services[0].children[0].pid;
+
+    // SIGHUP, as systemd's ExecReload or an admin would send it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(suite.master_pid() as i32), nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    let st = suite.wait_status(T, |st| st.generation == 2);
+    let child = st.services[0].children.iter().find(|c| c.pid == old).expect("old child still finishing");
+    assert_eq!(child.state, "draining");
+
+    // The old process still serves its client to the end, then goes away.
+    client.write_all(b"W").unwrap();
+    drop(client);
+    suite.wait_log(&format!("qmgr[{old}]: trigger \"W\""), T);
+    suite.wait_status(T, |st| st.services[0].children.iter().all(|c| c.pid != old));
+    assert!(!suite.log().contains(&format!("pid {old} exit status")), "drained child must exit cleanly");
+}

@@ -507,10 +507,15 @@ async fn accept_loop<H, F>(
         let task_shared = shared.clone();
         tokio::spawn(async move {
             let client = match client {
-                Client::Stream(stream) if triggers => Client::Trigger(read_trigger(stream).await),
-                other => other,
+                Client::Stream(stream) if triggers => {
+                    Some(read_trigger(stream).await).filter(|t| !t.is_empty()).map(Client::Trigger)
+                }
+                other => Some(other),
             };
-            handler(client).await;
+            // A trigger client that sent nothing (timed out, or only connected) has no request.
+            if let Some(client) = client {
+                handler(client).await;
+            }
             let left = task_shared.active.fetch_sub(1, Ordering::SeqCst) - 1;
             task_shared.done.notify_waiters();
             if left + 1 == task_shared.limits.max_clients {
