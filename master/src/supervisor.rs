@@ -701,8 +701,9 @@ impl Master {
         // a master that will not start anyone.
         self.services.clear();
         let timeout = self.config.params.get_time("master_stop_timeout").unwrap_or(Duration::from_secs(10));
-        for (&pid, child) in self.children.iter_mut() {
-            child.status_tx = None;
+        // SIGTERM alone: a child finishes its clients; closing the status pipe as well would
+        // be a second request, which a child takes as "exit now".
+        for &pid in self.children.keys() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
         let deadline = tokio::time::sleep(timeout);

@@ -182,14 +182,14 @@ fn broken_config_on_reload_keeps_the_running_one() {
 fn a_daemon_failing_at_startup_throttles_its_service() {
     let suite = Suite::builder()
         .main("service_throttle_time", "2s")
-        .inet("smtp", "n - n - - smtpd -o mail_owner=no-such-user-rpost")
+        // The master cannot see this coming: only the child opens its log file.
+        .inet("smtp", "n - n - - smtpd -o maillog_file=/nonexistent-rpost/maillog")
         .inet("imap", "n - n - - imapd")
         .start();
     let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("smtp"))).unwrap();
     let log = suite.wait_log("bad command startup -- throttling", T);
-    if nix::unistd::getuid().is_root() {
-        assert!(log.contains("no-such-user-rpost"), "{log}");
-    }
+    assert!(log.contains("exit status 1"), "{log}");
+    assert!(suite.stderr().contains("/nonexistent-rpost/maillog"), "the child says why: {}", suite.stderr());
     let st = suite.status();
     assert!(st.services[0].throttled_for.is_some() || suite.log().contains("throttle ended"), "{st:#?}");
     // Other services are not affected.
@@ -260,4 +260,56 @@ fn reload_lets_old_children_finish_their_clients() {
     suite.wait_log(&format!("qmgr[{old}]: trigger \"W\""), T);
     suite.wait_status(T, |st| st.services[0].children.iter().all(|c| c.pid != old));
     assert!(!suite.log().contains(&format!("pid {old} exit status")), "drained child must exit cleanly");
+}
+
+#[test]
+fn stop_kills_children_that_do_not_finish_in_time() {
+    use std::os::unix::net::UnixStream;
+    let mut suite = Suite::builder().main("master_stop_timeout", "1s").master_line("qmgr unix n - n - 1 qmgr").start();
+    // A client that never finishes its request keeps the trigger server busy.
+    let _client = UnixStream::connect(suite.queue_dir().join("public/qmgr")).unwrap();
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.uses == 1));
+    let pid = st.services[0].children[0].pid;
+    let pgid = suite.master_pid();
+    let started = std::time::Instant::now();
+    assert!(suite.stop().success());
+    assert!(started.elapsed() < Duration::from_secs(8), "hard stop after master_stop_timeout");
+    assert!(suite.log().contains(&format!("pid {pid} still running after 1s: killing it")), "{}", suite.log());
+    assert!(rpost_testkit::processes_in_group(pgid).is_empty());
+}
+
+#[test]
+fn children_go_away_when_the_master_dies() {
+    let suite = basic();
+    let _ = suite.greeting("smtp");
+    let st = suite.wait_status(T, |st| st.services.iter().filter(|s| !s.children.is_empty()).count() >= 2);
+    let pids: Vec<u32> = st.services.iter().flat_map(|s| s.children.iter().map(|c| c.pid)).collect();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(suite.master_pid() as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    // End-of-file on the status pipe: each child finishes and exits by itself.
+    let alive = || -> Vec<u32> {
+        pids.iter()
+            .copied()
+            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !alive().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "orphaned daemons still running: {:?}", alive());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn chrooted_service_runs_inside_the_queue_directory() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("chroot needs root: checked only when the tests run as root");
+        return;
+    }
+    let suite = Suite::builder().inet("smtp", "n - y - - smtpd").start();
+    assert!(suite.greeting("smtp").starts_with("421 "));
+    let st = suite.wait_status(T, |st| !st.services[0].children.is_empty());
+    let pid = st.services[0].children[0].pid;
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, suite.queue_dir().canonicalize().unwrap());
 }
