@@ -189,8 +189,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_err("tokio runtime"))
 }
 
+/// True while `pid` runs; a zombie waiting for its parent to reap it has stopped running.
 fn pid_alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 /// `rmaster stop`: SIGTERM the master, wait, and SIGKILL its process group if it hangs.

@@ -579,7 +579,15 @@ impl Master {
     }
 
     fn reload(&mut self) {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        // systemd's Type=notify-reload wants the reload's start time with RELOADING=1.
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+            }
+            Err(_) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+            }
+        }
         let dir = self.config.dir.clone();
         let loaded = match Loaded::load(&dir) {
             Ok(l) => l,

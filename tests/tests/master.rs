@@ -233,7 +233,7 @@ fn background_start_and_stop_through_the_pid_file() {
     assert!(suite.greeting("smtp").starts_with("421 "));
     let out = suite.rmaster(&["stop"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(), "master still alive");
+    assert!(!rpost_testkit::pid_running(pid as u32), "master still alive");
     assert!(rpost_testkit::processes_in_group(pid as u32).is_empty());
 }
 
@@ -287,12 +287,7 @@ fn children_go_away_when_the_master_dies() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(suite.master_pid() as i32), nix::sys::signal::Signal::SIGKILL)
         .unwrap();
     // End-of-file on the status pipe: each child finishes and exits by itself.
-    let alive = || -> Vec<u32> {
-        pids.iter()
-            .copied()
-            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z ")))
-            .collect()
-    };
+    let alive = || -> Vec<u32> { pids.iter().copied().filter(|&p| rpost_testkit::pid_running(p)).collect() };
     let deadline = std::time::Instant::now() + T;
     while !alive().is_empty() {
         assert!(std::time::Instant::now() < deadline, "orphaned daemons still running: {:?}", alive());
@@ -312,4 +307,42 @@ fn chrooted_service_runs_inside_the_queue_directory() {
     let pid = st.services[0].children[0].pid;
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     assert_eq!(root, suite.queue_dir().canonicalize().unwrap());
+}
+
+#[test]
+fn tells_systemd_ready_reloading_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile_dir();
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut suite =
+        Suite::builder().env("NOTIFY_SOCKET", path.to_str().unwrap()).inet("smtp", "n - n - - smtpd").start();
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("sd_notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1\n");
+    assert!(suite.rmaster(&["reload"]).status.success());
+    let reloading = recv();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert_eq!(recv(), "READY=1\n");
+    // Daemons must not talk to systemd: their environment is clean.
+    let _ = suite.greeting("smtp");
+    let st = suite.wait_status(T, |st| !st.services[0].children.is_empty());
+    let environ = std::fs::read(format!("/proc/{}/environ", st.services[0].children[0].pid)).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("RPOST_SERVICE=127.0.0.1:"), "{environ}");
+    assert!(!environ.contains("NOTIFY_SOCKET"), "{environ}");
+    assert!(suite.stop().success());
+    assert_eq!(recv(), "STOPPING=1\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("rpost-notify-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

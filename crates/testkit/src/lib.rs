@@ -68,6 +68,7 @@ pub struct SuiteBuilder {
     /// master.cf lines; `{port:NAME}` is replaced by NAME's port.
     master: Vec<String>,
     inet: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl SuiteBuilder {
@@ -85,6 +86,12 @@ impl SuiteBuilder {
         self
     }
 
+    /// Sets an environment variable for rmaster (e.g. `NOTIFY_SOCKET`).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     /// Adds a raw master.cf line.
     pub fn master_line(mut self, line: &str) -> Self {
         self.master.push(line.into());
@@ -92,9 +99,10 @@ impl SuiteBuilder {
     }
 
     /// Writes the configuration and starts rmaster.
-    pub fn start(self) -> Suite {
+    pub fn start(mut self) -> Suite {
+        let env = std::mem::take(&mut self.env);
         let suite = self.prepare();
-        suite.spawn()
+        suite.spawn(&env)
     }
 
     /// Writes the configuration without starting anything (for CLI tests).
@@ -147,7 +155,7 @@ impl Suite {
         SuiteBuilder::default()
     }
 
-    fn spawn(mut self) -> Suite {
+    fn spawn(mut self, env: &[(String, String)]) -> Suite {
         let stderr = std::fs::File::create(self.root.join("master.stderr")).expect("stderr file");
         let child = Command::new(bin("rmaster"))
             .arg("-c")
@@ -156,6 +164,7 @@ impl Suite {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // Own process group: Drop kills rmaster and every daemon under it at once.
             .process_group(0)
             .spawn()
@@ -347,6 +356,12 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// True while `pid` runs (exists and is not a zombie waiting to be reaped).
+pub fn pid_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
 }
 
 /// (ppid, uid) of a process, from /proc.
