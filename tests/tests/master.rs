@@ -318,7 +318,7 @@ fn tells_systemd_ready_reloading_stopping() {
     sock.set_read_timeout(Some(T)).unwrap();
     let mut suite =
         Suite::builder().env("NOTIFY_SOCKET", path.to_str().unwrap()).inet("smtp", "n - n - - smtpd").start();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("sd_notify message");
         String::from_utf8_lossy(&buf[..n]).into_owned()
