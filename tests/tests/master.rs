@@ -346,3 +346,15 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn idle_children_exit_after_max_idle() {
+    let suite = Suite::builder().main("max_idle", "1s").inet("smtp", "n - n - - smtpd").start();
+    assert!(suite.greeting("smtp").starts_with("421 "));
+    let st = suite.wait_status(T, |st| !st.services[0].children.is_empty());
+    let pid = st.services[0].children[0].pid;
+    suite.wait_status(T, |st| st.services[0].children.is_empty());
+    assert!(!suite.log().contains(&format!("pid {pid} exit")), "an idle exit is not an error: {}", suite.log());
+    // The next client starts a new process.
+    assert!(suite.greeting("smtp").starts_with("421 "));
+}
