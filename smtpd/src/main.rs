@@ -1,25 +1,12 @@
-//! smtpd - SMTP server
-//!
-//! # SUMMARY
-//! `smtpd` runs under rmaster as a master.cf service; it is not started by hand.
-//!
-//! # DESCRIPTION
-//! Skeleton: the process model is real (it is spawned on demand by rmaster, inherits its
-//! listeners, drops privileges, reports its status and honours max_use/max_idle and reloads),
-//! but the protocol is not implemented yet (issue 3). A client is logged and told `421 4.3.2 Service not available`, the
-//! connection is closed; nothing is accepted or claimed.
-//!
-//! # SECURITY
-//! Drops to `mail_owner` (and chroots when master.cf says so) before reading from a client,
-//! through rpost-daemon. Reads nothing from the client.
-//!
-//! # CONFIGURATION
-//! The rpost-daemon parameters (mail_owner, max_use, max_idle, syslog_name, maillog_file).
-//!
-//! # STANDARDS
-//! None yet.
+//! smtpd entry point: the rpost-daemon skeleton around [`smtpd::server::serve`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use rpost_daemon::{Client, Stream};
+use smtpd::server::{Shared, client_name, serve};
+use smtpd::session;
 
 fn main() -> ExitCode {
     let daemon = match rpost_daemon::Daemon::start("smtpd") {
@@ -29,9 +16,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let host = daemon.params().get("myhostname").unwrap_or_default();
-    let reply = format!("421 4.3.2 {host} Service not available: rpost smtpd is not implemented yet\r\n");
+    // Tables are opened before the privilege drop, as Postfix does, so root-only map files
+    // can be read.
+    let settings = match smtpd::settings::Settings::from_params(daemon.params()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let queue_root = if daemon.env().chroot {
+        PathBuf::from("/")
+    } else {
+        match daemon.params().get("queue_directory") {
+            Ok(q) => PathBuf::from(q),
+            Err(e) => {
+                tracing::error!("fatal: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let shared = Arc::new(Shared::new(settings, queue_root));
     daemon.serve(rpost_daemon::Options::default(), move |client| {
-        rpost_daemon::refuse_unimplemented("smtpd", client, Some(reply.clone()))
+        let shared = shared.clone();
+        async move {
+            match client {
+                Client::Stream(Stream::Tcp { stream, peer, .. }) => {
+                    let _ = stream.set_nodelay(true);
+                    let client = session::Client { addr: peer.ip(), port: peer.port(), name: client_name(peer.ip()) };
+                    serve(shared, stream, client).await;
+                }
+                Client::Stream(Stream::Unix(stream)) => {
+                    let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+                    let client = session::Client { addr, port: 0, name: "localhost".into() };
+                    serve(shared, stream, client).await;
+                }
+                Client::Trigger(_) => {}
+            }
+        }
     })
 }

@@ -25,8 +25,10 @@
 //! # CONFIGURATION
 //! `syslog_name`, `maillog_file`; `-v` on a master.cf command line enables debug lines.
 //!
+//! [`rfc5322_date`] formats header dates with the same calendar code.
+//!
 //! # STANDARDS
-//! RFC 3164 framing for `/dev/log`.
+//! RFC 3164 framing for `/dev/log`; RFC 5322 section 3.3 dates.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -220,6 +222,27 @@ pub fn timestamp(t: SystemTime) -> String {
     format!("{} {:>2} {:02}:{:02}:{:02}", MONTHS[(month - 1) as usize], day, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// RFC 5322 date-time in UTC, for Received: and Date: headers:
+/// `Sat, 21 Nov 2026 23:19:51 +0000 (UTC)`.
+pub fn rfc5322_date(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let (year, month, day) = civil_from_days(days);
+    let rem = secs % 86_400;
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000 (UTC)",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31); Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -266,6 +289,13 @@ mod tests {
         assert_eq!(timestamp(UNIX_EPOCH), "Jan  1 00:00:00");
         // Leap day.
         assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Feb 29 00:00:00");
+    }
+
+    #[test]
+    fn rfc5322_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_303_191);
+        assert_eq!(rfc5322_date(t), "Sat, 21 Nov 2026 23:19:51 +0000 (UTC)");
+        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000 (UTC)");
     }
 
     #[test]

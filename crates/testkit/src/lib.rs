@@ -23,6 +23,8 @@
 //! # STANDARDS
 //! None.
 
+pub mod smtp;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -105,7 +107,16 @@ impl SuiteBuilder {
         suite.spawn(&env)
     }
 
+    /// Writes the configuration, lets `f` add files (users, maps) to it, and starts rmaster.
+    pub fn start_with(mut self, f: impl FnOnce(&Suite)) -> Suite {
+        let env = std::mem::take(&mut self.env);
+        let suite = self.prepare();
+        f(&suite);
+        suite.spawn(&env)
+    }
+
     /// Writes the configuration without starting anything (for CLI tests).
+    /// `{root}` in main.cf values stands for the temporary root directory.
     pub fn prepare(self) -> Suite {
         let tmp = tempfile::Builder::new().prefix("rpost-test-").tempdir().expect("tempdir");
         // Daemons that drop to mail_owner must be able to reach the spool below it.
@@ -123,6 +134,7 @@ impl SuiteBuilder {
             if nix::unistd::getuid().is_root() { "nobody".to_string() } else { current_user() },
         );
         for (name, value) in &self.main {
+            let value = value.replace("{root}", &suite.root.display().to_string());
             main.push_str(&format!("{name} = {value}\n"));
         }
         suite.write_config("main.cf", &main);

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Messages accepted per second by rpost's smtpd and by the reference Postfix, same load:
+# smtp-source (from Debian's postfix package), 20 parallel sessions, 4 KiB messages, one
+# message per connection, every message fsync'd before its 250 on both sides.
+#
+# Usage (as root, on a scratch machine): bench/smtpd-accept.sh [MESSAGES]   (default 5000)
+# The reference stack is ../shared/reference-stack.sh (Postfix on 127.0.0.1:2525). For the
+# duration of the run its qmgr is disabled, so both sides measure acceptance alone (rpost's
+# queue manager does not deliver yet either); it is restored at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-5000}
+SESSIONS=20
+SIZE=4096
+ref=../shared/reference-stack.sh
+
+command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
+cargo build --release -q -p master -p smtpd -p qmgr
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+
+work=$(mktemp -d /var/tmp/rpost-bench.XXXXXX)
+cleanup() {
+  "$bin/rmaster" -c "$work/etc" stop >/dev/null 2>&1 || true
+  if [ -f /etc/postfix/master.cf.rpost-bench ]; then
+    mv /etc/postfix/master.cf.rpost-bench /etc/postfix/master.cf
+    postfix reload >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/etc"
+cat > "$work/etc/main.cf" <<CONF
+queue_directory = $work/spool
+daemon_directory = $bin
+maillog_file = $work/maillog
+myhostname = mail.example.test
+mydestination = \$myhostname, localhost
+virtual_mailbox_domains = example.test
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+mail_owner = $(id -u -n nobody 2>/dev/null || echo nobody)
+CONF
+cat > "$work/etc/master.cf" <<CONF
+127.0.0.1:2526 inet n - n - - smtpd
+qmgr unix n - n 300 1 qmgr
+CONF
+"$bin/rmaster" -c "$work/etc" start >/dev/null
+
+run() { # name port -> prints rate
+  local start end
+  start=$(date +%s.%N)
+  smtp-source -s $SESSIONS -l $SIZE -m "$N" -f bench@example.test -t alice@example.test "127.0.0.1:$2"
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$N/($end-$start):.0f}')"
+}
+
+# Warm-up, then the measured run.
+smtp-source -s $SESSIONS -l $SIZE -m 200 -f bench@example.test -t alice@example.test 127.0.0.1:2526
+rpost_rate=$(run rpost 2526)
+queued=$(find "$work/spool/incoming" -type f | wc -l)
+echo "rpost:   $rpost_rate msg/s accepted ($N messages, $SESSIONS sessions, $SIZE bytes; $queued files in incoming/)"
+
+if [ "$(id -u)" = 0 ] && [ -x "$ref" ]; then
+  bash "$ref" start >/dev/null 2>&1
+  cp /etc/postfix/master.cf /etc/postfix/master.cf.rpost-bench
+  sed -i -E 's/^(qmgr[[:space:]])/#\1/' /etc/postfix/master.cf
+  postfix reload >/dev/null 2>&1; sleep 2
+  smtp-source -s $SESSIONS -l $SIZE -m 200 -f bench@example.test -t alice@example.test 127.0.0.1:2525
+  postfix_rate=$(run postfix 2525)
+  echo "postfix: $postfix_rate msg/s accepted (same load)"
+  python3 -c "print(f'ratio rpost/postfix: {$rpost_rate/$postfix_rate:.2f}x')"
+  postsuper -d ALL >/dev/null 2>&1 || true
+else
+  echo "postfix: skipped (needs root and $ref)"
+fi

@@ -1,0 +1,176 @@
+//! Reading and verifying queue files; marking recipients done in place.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+
+use crate::format::{self, BLOCK};
+use crate::{Envelope, QueueError, QueueId, RcptStatus, Recipient};
+
+/// A verified queue file: its envelope in memory, its content on disk.
+#[derive(Debug, Clone)]
+pub struct QueueFile {
+    pub id: QueueId,
+    /// Where the file was read from. A [`Queue::move_to`](crate::Queue::move_to)
+    /// does not update it: reopen the file after moving it.
+    pub path: PathBuf,
+    pub envelope: Envelope,
+    content_offset: u64,
+    content_len: u64,
+    /// File offset of each recipient's status byte.
+    status_offsets: Vec<u64>,
+}
+
+impl QueueFile {
+    /// Parses and verifies a whole file held in memory (tests, fuzzing).
+    /// `path` names the file in errors and its last component must be the
+    /// queue ID; [`content`](QueueFile::content) and
+    /// [`mark_recipient`](QueueFile::mark_recipient) use it.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<QueueFile, QueueError> {
+        let id = id_from_path(path)?;
+        let p = format::parse(bytes, bytes.len() as u64).map_err(|f| f.with_path(path))?;
+        Ok(QueueFile::from_parsed(id, path, p))
+    }
+
+    /// Reads and verifies the file at `path`, streaming the content
+    /// through the checksum without holding it in memory.
+    pub fn open(path: &Path) -> Result<QueueFile, QueueError> {
+        let id = id_from_path(path)?;
+        let file = open_nofollow(path, false)?;
+        let md = file.metadata().map_err(|e| QueueError::io(path, e))?;
+        if !md.is_file() {
+            return Err(QueueError::corrupt(path, "not a regular file"));
+        }
+        let p = format::parse(BufReader::with_capacity(BLOCK, file), md.len()).map_err(|f| f.with_path(path))?;
+        Ok(QueueFile::from_parsed(id, path, p))
+    }
+
+    fn from_parsed(id: QueueId, path: &Path, p: format::Parsed) -> QueueFile {
+        QueueFile {
+            id,
+            path: path.to_owned(),
+            envelope: p.envelope,
+            content_offset: p.content_offset,
+            content_len: p.content_len,
+            status_offsets: p.status_offsets,
+        }
+    }
+
+    /// The message content, read from disk.
+    pub fn content(&self) -> Result<Vec<u8>, QueueError> {
+        let mut r = self.content_reader()?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(self.content_len as usize).map_err(|e| QueueError::io(&self.path, io::Error::other(e)))?;
+        r.read_to_end(&mut v).map_err(|e| QueueError::io(&self.path, e))?;
+        Ok(v)
+    }
+
+    /// The message content as a stream (unbuffered: wrap it in a
+    /// `BufReader` for small reads). Fails with `UnexpectedEof` if the file
+    /// has shrunk since it was verified.
+    pub fn content_reader(&self) -> Result<ContentReader, QueueError> {
+        let mut file = open_nofollow(&self.path, false)?;
+        file.seek(SeekFrom::Start(self.content_offset)).map_err(|e| QueueError::io(&self.path, e))?;
+        Ok(ContentReader { file, left: self.content_len })
+    }
+
+    /// The content size in bytes (Postfix's message_size).
+    pub fn content_len(&self) -> u64 {
+        self.content_len
+    }
+
+    /// The file offset of recipient `index`'s status byte.
+    pub fn status_offset(&self, index: usize) -> Option<u64> {
+        self.status_offsets.get(index).copied()
+    }
+
+    /// Records a recipient's new status: one byte rewritten in place, then
+    /// fdatasync. The checksum does not cover status bytes, so the file
+    /// stays valid.
+    pub fn mark_recipient(&mut self, index: usize, status: RcptStatus) -> Result<(), QueueError> {
+        self.mark_recipients(&[(index, status)])
+    }
+
+    /// Like [`mark_recipient`](QueueFile::mark_recipient) for several
+    /// recipients at once, with a single fdatasync.
+    pub fn mark_recipients(&mut self, updates: &[(usize, RcptStatus)]) -> Result<(), QueueError> {
+        for &(index, _) in updates {
+            if index >= self.status_offsets.len() {
+                return Err(QueueError::NoRecipient { path: self.path.clone(), index });
+            }
+        }
+        let file = open_nofollow(&self.path, true)?;
+        let io_err = |e| QueueError::io(&self.path, e);
+        for &(index, status) in updates {
+            let off = self.status_offsets[index];
+            // Refuse to scribble on a file that is not the one we parsed.
+            let mut cur = [0u8];
+            file.read_exact_at(&mut cur, off).map_err(io_err)?;
+            if format::status_from_byte(cur[0]).is_none() {
+                return Err(QueueError::corrupt(&self.path, format!("no status byte at offset {off}")));
+            }
+            file.write_all_at(&[format::status_byte(status)], off).map_err(io_err)?;
+        }
+        file.sync_data().map_err(io_err)?;
+        for &(index, status) in updates {
+            self.envelope.recipients[index].status = status;
+        }
+        Ok(())
+    }
+
+    /// True when no recipient is pending any more.
+    pub fn all_done(&self) -> bool {
+        self.envelope.recipients.iter().all(|r| r.status.is_done())
+    }
+
+    /// The recipients still pending, with their indexes.
+    pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
+        self.envelope.recipients.iter().enumerate().filter(|(_, r)| !r.status.is_done())
+    }
+}
+
+fn id_from_path(path: &Path) -> Result<QueueId, QueueError> {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    QueueId::parse(&name)
+}
+
+fn open_nofollow(path: &Path, write: bool) -> Result<File, QueueError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| QueueError::io(path, e))
+}
+
+/// Streams a queue file's content; see [`QueueFile::content_reader`].
+#[derive(Debug)]
+pub struct ContentReader {
+    file: File,
+    left: u64,
+}
+
+impl ContentReader {
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.file.read(&mut buf[..n])?;
+        if got == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "queue file shrank since it was verified"));
+        }
+        self.left -= got as u64;
+        Ok(got)
+    }
+}

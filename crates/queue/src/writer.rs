@@ -1,0 +1,366 @@
+//! Creating queue files and moving them between the spool directories.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+
+use crate::format::{self, BLOCK};
+use crate::{Envelope, QueueDir, QueueError, QueueFile, QueueId};
+
+/// Mode of a file still being written.
+const MODE_INCOMPLETE: u32 = 0o600;
+/// Mode of a committed file: the owner execute bit is the "complete" mark.
+const MODE_COMPLETE: u32 = 0o700;
+const COMPLETE_BIT: u32 = 0o100;
+/// Fresh IDs to try when `O_EXCL` finds the name taken.
+const CREATE_ATTEMPTS: usize = 1000;
+
+/// A queue directory tree (`queue_directory`). Cheap to clone; share it
+/// between threads freely.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    root: PathBuf,
+}
+
+impl Queue {
+    pub fn new(root: impl Into<PathBuf>) -> Queue {
+        Queue { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of one spool subdirectory.
+    pub fn dir(&self, d: QueueDir) -> PathBuf {
+        self.root.join(d.name())
+    }
+
+    /// The path of a queue file.
+    pub fn path(&self, d: QueueDir, id: &QueueId) -> PathBuf {
+        self.dir(d).join(id.as_str())
+    }
+
+    /// Creates the root and any missing subdirectories, mode 0700. (The
+    /// owner is whoever runs this; rmaster chowns them to `mail_owner`.)
+    pub fn ensure_dirs(&self) -> Result<(), QueueError> {
+        let mut b = DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(&self.root).map_err(|e| QueueError::io(&self.root, e))?;
+        for d in QueueDir::ALL {
+            let p = self.dir(d);
+            b.create(&p).map_err(|e| QueueError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new message: a fresh ID, `incoming/ID` created exclusively
+    /// with mode 0600, and the envelope written (buffered). Fails before
+    /// touching the disk if the envelope exceeds a format limit.
+    pub fn create(&self, env: &Envelope) -> Result<IncomingMessage, QueueError> {
+        let header = format::encode_header(env)?;
+        let mut crc = crc32fast::Hasher::new();
+        header.hash_into(&mut crc);
+        let dir = self.dir(QueueDir::Incoming);
+        let mut attempt = 0;
+        let (id, path, file) = loop {
+            attempt += 1;
+            let id = QueueId::generate();
+            let path = dir.join(id.as_str());
+            let file = match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(MODE_INCOMPLETE)
+                .custom_flags(OFlag::O_NOFOLLOW.bits())
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < CREATE_ATTEMPTS => continue,
+                Err(e) => return Err(QueueError::io(&path, e)),
+            };
+            // Held until commit or abort, so cleanup_incoming() never
+            // removes a file someone is still writing; a crash drops it.
+            let file = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| QueueError::io(&path, io::Error::from(errno)))?;
+            // cleanup_incoming() may have taken the lock between our open
+            // and flock and unlinked the name (only with a tiny
+            // `older_than`); then this inode is orphaned: try again.
+            if still_linked(&file, &path) {
+                break (id, path, file);
+            }
+        };
+        let mut msg = IncomingMessage {
+            id,
+            path,
+            dir,
+            out: Some(BufWriter::with_capacity(BLOCK, Locked(file))),
+            crc,
+            content_len: 0,
+            nrcpt: env.recipients.len() as u32,
+            poisoned: false,
+            committed: false,
+        };
+        // Already hashed above, with the status bytes masked.
+        msg.write_raw(&header.bytes, false)?;
+        Ok(msg)
+    }
+
+    /// Reads and verifies a queue file.
+    pub fn open(&self, d: QueueDir, id: &QueueId) -> Result<QueueFile, QueueError> {
+        QueueFile::open(&self.path(d, id))
+    }
+
+    /// The committed queue files in `d`, oldest first. Names that are not
+    /// queue IDs, non-regular files and files without the complete mark
+    /// (still being written, or left by a crash) are skipped.
+    pub fn scan(&self, d: QueueDir) -> Result<Vec<QueueId>, QueueError> {
+        let mut ids: Vec<QueueId> = self.entries(d)?.into_iter().filter(|e| e.complete).map(|e| e.id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Moves a file between directories (rename, then fsync of both
+    /// directories: the new name first, so the file is never durably in
+    /// neither place).
+    pub fn move_to(&self, id: &QueueId, from: QueueDir, to: QueueDir) -> Result<(), QueueError> {
+        if from == to {
+            return Ok(());
+        }
+        let src = self.path(from, id);
+        let dst = self.path(to, id);
+        fs::rename(&src, &dst).map_err(|e| QueueError::io(&src, e))?;
+        sync_dir(&self.dir(to))?;
+        sync_dir(&self.dir(from))
+    }
+
+    /// Deletes a file (all recipients done, or `queue delete`).
+    pub fn remove(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
+        let p = self.path(d, id);
+        fs::remove_file(&p).map_err(|e| QueueError::io(&p, e))?;
+        sync_dir(&self.dir(d))
+    }
+
+    /// The directory holding `id`, if any.
+    pub fn find(&self, id: &QueueId) -> Option<QueueDir> {
+        QueueDir::ALL.into_iter().find(|&d| fs::symlink_metadata(self.path(d, id)).is_ok_and(|m| m.is_file()))
+    }
+
+    /// Removes incoming files that were never committed (a crash or kill
+    /// mid-DATA) and were last modified more than `older_than` ago.
+    /// Committed files are never touched, nor is a file whose writer is
+    /// still alive (it holds an flock). Returns the removed IDs, sorted.
+    pub fn cleanup_incoming(&self, older_than: Duration) -> Result<Vec<QueueId>, QueueError> {
+        let now = SystemTime::now();
+        let mut removed = Vec::new();
+        for e in self.entries(QueueDir::Incoming)? {
+            let age = now.duration_since(e.mtime).unwrap_or(Duration::ZERO);
+            if e.complete || age < older_than {
+                continue;
+            }
+            let file = match OpenOptions::new().read(true).custom_flags(OFlag::O_NOFOLLOW.bits()).open(&e.path) {
+                Ok(f) => f,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(QueueError::io(&e.path, err)),
+            };
+            let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((_, Errno::EWOULDBLOCK)) => continue,
+                Err((_, errno)) => return Err(QueueError::io(&e.path, io::Error::from(errno))),
+            };
+            // Under the lock the mode cannot change any more: a writer
+            // commits only while holding it.
+            let md = file.metadata().map_err(|err| QueueError::io(&e.path, err))?;
+            if md.mode() & COMPLETE_BIT != 0 || !still_linked(&file, &e.path) {
+                continue;
+            }
+            match fs::remove_file(&e.path) {
+                Ok(()) => removed.push(e.id),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(QueueError::io(&e.path, err)),
+            }
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir(QueueDir::Incoming))?;
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Regular files named by a queue ID in `d`, with their mark and mtime.
+    fn entries(&self, d: QueueDir) -> Result<Vec<Entry>, QueueError> {
+        let dir = self.dir(d);
+        let rd = fs::read_dir(&dir).map_err(|e| QueueError::io(&dir, e))?;
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| QueueError::io(&dir, e))?;
+            let Some(Ok(id)) = ent.file_name().to_str().map(QueueId::parse) else { continue };
+            // lstat: symlinks are not queue files.
+            let md = match ent.metadata() {
+                Ok(m) => m,
+                // Moved or removed since readdir.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(QueueError::io(ent.path(), e)),
+            };
+            if !md.file_type().is_file() {
+                continue;
+            }
+            let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push(Entry { id, path: ent.path(), complete: md.mode() & COMPLETE_BIT != 0, mtime });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: QueueId,
+    path: PathBuf,
+    complete: bool,
+    mtime: SystemTime,
+}
+
+/// Whether `path` still names the inode open as `file`.
+fn still_linked(file: &File, path: &Path) -> bool {
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// fsync a directory, making renames, creations and removals in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
+        .open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io(dir, e))
+}
+
+/// The locked file, writable through the lock guard.
+#[derive(Debug)]
+struct Locked(Flock<File>);
+
+impl Write for Locked {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A message being received into `incoming/`. Dropping it without
+/// [`commit`](IncomingMessage::commit) removes the file.
+#[derive(Debug)]
+pub struct IncomingMessage {
+    id: QueueId,
+    path: PathBuf,
+    dir: PathBuf,
+    out: Option<BufWriter<Locked>>,
+    crc: crc32fast::Hasher,
+    content_len: u64,
+    nrcpt: u32,
+    /// A write failed: the file no longer matches the CRC we hold.
+    poisoned: bool,
+    committed: bool,
+}
+
+impl IncomingMessage {
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// The path of the file in `incoming/`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends message content: the message as received (CRLF line
+    /// endings, dot-unstuffed), stored verbatim. Buffered.
+    pub fn write_content(&mut self, bytes: &[u8]) -> Result<(), QueueError> {
+        self.write_raw(bytes, true)?;
+        self.content_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Content bytes written so far.
+    pub fn content_len(&self) -> u64 {
+        self.content_len
+    }
+
+    fn write_raw(&mut self, bytes: &[u8], hash: bool) -> Result<(), QueueError> {
+        let Some(out) = self.out.as_mut().filter(|_| !self.poisoned) else {
+            return Err(QueueError::Poisoned { path: self.path.clone() });
+        };
+        if let Err(e) = out.write_all(bytes) {
+            self.poisoned = true;
+            return Err(QueueError::io(&self.path, e));
+        }
+        if hash {
+            self.crc.update(bytes);
+        }
+        Ok(())
+    }
+
+    /// Makes the message durable and visible to qmgr: flush, write END,
+    /// fdatasync, fchmod 0700 (the complete mark), fsync, fsync
+    /// `incoming/`. Only after this returns `Ok` may the client be told
+    /// 250. On error the file is removed.
+    pub fn commit(mut self) -> Result<QueueId, QueueError> {
+        let out = match self.out.take() {
+            Some(out) if !self.poisoned => out,
+            _ => return Err(QueueError::Poisoned { path: self.path.clone() }),
+        };
+        let end = format::encode_end(self.content_len, self.nrcpt, self.crc.clone().finalize());
+        let file = finish(out, &end).map_err(|e| QueueError::io(&self.path, e))?;
+        // Put the file back so Drop unlinks it (under the lock) on error.
+        self.out = Some(BufWriter::new(file));
+        sync_dir(&self.dir)?;
+        self.committed = true;
+        Ok(self.id.clone())
+    }
+
+    /// Gives up on the message (RSET, error, client gone): removes the file.
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+/// Everything in commit() that touches the file itself.
+fn finish(mut out: BufWriter<Locked>, end: &[u8]) -> io::Result<Locked> {
+    out.write_all(end)?;
+    let locked = out.into_inner().map_err(|e| e.into_error())?;
+    let file: &File = &locked.0;
+    // Data first: a filesystem may persist the mode change ahead of
+    // delayed-allocation data, which would leave a torn file that looks
+    // complete after a power loss.
+    file.sync_data()?;
+    file.set_permissions(fs::Permissions::from_mode(MODE_COMPLETE))?;
+    file.sync_all()?;
+    if file.metadata()?.nlink() == 0 {
+        return Err(io::Error::other("queue file was unlinked while being written"));
+    }
+    Ok(locked)
+}
+
+impl Drop for IncomingMessage {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Unlink while still holding the lock, and throw away buffered
+        // data instead of flushing it into a file that is going away.
+        let _ = fs::remove_file(&self.path);
+        if let Some(out) = self.out.take() {
+            let (locked, _unwritten) = out.into_parts();
+            drop(locked);
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Addresses and address classes, as Postfix's trivial-rewrite sees them.
+//!
+//! A recipient domain is local (mydestination, or an address literal of this host), virtual
+//! alias, virtual mailbox, relay, or remote, checked in that order. Bare addresses get
+//! `@$myorigin`. Whether a recipient is "listed" (known) is decided by the table of its class:
+//! local_recipient_maps, virtual_alias_maps, virtual_mailbox_maps (falling back to
+//! auth_passdb, rpost's user database, when virtual_mailbox_maps is empty), relay_recipient_maps.
+
+use std::net::IpAddr;
+
+use rpost_config::{ConfigError, Params};
+use rpost_lookup::{AddressLookup, LookupError, Table};
+
+/// An envelope address split for routing decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub local: String,
+    /// As given (case kept, as Postfix keeps it in the envelope); empty only when there is no
+    /// myorigin to append. Compare with [`Address::domain_key`].
+    pub domain: String,
+}
+
+impl Address {
+    /// Splits at the last `@`; a bare local part gets `myorigin`.
+    pub fn parse(addr: &str, myorigin: &str) -> Address {
+        match addr.rsplit_once('@') {
+            Some((local, domain)) => Address { local: local.to_string(), domain: normalize_domain(domain) },
+            None => Address { local: addr.to_string(), domain: normalize_domain(myorigin) },
+        }
+    }
+
+    /// The domain in the form domain lists and tables are matched with.
+    pub fn domain_key(&self) -> String {
+        self.domain.to_ascii_lowercase()
+    }
+
+    /// `local@domain` (just `local` when there is no domain).
+    pub fn full(&self) -> String {
+        if self.domain.is_empty() { self.local.clone() } else { format!("{}@{}", self.local, self.domain) }
+    }
+
+    /// Domain in fully-qualified form (or an address literal).
+    pub fn has_fqdn_domain(&self) -> bool {
+        is_fqdn(&self.domain) || is_address_literal(&self.domain)
+    }
+
+    /// Source-routing operators in the local part (`user@other@here`, `user%other@here`,
+    /// `other!user@here`): the classic open-relay tricks.
+    pub fn has_routing(&self) -> bool {
+        self.local.contains(['@', '%', '!'])
+    }
+}
+
+fn normalize_domain(d: &str) -> String {
+    d.trim_end_matches('.').to_string()
+}
+
+/// `a.b` form (a trailing dot does not count).
+pub fn is_fqdn(name: &str) -> bool {
+    let n = name.trim_end_matches('.');
+    n.contains('.') && !n.starts_with('.')
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+pub fn is_address_literal(name: &str) -> bool {
+    literal_ip(name).is_some()
+}
+
+fn literal_ip(name: &str) -> Option<IpAddr> {
+    let inner = name.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")).unwrap_or(inner);
+    inner.parse().ok()
+}
+
+/// RFC 1035 host name syntax (letters, digits, hyphens; underscores tolerated as Postfix does).
+pub fn is_valid_hostname(name: &str) -> bool {
+    let n = name.strip_suffix('.').unwrap_or(name);
+    if n.is_empty() || n.len() > 255 {
+        return false;
+    }
+    let labels: Vec<&str> = n.split('.').collect();
+    if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return false; // all-numeric top-level label: an IP address in disguise
+    }
+    labels.iter().all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// A domain class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Local,
+    VirtualAlias,
+    VirtualMailbox,
+    Relay,
+    Remote,
+}
+
+impl Class {
+    /// The table named in "User unknown in ..." replies.
+    pub fn table_name(self) -> &'static str {
+        match self {
+            Class::Local => "local recipient table",
+            Class::VirtualAlias => "virtual alias table",
+            Class::VirtualMailbox => "virtual mailbox table",
+            Class::Relay | Class::Remote => "relay recipient table",
+        }
+    }
+}
+
+/// Is an address known to the table of its class?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Yes,
+    No(Class),
+}
+
+/// A Postfix domain list: names, `type:table` lookups keyed by domain, or `/file` of names.
+#[derive(Debug, Default)]
+pub struct DomainList {
+    names: Vec<String>,
+    tables: Vec<Box<dyn Table>>,
+}
+
+impl DomainList {
+    fn parse(items: &[String], what: &str) -> DomainList {
+        let mut list = DomainList::default();
+        for item in items {
+            if item.starts_with('/') {
+                match std::fs::read_to_string(item) {
+                    Ok(text) => list.names.extend(
+                        text.lines()
+                            .map(|l| l.split('#').next().unwrap_or("").trim())
+                            .filter(|l| !l.is_empty())
+                            .flat_map(|l| l.split([',', ' ', '\t']))
+                            .filter(|l| !l.is_empty())
+                            .map(|d| normalize_domain(d).to_ascii_lowercase()),
+                    ),
+                    Err(e) => tracing::warn!("{what}: {item}: {e}"),
+                }
+            } else if item.contains(':') && !item.starts_with('[') {
+                match rpost_lookup::open(item) {
+                    Ok(t) => list.tables.push(t),
+                    Err(e) => tracing::warn!("{what}: {item}: {e}"),
+                }
+            } else {
+                list.names.push(normalize_domain(item).to_ascii_lowercase());
+            }
+        }
+        list
+    }
+
+    /// Whether `domain` (lower case) is listed. Table errors count as "not listed" after a
+    /// warning; the recipient checks then fail safe (reject_unauth_destination).
+    pub fn contains(&self, domain: &str) -> bool {
+        self.names.iter().any(|n| n == domain)
+            || self.tables.iter().any(|t| match t.lookup(domain) {
+                Ok(found) => found.is_some(),
+                Err(e) => {
+                    tracing::warn!("{}: lookup {domain}: {e}", t.spec());
+                    false
+                }
+            })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.tables.is_empty()
+    }
+}
+
+/// The address classes and their recipient tables.
+#[derive(Debug, Default)]
+pub struct Domains {
+    pub local: DomainList,
+    pub virtual_alias: DomainList,
+    pub virtual_mailbox: DomainList,
+    pub relay: DomainList,
+    pub local_maps: Vec<Box<dyn Table>>,
+    pub virtual_alias_maps: Vec<Box<dyn Table>>,
+    pub virtual_mailbox_maps: Vec<Box<dyn Table>>,
+    pub relay_recipient_maps: Vec<Box<dyn Table>>,
+    /// Tables whose failure to open must turn lookups into temporary failures.
+    pub broken: Vec<String>,
+}
+
+fn open_maps(params: &Params, name: &str, broken: &mut Vec<String>) -> Result<Vec<Box<dyn Table>>, ConfigError> {
+    let mut out = Vec::new();
+    for spec in params.get_list(name)? {
+        match rpost_lookup::open(&spec) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                tracing::warn!("{name}: {spec} is unavailable: {e}");
+                broken.push(format!("{name}: {spec}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Domains {
+    /// Reads the address-class parameters and opens their tables.
+    pub fn from_params(params: &Params) -> Result<Domains, ConfigError> {
+        let mut broken = Vec::new();
+        let local_maps = open_maps(params, "local_recipient_maps", &mut broken)?;
+        let virtual_alias_maps = open_maps(params, "virtual_alias_maps", &mut broken)?;
+        let mut virtual_mailbox_maps = open_maps(params, "virtual_mailbox_maps", &mut broken)?;
+        if params.get_list("virtual_mailbox_maps")?.is_empty() {
+            // rpost keeps virtual users in its own passdb: that is the mailbox table then.
+            let passdb = params.get("auth_passdb")?;
+            if !passdb.is_empty() && !passdb.starts_with("static:") {
+                match rpost_lookup::open(&passdb) {
+                    Ok(t) => virtual_mailbox_maps.push(t),
+                    Err(e) => {
+                        tracing::warn!("auth_passdb: {passdb} is unavailable: {e}");
+                        broken.push(format!("auth_passdb: {passdb}"));
+                    }
+                }
+            }
+        }
+        Ok(Domains {
+            local: DomainList::parse(&params.get_list("mydestination")?, "mydestination"),
+            virtual_alias: DomainList::parse(&params.get_list("virtual_alias_domains")?, "virtual_alias_domains"),
+            virtual_mailbox: DomainList::parse(&params.get_list("virtual_mailbox_domains")?, "virtual_mailbox_domains"),
+            relay: DomainList::parse(&params.get_list("relay_domains")?, "relay_domains"),
+            relay_recipient_maps: open_maps(params, "relay_recipient_maps", &mut broken)?,
+            local_maps,
+            virtual_alias_maps,
+            virtual_mailbox_maps,
+            broken,
+        })
+    }
+
+    /// The class of an address's domain.
+    pub fn classify(&self, addr: &Address) -> Class {
+        let key = addr.domain_key();
+        let d = key.as_str();
+        if self.local.contains(d) || literal_ip(d).is_some_and(is_local_ip) {
+            Class::Local
+        } else if self.virtual_alias.contains(d) {
+            Class::VirtualAlias
+        } else if self.virtual_mailbox.contains(d) {
+            Class::VirtualMailbox
+        } else if self.relay.contains(d) {
+            Class::Relay
+        } else {
+            Class::Remote
+        }
+    }
+
+    /// permit_auth_destination: mail to a domain we are responsible for, without routing tricks.
+    pub fn authorized_destination(&self, addr: &Address) -> bool {
+        !addr.has_routing() && self.classify(addr) != Class::Remote
+    }
+
+    /// reject_unlisted_recipient: is the address known to its class's table?
+    pub fn is_listed(&self, addr: &Address, delimiter: &str) -> Result<Listed, LookupError> {
+        let class = self.classify(addr);
+        let key = addr.full();
+        let found = |tables: &[Box<dyn Table>], localpart: bool, domain: bool| -> Result<bool, LookupError> {
+            let opts = AddressLookup {
+                recipient_delimiter: delimiter.to_string(),
+                try_localpart: localpart,
+                try_domain: domain,
+            };
+            Ok(rpost_lookup::lookup_address(tables, &key, &opts)?.is_some())
+        };
+        // Any class: an alias (or an @domain catch-all) makes the address valid.
+        if !self.virtual_alias_maps.is_empty() && found(&self.virtual_alias_maps, class == Class::Local, true)? {
+            return Ok(Listed::Yes);
+        }
+        let (tables, localpart, configured) = match class {
+            Class::Local => (&self.local_maps, true, !self.local_maps.is_empty()),
+            Class::VirtualAlias => return Ok(Listed::No(Class::VirtualAlias)),
+            Class::VirtualMailbox => (&self.virtual_mailbox_maps, false, !self.virtual_mailbox_maps.is_empty()),
+            Class::Relay => (&self.relay_recipient_maps, false, !self.relay_recipient_maps.is_empty()),
+            Class::Remote => return Ok(Listed::Yes),
+        };
+        if !self.broken.is_empty() && !configured {
+            return Err(LookupError::Unavailable(self.broken.join(", ")));
+        }
+        if !configured || found(tables, localpart, false)? { Ok(Listed::Yes) } else { Ok(Listed::No(class)) }
+    }
+}
+
+/// An address of this host (bindable here).
+fn is_local_ip(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// mynetworks: CIDR blocks, `!` exceptions, and `type:table` client lookups.
+#[derive(Debug, Default)]
+pub struct NetList {
+    nets: Vec<(bool, rpost_lookup::cidr::Cidr)>,
+    tables: Vec<Box<dyn Table>>,
+}
+
+impl NetList {
+    pub fn parse(items: &[String]) -> NetList {
+        let mut list = NetList::default();
+        for item in items {
+            let (negate, spec) = match item.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, item.as_str()),
+            };
+            if spec.contains(':') && !spec.starts_with('[') && spec.parse::<IpAddr>().is_err() {
+                match rpost_lookup::open(spec) {
+                    Ok(t) => list.tables.push(t),
+                    Err(e) => tracing::warn!("mynetworks: {spec}: {e}"),
+                }
+                continue;
+            }
+            match rpost_lookup::cidr::Cidr::parse(spec) {
+                Ok(c) => list.nets.push((negate, c)),
+                Err(e) => tracing::warn!("mynetworks: {spec}: {e}"),
+            }
+        }
+        list
+    }
+
+    /// First match wins; a `!` match means "not in mynetworks".
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        for (negate, net) in &self.nets {
+            if net.contains(ip) {
+                return !negate;
+            }
+        }
+        self.tables.iter().any(|t| matches!(t.lookup(&ip.to_string()), Ok(Some(v)) if !v.eq_ignore_ascii_case("DUNNO")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_forms() {
+        let a = Address::parse("Root", "Mail.Example.TEST");
+        assert_eq!(a.full(), "Root@Mail.Example.TEST", "case is kept in the envelope");
+        let a = Address::parse("user@Example.COM.", "x");
+        assert_eq!(a.domain_key(), "example.com");
+        assert!(Address::parse("a%b@c.d", "").has_routing());
+        assert!(Address::parse("a@b@c.d", "").has_routing());
+        assert!(!Address::parse("a.b+c@c.d", "").has_routing());
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(is_valid_hostname("mail.example.com"));
+        assert!(is_valid_hostname("localhost"));
+        assert!(!is_valid_hostname("bad..name"));
+        assert!(!is_valid_hostname("-x.example"));
+        assert!(!is_valid_hostname("1.2.3.4"));
+        assert!(!is_valid_hostname("has space"));
+        assert!(is_fqdn("a.b"));
+        assert!(!is_fqdn("localhost"));
+        assert!(is_address_literal("[127.0.0.1]"));
+        assert!(is_address_literal("[IPv6:::1]"));
+        assert!(!is_address_literal("[nonsense]"));
+    }
+
+    #[test]
+    fn classes_in_postfix_order() {
+        let mut p = Params::empty();
+        p.set("myhostname", "mail.example.test");
+        p.set("mydestination", "$myhostname, localhost");
+        p.set("virtual_mailbox_domains", "example.test");
+        p.set("relay_domains", "relay.test");
+        p.set("local_recipient_maps", "");
+        let d = Domains::from_params(&p).unwrap();
+        let c = |a: &str| d.classify(&Address::parse(a, "mail.example.test"));
+        assert_eq!(c("root"), Class::Local);
+        assert_eq!(c("x@LOCALHOST"), Class::Local);
+        assert_eq!(c("x@[127.0.0.1]"), Class::Local);
+        assert_eq!(c("x@example.test"), Class::VirtualMailbox);
+        assert_eq!(c("x@relay.test"), Class::Relay);
+        assert_eq!(c("x@elsewhere.test"), Class::Remote);
+        assert!(!d.authorized_destination(&Address::parse("x%elsewhere.test@example.test", "")));
+    }
+
+    #[test]
+    fn mynetworks_with_exceptions() {
+        let n = NetList::parse(&["!127.0.0.2".into(), "127.0.0.0/8".into(), "[::1]/128".into()]);
+        assert!(n.contains("127.0.0.1".parse().unwrap()));
+        assert!(!n.contains("127.0.0.2".parse().unwrap()));
+        assert!(n.contains("::1".parse().unwrap()));
+        assert!(!n.contains("192.0.2.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,499 @@
+//! The restriction engine: smtpd_{client,helo,sender,relay,recipient,data}_restrictions.
+//!
+//! Postfix semantics: each list is read left to right and the first restriction that
+//! decides (PERMIT, REJECT or DEFER) ends that list; a PERMIT only ends its own list, so a
+//! later list can still reject. With `smtpd_delay_reject = yes` (the default) the client,
+//! HELO and sender lists are evaluated at RCPT time. Lookup keys come from the network and are
+//! never compiled as patterns; table failures answer 451 4.3.0 rather than letting mail
+//! through.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rpost_lookup::Table;
+use rpost_smtp_proto::Reply;
+
+use crate::addr::{Address, Domains, NetList};
+
+/// What a restriction list concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Permit,
+    /// No restriction decided: the list ran out.
+    Dunno,
+    Reject(Reply),
+}
+
+/// One parsed restriction.
+#[derive(Debug)]
+pub enum Restriction {
+    Permit,
+    Reject,
+    Defer,
+    PermitMynetworks,
+    PermitSaslAuthenticated,
+    RejectUnauthDestination,
+    DeferUnauthDestination,
+    PermitAuthDestination,
+    RejectUnauthPipelining,
+    RejectNonFqdnSender,
+    RejectNonFqdnRecipient,
+    RejectNonFqdnHelo,
+    RejectInvalidHelo,
+    RejectUnlistedRecipient,
+    RejectUnlistedSender,
+    CheckAccess(AccessKind, Vec<Box<dyn Table>>, String),
+    /// DNS-based restrictions: accepted in the configuration, evaluated once the resolver
+    /// lands. They warn once per process and decide nothing: never a silent "checked".
+    NotYet(String),
+    /// A table that could not be opened: every evaluation answers 451, as Postfix does.
+    Broken(String),
+    /// An unknown restriction name: 451 4.3.5 Server configuration error.
+    Unknown(String),
+}
+
+/// What an access table is keyed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    Client,
+    Helo,
+    Sender,
+    Recipient,
+}
+
+/// The stage a list belongs to: decides the wording of a plain `reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Client,
+    Helo,
+    Sender,
+    Recipient,
+    Data,
+}
+
+/// Everything a restriction may look at.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub client_addr: IpAddr,
+    pub client_name: &'a str,
+    pub helo: Option<&'a str>,
+    /// `Some("")` is the null sender.
+    pub sender: Option<&'a str>,
+    pub recipient: Option<&'a str>,
+    pub sasl_user: Option<&'a str>,
+    /// The client sent more input before we replied, without the right to (no EHLO).
+    pub improper_pipelining: bool,
+}
+
+/// Static context the engine needs besides the facts.
+#[derive(Debug)]
+pub struct Env<'a> {
+    pub domains: &'a Domains,
+    pub mynetworks: &'a NetList,
+    pub codes: &'a Codes,
+    pub myorigin: &'a str,
+    pub recipient_delimiter: &'a str,
+}
+
+/// Configurable reply codes.
+#[derive(Debug, Clone)]
+pub struct Codes {
+    pub relay: u16,
+    pub access_reject: u16,
+    pub access_defer: u16,
+    pub reject: u16,
+    pub defer: u16,
+    pub non_fqdn: u16,
+    pub invalid_hostname: u16,
+    pub unknown_local: u16,
+    pub unknown_virtual_mailbox: u16,
+    pub unknown_virtual_alias: u16,
+    pub unknown_relay: u16,
+}
+
+const MAX_NESTING: usize = 10;
+
+/// Parses a restriction list (`smtpd_recipient_restrictions` etc.).
+pub fn parse_list(items: &[String]) -> Vec<Restriction> {
+    let mut out = Vec::new();
+    let mut it = items.iter();
+    while let Some(item) = it.next() {
+        let name = item.to_ascii_lowercase();
+        let access = match name.as_str() {
+            "check_client_access" => Some(AccessKind::Client),
+            "check_helo_access" => Some(AccessKind::Helo),
+            "check_sender_access" => Some(AccessKind::Sender),
+            "check_recipient_access" => Some(AccessKind::Recipient),
+            _ => None,
+        };
+        if let Some(kind) = access {
+            let Some(spec) = it.next() else {
+                out.push(Restriction::Unknown(format!("{name} without a table")));
+                continue;
+            };
+            match rpost_lookup::open(spec) {
+                Ok(t) => out.push(Restriction::CheckAccess(kind, vec![t], spec.clone())),
+                Err(e) => {
+                    tracing::warn!("{name} {spec}: {e}");
+                    out.push(Restriction::Broken(format!("{spec}: {e}")));
+                }
+            }
+            continue;
+        }
+        let r = match name.as_str() {
+            "permit" | "ok" => Restriction::Permit,
+            "reject" => Restriction::Reject,
+            "defer" => Restriction::Defer,
+            "permit_mynetworks" => Restriction::PermitMynetworks,
+            "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
+            "reject_unauth_destination" => Restriction::RejectUnauthDestination,
+            "defer_unauth_destination" => Restriction::DeferUnauthDestination,
+            "permit_auth_destination" => Restriction::PermitAuthDestination,
+            "reject_unauth_pipelining" => Restriction::RejectUnauthPipelining,
+            "reject_non_fqdn_sender" => Restriction::RejectNonFqdnSender,
+            "reject_non_fqdn_recipient" => Restriction::RejectNonFqdnRecipient,
+            "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => Restriction::RejectNonFqdnHelo,
+            "reject_invalid_helo_hostname" | "reject_invalid_hostname" => Restriction::RejectInvalidHelo,
+            "reject_unlisted_recipient" | "check_recipient_maps" => Restriction::RejectUnlistedRecipient,
+            "reject_unlisted_sender" => Restriction::RejectUnlistedSender,
+            "reject_unknown_client_hostname"
+            | "reject_unknown_client"
+            | "reject_unknown_reverse_client_hostname"
+            | "reject_unknown_helo_hostname"
+            | "reject_unknown_hostname"
+            | "reject_unknown_sender_domain"
+            | "reject_unknown_recipient_domain"
+            | "reject_unverified_sender"
+            | "reject_unverified_recipient"
+            | "reject_mx_backup" => Restriction::NotYet(name),
+            "reject_rbl_client"
+            | "reject_rhsbl_client"
+            | "reject_rhsbl_sender"
+            | "reject_rhsbl_helo"
+            | "reject_rhsbl_recipient"
+            | "reject_rhsbl_reverse_client"
+            | "permit_dnswl_client"
+            | "permit_rhswl_client"
+            | "check_policy_service" => {
+                let arg = it.next().cloned().unwrap_or_default();
+                Restriction::NotYet(format!("{name} {arg}"))
+            }
+            _ => Restriction::Unknown(name),
+        };
+        out.push(r);
+    }
+    out
+}
+
+/// Warned-about-once flag for restrictions that are configured but not implemented yet.
+static NOT_YET_WARNED: AtomicBool = AtomicBool::new(false);
+
+fn obj_prefix(kind: AccessKind, f: &Facts<'_>) -> String {
+    match kind {
+        AccessKind::Client => format!("<{}[{}]>: Client host rejected", f.client_name, f.client_addr),
+        AccessKind::Helo => format!("<{}>: Helo command rejected", f.helo.unwrap_or("")),
+        AccessKind::Sender => format!("<{}>: Sender address rejected", f.sender.unwrap_or("")),
+        AccessKind::Recipient => format!("<{}>: Recipient address rejected", f.recipient.unwrap_or("")),
+    }
+}
+
+fn stage_kind(stage: Stage) -> Option<AccessKind> {
+    match stage {
+        Stage::Client => Some(AccessKind::Client),
+        Stage::Helo => Some(AccessKind::Helo),
+        Stage::Sender => Some(AccessKind::Sender),
+        Stage::Recipient => Some(AccessKind::Recipient),
+        Stage::Data => None,
+    }
+}
+
+fn stage_prefix(stage: Stage, f: &Facts<'_>) -> String {
+    match stage_kind(stage) {
+        Some(kind) => obj_prefix(kind, f),
+        None => "<DATA>: Data command rejected".to_string(),
+    }
+}
+
+/// Builds a reply, taking an enhanced status code from the text when it starts with one.
+fn reply(code: u16, text: &str) -> Reply {
+    let class = code / 100;
+    let (enhanced, rest) = match text.split_once(' ') {
+        Some((e, rest)) if is_enhanced(e) && e.starts_with(&class.to_string()) => (e.to_string(), rest),
+        _ => (format!("{class}.7.1"), text),
+    };
+    Reply::new(code, &enhanced, rest)
+}
+
+fn is_enhanced(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn temp_failure(what: &str) -> Reply {
+    Reply::new(451, "4.3.0", format!("{what}: Temporary lookup failure"))
+}
+
+/// Evaluates one list.
+pub fn eval(list: &[Restriction], stage: Stage, f: &Facts<'_>, env: &Env<'_>) -> Decision {
+    eval_depth(list, stage, f, env, 0)
+}
+
+fn eval_depth(list: &[Restriction], stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: usize) -> Decision {
+    for r in list {
+        match eval_one(r, stage, f, env, depth) {
+            Decision::Dunno => continue,
+            d => return d,
+        }
+    }
+    Decision::Dunno
+}
+
+fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: usize) -> Decision {
+    let rcpt = || f.recipient.map(|r| Address::parse(r, env.myorigin));
+    match r {
+        Restriction::Permit => Decision::Permit,
+        Restriction::Reject => {
+            Decision::Reject(reply(env.codes.reject, &format!("{}: Access denied", stage_prefix(stage, f))))
+        }
+        Restriction::Defer => {
+            Decision::Reject(reply(env.codes.defer, &format!("{}: Access denied", stage_prefix(stage, f))))
+        }
+        Restriction::PermitMynetworks => {
+            if env.mynetworks.contains(f.client_addr) {
+                Decision::Permit
+            } else {
+                Decision::Dunno
+            }
+        }
+        Restriction::PermitSaslAuthenticated => {
+            if f.sasl_user.is_some() {
+                Decision::Permit
+            } else {
+                Decision::Dunno
+            }
+        }
+        Restriction::RejectUnauthDestination | Restriction::DeferUnauthDestination => {
+            let Some(addr) = rcpt() else { return Decision::Dunno };
+            if env.domains.authorized_destination(&addr) {
+                return Decision::Dunno;
+            }
+            let code = if matches!(r, Restriction::DeferUnauthDestination) { 454 } else { env.codes.relay };
+            Decision::Reject(reply(code, &format!("<{}>: Relay access denied", f.recipient.unwrap_or(""))))
+        }
+        Restriction::PermitAuthDestination => match rcpt() {
+            Some(addr) if env.domains.authorized_destination(&addr) => Decision::Permit,
+            _ => Decision::Dunno,
+        },
+        Restriction::RejectUnauthPipelining => {
+            if f.improper_pipelining {
+                Decision::Reject(Reply::new(503, "5.5.0", "Error: improper use of SMTP command pipelining"))
+            } else {
+                Decision::Dunno
+            }
+        }
+        Restriction::RejectNonFqdnSender => match f.sender {
+            Some(s) if !s.is_empty() && !Address::parse(s, "").has_fqdn_domain() => Decision::Reject(reply(
+                env.codes.non_fqdn,
+                &format!("5.5.2 {}: need fully-qualified address", obj_prefix(AccessKind::Sender, f)),
+            )),
+            _ => Decision::Dunno,
+        },
+        Restriction::RejectNonFqdnRecipient => match f.recipient {
+            Some(r) if !Address::parse(r, "").has_fqdn_domain() => Decision::Reject(reply(
+                env.codes.non_fqdn,
+                &format!("5.5.2 {}: need fully-qualified address", obj_prefix(AccessKind::Recipient, f)),
+            )),
+            _ => Decision::Dunno,
+        },
+        Restriction::RejectNonFqdnHelo => match f.helo {
+            Some(h) if !crate::addr::is_fqdn(h) && !crate::addr::is_address_literal(h) => Decision::Reject(reply(
+                env.codes.non_fqdn,
+                &format!("5.5.2 {}: need fully-qualified hostname", obj_prefix(AccessKind::Helo, f)),
+            )),
+            _ => Decision::Dunno,
+        },
+        Restriction::RejectInvalidHelo => match f.helo {
+            Some(h) if !crate::addr::is_valid_hostname(h) && !crate::addr::is_address_literal(h) => Decision::Reject(
+                reply(env.codes.invalid_hostname, &format!("5.5.2 {}: Invalid name", obj_prefix(AccessKind::Helo, f))),
+            ),
+            _ => Decision::Dunno,
+        },
+        Restriction::RejectUnlistedRecipient => match f.recipient {
+            Some(r) => unlisted(r, AccessKind::Recipient, f, env),
+            None => Decision::Dunno,
+        },
+        Restriction::RejectUnlistedSender => match f.sender {
+            Some(s) if !s.is_empty() => unlisted(s, AccessKind::Sender, f, env),
+            _ => Decision::Dunno,
+        },
+        Restriction::CheckAccess(kind, tables, spec) => check_access(*kind, tables, spec, stage, f, env, depth),
+        Restriction::NotYet(name) => {
+            if !NOT_YET_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{name}: DNS-based restrictions are not implemented yet: skipped, mail is NOT checked by it"
+                );
+            }
+            Decision::Dunno
+        }
+        Restriction::Broken(what) => {
+            tracing::warn!("restriction table {what}: answering 451");
+            Decision::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
+        }
+        Restriction::Unknown(name) => {
+            tracing::warn!("unknown smtpd restriction: \"{name}\"");
+            Decision::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
+        }
+    }
+}
+
+/// reject_unlisted_recipient / _sender: the address must be known to the table that owns its
+/// domain class.
+pub fn unlisted(address: &str, kind: AccessKind, f: &Facts<'_>, env: &Env<'_>) -> Decision {
+    let addr = Address::parse(address, env.myorigin);
+    match env.domains.is_listed(&addr, env.recipient_delimiter) {
+        Ok(crate::addr::Listed::Yes) => Decision::Dunno,
+        Ok(crate::addr::Listed::No(table)) => {
+            let code = match table {
+                crate::addr::Class::Local => env.codes.unknown_local,
+                crate::addr::Class::VirtualMailbox => env.codes.unknown_virtual_mailbox,
+                crate::addr::Class::VirtualAlias => env.codes.unknown_virtual_alias,
+                crate::addr::Class::Relay | crate::addr::Class::Remote => env.codes.unknown_relay,
+            };
+            Decision::Reject(reply(
+                code,
+                &format!("5.1.1 {}: User unknown in {}", obj_prefix(kind, f), table.table_name()),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!("{address}: recipient table lookup: {e}");
+            Decision::Reject(temp_failure(&format!("<{address}>")))
+        }
+    }
+}
+
+fn check_access(
+    kind: AccessKind,
+    tables: &[Box<dyn Table>],
+    spec: &str,
+    stage: Stage,
+    f: &Facts<'_>,
+    env: &Env<'_>,
+    depth: usize,
+) -> Decision {
+    let found = match kind {
+        AccessKind::Client => rpost_lookup::lookup_client(tables, f.client_name, f.client_addr),
+        AccessKind::Helo => match f.helo {
+            Some(h) => rpost_lookup::lookup_domain(tables, h),
+            None => return Decision::Dunno,
+        },
+        AccessKind::Sender | AccessKind::Recipient => {
+            let addr = if kind == AccessKind::Sender { f.sender } else { f.recipient };
+            let Some(addr) = addr else { return Decision::Dunno };
+            // The null sender is looked up as "<>", Postfix's smtpd_null_access_lookup_key.
+            let key = if addr.is_empty() { "<>".to_string() } else { Address::parse(addr, env.myorigin).full() };
+            rpost_lookup::lookup_access_address(tables, &key, env.recipient_delimiter)
+        }
+    };
+    let value = match found {
+        Ok(Some((v, _key))) => v,
+        Ok(None) => return Decision::Dunno,
+        Err(e) => {
+            tracing::warn!("{spec}: lookup error: {e}");
+            return Decision::Reject(temp_failure(&obj_prefix(kind, f)));
+        }
+    };
+    access_result(&value, kind, stage, f, env, depth)
+}
+
+/// Applies an access(5) result.
+fn access_result(value: &str, kind: AccessKind, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: usize) -> Decision {
+    let value = value.trim();
+    let (word, text) = match value.split_once(char::is_whitespace) {
+        Some((w, t)) => (w, t.trim()),
+        None => (value, ""),
+    };
+    let upper = word.to_ascii_uppercase();
+    let prefix = obj_prefix(kind, f);
+    match upper.as_str() {
+        "OK" | "PERMIT" => Decision::Permit,
+        _ if word.bytes().all(|b| b.is_ascii_digit()) && word.len() != 3 => Decision::Permit,
+        "DUNNO" => Decision::Dunno,
+        "REJECT" => {
+            let text = if text.is_empty() { "Access denied" } else { text };
+            Decision::Reject(reply(env.codes.access_reject, &with_prefix(&prefix, text)))
+        }
+        "DEFER" | "DEFER_IF_REJECT" | "DEFER_IF_PERMIT" => {
+            let text = if text.is_empty() { "Access denied" } else { text };
+            Decision::Reject(reply(env.codes.access_defer, &with_prefix(&prefix, text)))
+        }
+        _ if word.len() == 3 && (word.starts_with('4') || word.starts_with('5')) && word.parse::<u16>().is_ok() => {
+            let code = word.parse::<u16>().unwrap_or(554);
+            let text = if text.is_empty() { "Access denied" } else { text };
+            Decision::Reject(reply(code, &with_prefix(&prefix, text)))
+        }
+        "WARN" | "INFO" => {
+            tracing::info!("{}: {} {}", prefix, upper.to_ascii_lowercase(), text);
+            Decision::Dunno
+        }
+        "HOLD" | "DISCARD" | "FILTER" | "REDIRECT" | "PREPEND" | "BCC" => {
+            tracing::warn!("access table action {upper} is not supported yet: ignored");
+            Decision::Dunno
+        }
+        _ => {
+            // A restriction (list) as the result, as Postfix allows.
+            if depth >= MAX_NESTING {
+                tracing::warn!("access table result nesting too deep: {value}");
+                return Decision::Reject(Reply::new(451, "4.3.5", "Server configuration error"));
+            }
+            let items: Vec<String> = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let list = parse_list(&items);
+            eval_depth(&list, stage, f, env, depth + 1)
+        }
+    }
+}
+
+/// Places an enhanced status code from the admin's text before the object prefix.
+fn with_prefix(prefix: &str, text: &str) -> String {
+    match text.split_once(' ') {
+        Some((e, rest)) if is_enhanced(e) => format!("{e} {prefix}: {rest}"),
+        _ => format!("{prefix}: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes_in_text_are_recognised() {
+        assert!(is_enhanced("5.7.1"));
+        assert!(!is_enhanced("5.7"));
+        assert!(!is_enhanced("hello"));
+        let r = reply(554, "5.7.1 <x>: Relay access denied");
+        assert_eq!(r.to_bytes(), b"554 5.7.1 <x>: Relay access denied\r\n");
+        let r = reply(450, "<x>: Access denied");
+        assert_eq!(r.to_bytes(), b"450 4.7.1 <x>: Access denied\r\n");
+        assert_eq!(
+            with_prefix("<a>: Sender address rejected", "5.7.0 go away"),
+            "5.7.0 <a>: Sender address rejected: go away"
+        );
+    }
+
+    #[test]
+    fn unknown_restrictions_are_kept_for_a_451() {
+        let l = parse_list(&[
+            "permit_mynetworks".into(),
+            "frobnicate".into(),
+            "reject_rbl_client".into(),
+            "zen.example".into(),
+        ]);
+        assert!(matches!(l[0], Restriction::PermitMynetworks));
+        assert!(matches!(&l[1], Restriction::Unknown(n) if n == "frobnicate"));
+        assert!(matches!(&l[2], Restriction::NotYet(n) if n == "reject_rbl_client zen.example"));
+        assert_eq!(l.len(), 3);
+    }
+}

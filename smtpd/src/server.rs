@@ -1,0 +1,422 @@
+//! The tokio driver: moves bytes between the socket, the codec, the session and the queue.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rpost_queue::{ClientInfo, Envelope, Queue, Recipient};
+use rpost_smtp_proto::{Event, Limits, Reply, ServerCodec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::session::{Client, Content, Next, Session, Step};
+use crate::settings::Settings;
+
+/// State shared by all sessions of one smtpd process.
+#[derive(Debug)]
+pub struct Shared {
+    pub settings: Settings,
+    pub queue: Queue,
+    /// qmgr's trigger socket, told about every new message.
+    pub qmgr: PathBuf,
+    conns: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, queue_root: PathBuf) -> Shared {
+        Shared {
+            settings,
+            queue: Queue::new(queue_root.clone()),
+            qmgr: queue_root.join("public").join("qmgr"),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Counts a client's connection for smtpd_client_connection_count_limit; released on drop.
+struct ConnSlot<'a> {
+    shared: &'a Shared,
+    addr: IpAddr,
+}
+
+impl Drop for ConnSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.shared.conns.lock()
+            && let Some(n) = m.get_mut(&self.addr)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// The name we show for a client until reverse DNS arrives with the resolver.
+pub fn client_name(addr: IpAddr) -> String {
+    if addr.is_loopback() { "localhost".into() } else { "unknown".into() }
+}
+
+/// Serves one SMTP client to the end.
+pub async fn serve<S>(shared: Arc<Shared>, mut stream: S, client: Client)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let s = &shared.settings;
+    tracing::info!("connect from {}", client.display());
+    let over = {
+        let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let n = conns.entry(client.addr).or_insert(0);
+        *n += 1;
+        s.connection_count_limit > 0 && *n > s.connection_count_limit && !s.mynetworks.contains(client.addr)
+    };
+    let _slot = ConnSlot { shared: &shared, addr: client.addr };
+    if over {
+        tracing::warn!("Connection concurrency limit exceeded: {} from {}", s.connection_count_limit, client.display());
+        let r = Reply::new(421, "4.7.0", format!("{} Error: too many connections from {}", s.myhostname, client.addr));
+        let _ = stream.write_all(&r.to_bytes()).await;
+        tracing::info!("disconnect from {}", client.display());
+        return;
+    }
+    let mut driver = Driver {
+        shared: &shared,
+        codec: ServerCodec::new(Limits { max_line: s.line_length_limit, ..Limits::default() }),
+        session: Session::new(s, client),
+        out: Vec::new(),
+        writer: None,
+        bare: false,
+        discarding: false,
+        chunk: 0,
+    };
+    driver.run(&mut stream).await;
+    if let Some(w) = driver.writer.take() {
+        w.abort().await;
+    }
+    tracing::info!("{}", driver.session.disconnect_line());
+}
+
+struct Driver<'a> {
+    shared: &'a Shared,
+    codec: ServerCodec,
+    session: Session<'a>,
+    /// Replies not yet sent: flushed before every read, so pipelined commands get their
+    /// replies in one write.
+    out: Vec<u8>,
+    writer: Option<MessageWriter>,
+    bare: bool,
+    discarding: bool,
+    /// Size of the BDAT chunk being received, for its 250 reply.
+    chunk: u64,
+}
+
+enum Flow {
+    Go,
+    Stop,
+}
+
+impl Driver<'_> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) {
+        let step = self.session.greeting();
+        if let Flow::Stop = self.apply(step, stream).await {
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let timeout = self.shared.settings.timeout;
+        loop {
+            while let Some(ev) = self.codec.next_event() {
+                if let Flow::Stop = self.event(ev, stream).await {
+                    let _ = self.flush(stream).await;
+                    return;
+                }
+            }
+            if self.flush(stream).await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+                Ok(Ok(0)) => {
+                    tracing::info!("lost connection after {} from {}", "read", self.session.client.display());
+                    return;
+                }
+                Ok(Ok(n)) => self.codec.feed(&buf[..n]),
+                Ok(Err(e)) => {
+                    tracing::info!("lost connection from {}: {e}", self.session.client.display());
+                    return;
+                }
+                Err(_) => {
+                    let r = self.session.timeout();
+                    let _ = stream.write_all(&r.to_bytes()).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        stream.flush().await
+    }
+
+    async fn event<S: AsyncRead + AsyncWrite + Unpin>(&mut self, ev: Event, stream: &mut S) -> Flow {
+        match ev {
+            Event::Command(cmd) => {
+                let pipelined = self.codec.buffered() > 0;
+                let step = self.session.command(cmd, pipelined);
+                self.apply(step, stream).await
+            }
+            Event::LineTooLong => {
+                let step = self.session.line_too_long();
+                self.apply(step, stream).await
+            }
+            Event::BareLineEnding => {
+                let step = self.session.bare_line_ending();
+                self.apply(step, stream).await
+            }
+            Event::Data(bytes) | Event::Chunk(bytes) => {
+                if !self.discarding && self.session.data_bytes(bytes.len()) && self.writer.is_some() {
+                    let ok = match &self.writer {
+                        Some(w) => w.write(bytes).await,
+                        None => false,
+                    };
+                    if !ok {
+                        tracing::warn!("queue file write failed; the message will be refused at its end");
+                    }
+                }
+                Flow::Go
+            }
+            Event::DataBareLineEnding => {
+                self.bare = true;
+                Flow::Go
+            }
+            Event::DataEnd => self.content_end(stream).await,
+            Event::ChunkEnd { last } => {
+                if self.discarding {
+                    self.discarding = false;
+                    return Flow::Go;
+                }
+                if last {
+                    self.content_end(stream).await
+                } else {
+                    let step = self.session.chunk_done(self.chunk);
+                    if self.session.tx.is_none() {
+                        self.abort_writer().await;
+                    }
+                    self.apply(step, stream).await
+                }
+            }
+        }
+    }
+
+    async fn abort_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort().await;
+        }
+    }
+
+    async fn content_end<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) -> Flow {
+        let bare = std::mem::take(&mut self.bare);
+        if let Some(step) = self.session.content_end(bare) {
+            self.abort_writer().await;
+            return self.apply(step, stream).await;
+        }
+        let result = match self.writer.take() {
+            Some(w) => w.commit().await,
+            None => Err("no queue file".to_string()),
+        };
+        if result.is_ok() {
+            notify_qmgr(self.shared.qmgr.clone());
+        }
+        let step = self.session.committed(result);
+        self.apply(step, stream).await
+    }
+
+    /// Carries out a step: delay, reply, and the codec/queue consequences.
+    async fn apply<S: AsyncRead + AsyncWrite + Unpin>(&mut self, step: Step, stream: &mut S) -> Flow {
+        if let Some(d) = step.delay {
+            if self.flush(stream).await.is_err() {
+                return Flow::Stop;
+            }
+            tokio::time::sleep(d).await;
+        }
+        if let Some(r) = &step.reply {
+            self.out.extend_from_slice(&r.to_bytes());
+        }
+        match step.next {
+            Next::Continue => Flow::Go,
+            Next::Close => Flow::Stop,
+            Next::Chunk { size, last } => {
+                self.chunk = size;
+                self.codec.start_bdat(size, last);
+                Flow::Go
+            }
+            Next::Discard { size } => {
+                self.discarding = true;
+                self.codec.start_bdat(size, false);
+                Flow::Go
+            }
+            Next::Open(content) => {
+                let opened = self.open().await;
+                let ok = opened.is_ok();
+                let step = self.session.data_opened(content, opened);
+                if ok && content == Content::Data {
+                    self.codec.start_data();
+                }
+                if ok && let Some(w) = &self.writer {
+                    let header = self.session.received_header(SystemTime::now());
+                    self.session.data_bytes(header.len());
+                    w.write(header.into_bytes()).await;
+                }
+                Box::pin(self.apply(step, stream)).await
+            }
+        }
+    }
+
+    /// Expands virtual aliases and creates the queue file.
+    async fn open(&mut self) -> Result<String, String> {
+        let env = build_envelope(&self.session, &self.shared.settings)?;
+        let (writer, id) = MessageWriter::start(self.shared.queue.clone(), env).await?;
+        self.writer = Some(writer);
+        Ok(id)
+    }
+}
+
+/// The queue-file envelope of the session's transaction, recipients alias-expanded.
+fn build_envelope(session: &Session<'_>, s: &Settings) -> Result<Envelope, String> {
+    let tx = session.tx.as_ref().ok_or("no transaction")?;
+    let opts = &s.alias_expansion;
+    let mut recipients: Vec<Recipient> = Vec::new();
+    for r in &tx.rcpts {
+        let targets = match rpost_lookup::expand_virtual(&s.domains.virtual_alias_maps, &r.address, opts) {
+            Ok(rpost_lookup::Expansion::Unchanged) => vec![r.address.clone()],
+            Ok(rpost_lookup::Expansion::To(list)) => list,
+            Err(e) => return Err(format!("virtual alias expansion of {}: {e}", r.address)),
+        };
+        for address in targets {
+            if recipients.iter().any(|x| x.address == address) {
+                continue;
+            }
+            recipients.push(Recipient {
+                address,
+                original: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+                notify: r.notify,
+                status: rpost_queue::RcptStatus::Pending,
+            });
+        }
+    }
+    Ok(Envelope {
+        sender: tx.sender.clone(),
+        recipients,
+        arrival: SystemTime::now(),
+        client: ClientInfo {
+            name: session.client.name.clone(),
+            addr: session.client.addr.to_string(),
+            port: session.client.port,
+            helo: session.helo.clone().unwrap_or_default(),
+            protocol: if session.esmtp { "ESMTP".into() } else { "SMTP".into() },
+            sasl_username: session.sasl_user.clone(),
+        },
+        body: tx.params.body.map(|b| match b {
+            rpost_smtp_proto::Body::SevenBit => rpost_queue::BodyType::SevenBit,
+            rpost_smtp_proto::Body::EightBitMime => rpost_queue::BodyType::EightBitMime,
+            rpost_smtp_proto::Body::BinaryMime => rpost_queue::BodyType::BinaryMime,
+        }),
+        smtputf8: tx.params.smtputf8,
+        ret: tx.params.ret.map(|r| match r {
+            rpost_smtp_proto::Ret::Full => rpost_queue::Ret::Full,
+            rpost_smtp_proto::Ret::Hdrs => rpost_queue::Ret::Hdrs,
+        }),
+        envid: tx.params.envid.clone(),
+        attrs: Vec::new(),
+    })
+}
+
+enum WriterMsg {
+    Data(Vec<u8>),
+    Commit(oneshot::Sender<Result<String, String>>),
+}
+
+/// A queue file being written on a blocking thread, so neither disk writes nor fsync stall
+/// the sessions on this runtime; fsyncs of concurrent sessions overlap.
+struct MessageWriter {
+    tx: mpsc::Sender<WriterMsg>,
+}
+
+impl MessageWriter {
+    async fn start(queue: Queue, env: Envelope) -> Result<(MessageWriter, String), String> {
+        let (tx, mut rx) = mpsc::channel::<WriterMsg>(64);
+        let (id_tx, id_rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let mut msg = match queue.create(&env) {
+                Ok(m) => {
+                    let _ = id_tx.send(Ok(m.id().to_string()));
+                    m
+                }
+                Err(e) => {
+                    let _ = id_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let mut failed: Option<String> = None;
+            while let Some(m) = rx.blocking_recv() {
+                match m {
+                    WriterMsg::Data(bytes) => {
+                        if failed.is_none()
+                            && let Err(e) = msg.write_content(&bytes)
+                        {
+                            failed = Some(e.to_string());
+                        }
+                    }
+                    WriterMsg::Commit(done) => {
+                        let result = match failed {
+                            Some(e) => {
+                                msg.abort();
+                                Err(e)
+                            }
+                            None => msg.commit().map(|id| id.to_string()).map_err(|e| e.to_string()),
+                        };
+                        let _ = done.send(result);
+                        return;
+                    }
+                }
+            }
+            // Channel closed without commit: the client went away or the message was refused.
+            msg.abort();
+        });
+        let id = id_rx.await.map_err(|_| "queue writer died".to_string())??;
+        Ok((MessageWriter { tx }, id))
+    }
+
+    async fn write(&self, bytes: Vec<u8>) -> bool {
+        self.tx.send(WriterMsg::Data(bytes)).await.is_ok()
+    }
+
+    async fn commit(self) -> Result<String, String> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx.send(WriterMsg::Commit(done_tx)).await.map_err(|_| "queue writer died".to_string())?;
+        done_rx.await.map_err(|_| "queue writer died".to_string())?
+    }
+
+    async fn abort(self) {
+        drop(self.tx);
+    }
+}
+
+/// Tells qmgr there is new mail in incoming/ (Postfix's 'I' trigger); best effort: qmgr also
+/// scans periodically.
+fn notify_qmgr(path: PathBuf) {
+    tokio::spawn(async move {
+        let send = async {
+            let mut s = tokio::net::UnixStream::connect(&path).await?;
+            s.write_all(b"I").await?;
+            s.shutdown().await
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), send).await {
+            tracing::debug!("qmgr trigger {}: {e}", path.display());
+        }
+    });
+}

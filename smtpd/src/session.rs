@@ -1,0 +1,720 @@
+//! The SMTP session state machine: commands in, replies and decisions out, no I/O.
+//!
+//! The driver ([`crate::server`]) feeds it the events of `rpost_smtp_proto::ServerCodec` and
+//! does what each [`Step`] says: send the reply, switch the codec to DATA or BDAT, open the
+//! queue file, commit it, or close. Time is passed in, so the machine is tested without
+//! sockets or clocks.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use rpost_smtp_proto::{Body, Command, CommandError, MailParams, Reply, ReversePath};
+
+use crate::addr::Address;
+use crate::policy::{self, Decision, Facts, Stage};
+use crate::settings::Settings;
+
+/// What the driver must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next command.
+    Continue,
+    /// Open the queue file, then call [`Session::data_opened`]; message bytes follow
+    /// (DATA after the 354 reply; BDAT with the chunk announced here).
+    Open(Content),
+    /// A BDAT chunk for the already open queue file.
+    Chunk { size: u64, last: bool },
+    /// Discard `size` bytes of a BDAT chunk that has been refused, then continue.
+    Discard { size: u64 },
+    /// Send the reply, then close the connection.
+    Close,
+}
+
+/// How message content arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Data,
+    Bdat { size: u64, last: bool },
+}
+
+/// One step: an optional reply (after an optional anti-abuse delay) and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub reply: Option<Reply>,
+    pub delay: Option<Duration>,
+    pub next: Next,
+}
+
+impl Step {
+    fn reply(r: Reply) -> Step {
+        Step { reply: Some(r), delay: None, next: Next::Continue }
+    }
+    fn close(r: Reply) -> Step {
+        Step { reply: Some(r), delay: None, next: Next::Close }
+    }
+}
+
+/// Who is connected.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Verified reverse name, or `unknown`.
+    pub name: String,
+}
+
+impl Client {
+    /// `name[addr]`, as Postfix logs clients.
+    pub fn display(&self) -> String {
+        format!("{}[{}]", self.name, self.addr)
+    }
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rcpt {
+    /// With `@$myorigin` appended when bare.
+    pub address: String,
+    /// As the client wrote it.
+    pub given: String,
+    pub orcpt: Option<String>,
+    pub notify: Option<u8>,
+}
+
+/// The mail transaction in progress.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// "" for the null sender; otherwise with `@$myorigin` appended when bare.
+    pub sender: String,
+    pub params: MailParams,
+    pub rcpts: Vec<Rcpt>,
+    /// RCPT commands refused (to answer DATA with "no valid recipients").
+    pub rejected: usize,
+    pub queue_id: Option<String>,
+    pub size: u64,
+    pub too_big: bool,
+}
+
+/// Per-command counters for the disconnect log line.
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    list: Vec<(&'static str, u32, u32)>,
+}
+
+impl Counters {
+    fn count(&mut self, name: &'static str, ok: bool) {
+        match self.list.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(e) => {
+                e.2 += 1;
+                if ok {
+                    e.1 += 1;
+                }
+            }
+            None => self.list.push((name, u32::from(ok), 1)),
+        }
+    }
+
+    /// `ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5`
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        let (mut ok, mut all) = (0, 0);
+        for (name, good, total) in &self.list {
+            ok += good;
+            all += total;
+            if good == total {
+                out.push_str(&format!(" {name}={good}"));
+            } else {
+                out.push_str(&format!(" {name}={good}/{total}"));
+            }
+        }
+        if ok == all {
+            out.push_str(&format!(" commands={ok}"));
+        } else {
+            out.push_str(&format!(" commands={ok}/{all}"));
+        }
+        out
+    }
+}
+
+/// The state of one SMTP session.
+#[derive(Debug)]
+pub struct Session<'s> {
+    s: &'s Settings,
+    pub client: Client,
+    pub helo: Option<String>,
+    pub esmtp: bool,
+    pub sasl_user: Option<String>,
+    pub tx: Option<Transaction>,
+    errors: u32,
+    junk: u32,
+    counters: Counters,
+    /// Set when client restrictions rejected at connect time (smtpd_delay_reject = no).
+    connect_reject: Option<Reply>,
+}
+
+impl<'s> Session<'s> {
+    pub fn new(settings: &'s Settings, client: Client) -> Session<'s> {
+        Session {
+            s: settings,
+            client,
+            helo: None,
+            esmtp: false,
+            sasl_user: None,
+            tx: None,
+            errors: 0,
+            junk: 0,
+            counters: Counters::default(),
+            connect_reject: None,
+        }
+    }
+
+    /// The 220 greeting (or the rejection of a client refused at connect time).
+    pub fn greeting(&mut self) -> Step {
+        if !self.s.delay_reject
+            && let Decision::Reject(r) = self.eval(Stage::Client, &self.s.restrictions.client, None)
+        {
+            self.log_reject("CONNECT", &r, None);
+            self.connect_reject = Some(r);
+        }
+        Step::reply(Reply::new(220, "", self.s.banner.clone()))
+    }
+
+    fn facts<'a>(&'a self, rcpt: Option<&'a str>, pipelined: bool) -> Facts<'a> {
+        Facts {
+            client_addr: self.client.addr,
+            client_name: &self.client.name,
+            helo: self.helo.as_deref(),
+            sender: self.tx.as_ref().map(|t| t.sender.as_str()),
+            recipient: rcpt,
+            sasl_user: self.sasl_user.as_deref(),
+            improper_pipelining: pipelined && !self.esmtp,
+        }
+    }
+
+    fn env(&self) -> policy::Env<'_> {
+        policy::Env {
+            domains: &self.s.domains,
+            mynetworks: &self.s.mynetworks,
+            codes: &self.s.codes,
+            myorigin: &self.s.myorigin,
+            recipient_delimiter: &self.s.recipient_delimiter,
+        }
+    }
+
+    fn eval(&self, stage: Stage, list: &[policy::Restriction], rcpt: Option<&str>) -> Decision {
+        policy::eval(list, stage, &self.facts(rcpt, false), &self.env())
+    }
+
+    /// Non-ASCII addresses need MAIL FROM's SMTPUTF8 and smtputf8_enable.
+    fn utf8_ok(&self, address: &str, declared: bool) -> bool {
+        address.is_ascii() || (declared && self.s.smtputf8)
+    }
+
+    fn proto(&self) -> &'static str {
+        match (self.esmtp, self.sasl_user.is_some()) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPA",
+        }
+    }
+
+    /// Logs a rejection in Postfix's NOQUEUE shape.
+    fn log_reject(&self, what: &str, reply: &Reply, rcpt: Option<&str>) {
+        let text = String::from_utf8_lossy(&reply.to_bytes()).trim_end().replace("\r\n", " ");
+        let id = self.tx.as_ref().and_then(|t| t.queue_id.clone()).unwrap_or_else(|| "NOQUEUE".into());
+        let mut line = format!("{id}: reject: {what} from {}: {text};", self.client.display());
+        if let Some(tx) = &self.tx {
+            line.push_str(&format!(" from=<{}>", tx.sender));
+        }
+        if let Some(r) = rcpt {
+            line.push_str(&format!(" to=<{r}>"));
+        }
+        line.push_str(&format!(" proto={}", self.proto()));
+        if let Some(h) = &self.helo {
+            line.push_str(&format!(" helo=<{h}>"));
+        }
+        tracing::info!("{line}");
+    }
+
+    /// Counts an error reply and applies the soft/hard error limits.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors >= self.s.hard_error_limit {
+            tracing::info!("too many errors after {} from {}", reply.code, self.client.display());
+            return Step::close(Reply::new(421, "4.7.0", format!("{} Error: too many errors", self.s.myhostname)));
+        }
+        let delay = (self.errors >= self.s.soft_error_limit).then_some(self.s.error_sleep);
+        Step { reply: Some(reply), delay, next: Next::Continue }
+    }
+
+    fn junk(&mut self, reply: Reply) -> Step {
+        self.junk += 1;
+        if self.junk > self.s.junk_command_limit {
+            return self.error(reply);
+        }
+        Step::reply(reply)
+    }
+
+    /// One command line from the codec.
+    pub fn command(&mut self, cmd: Result<Command, CommandError>, pipelined: bool) -> Step {
+        let cmd = match cmd {
+            Ok(c) => c,
+            Err(e) => {
+                self.counters.count("unknown", false);
+                return self.error(e.reply());
+            }
+        };
+        if let Some(r) = &self.connect_reject
+            && !matches!(cmd, Command::Quit | Command::Rset | Command::Noop)
+        {
+            let r = r.clone();
+            return self.error(r);
+        }
+        match cmd {
+            Command::Helo(name) => self.hello(name, false),
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Lhlo(_) => {
+                self.counters.count("unknown", false);
+                self.error(Reply::new(502, "5.5.2", "Error: command not recognized"))
+            }
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to.0.to_string(), params, pipelined),
+            Command::Data => self.data(Content::Data, pipelined),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.counters.count("rset", true);
+                self.tx = None;
+                self.junk(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => {
+                self.counters.count("noop", true);
+                self.junk(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Quit => {
+                self.counters.count("quit", true);
+                Step::close(Reply::new(221, "2.0.0", "Bye"))
+            }
+            Command::Help(_) => {
+                self.counters.count("help", true);
+                self.junk(Reply::new(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY QUIT"))
+            }
+            Command::Vrfy(arg) => self.vrfy(arg),
+            Command::Expn(_) | Command::Etrn(_) | Command::Unknown(_) => {
+                self.counters.count("unknown", false);
+                self.error(Reply::new(502, "5.5.2", "Error: command not recognized"))
+            }
+            Command::StartTls => {
+                self.counters.count("starttls", false);
+                self.error(Reply::new(502, "5.5.1", "Error: command not implemented"))
+            }
+            Command::Auth { .. } => {
+                self.counters.count("auth", false);
+                self.error(Reply::new(503, "5.5.1", "Error: authentication not enabled"))
+            }
+        }
+    }
+
+    fn hello(&mut self, name: String, esmtp: bool) -> Step {
+        let verb = if esmtp { "ehlo" } else { "helo" };
+        if !self.s.delay_reject {
+            let old = self.helo.replace(name.clone());
+            if let Decision::Reject(r) = self.eval(Stage::Helo, &self.s.restrictions.helo, None) {
+                self.helo = old;
+                self.counters.count(verb, false);
+                self.log_reject(if esmtp { "EHLO" } else { "HELO" }, &r, None);
+                return self.error(r);
+            }
+        }
+        self.counters.count(verb, true);
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        self.tx = None;
+        if !esmtp {
+            return Step::reply(Reply::new(250, "", self.s.myhostname.clone()));
+        }
+        let mut caps = vec!["PIPELINING".to_string()];
+        if self.s.message_size_limit > 0 {
+            caps.push(format!("SIZE {}", self.s.message_size_limit));
+        } else {
+            caps.push("SIZE".into());
+        }
+        if !self.s.disable_vrfy {
+            caps.push("VRFY".into());
+        }
+        caps.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
+        if self.s.smtputf8 {
+            caps.push("SMTPUTF8".into());
+        }
+        caps.push("CHUNKING".into());
+        Step::reply(rpost_smtp_proto::ehlo_reply(&self.s.myhostname, &caps))
+    }
+
+    fn mail(&mut self, from: ReversePath, params: MailParams) -> Step {
+        if self.tx.is_some() {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
+        }
+        if self.s.helo_required && self.helo.is_none() {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if let Some(size) = params.size
+            && self.s.message_size_limit > 0
+            && size > self.s.message_size_limit
+        {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
+        }
+        let sender = match &from {
+            ReversePath::Null => String::new(),
+            ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
+        };
+        if !self.utf8_ok(&sender, params.smtputf8) {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address"));
+        }
+        if params.smtputf8 && !self.s.smtputf8 {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(555, "5.5.4", "Unsupported option: SMTPUTF8"));
+        }
+        let tx =
+            Transaction { sender, params, rcpts: Vec::new(), rejected: 0, queue_id: None, size: 0, too_big: false };
+        self.tx = Some(tx);
+        if !self.s.delay_reject
+            && let Decision::Reject(r) = self.eval(Stage::Sender, &self.s.restrictions.sender, None)
+        {
+            self.log_reject("MAIL", &r, None);
+            self.tx = None;
+            self.counters.count("mail", false);
+            return self.error(r);
+        }
+        self.counters.count("mail", true);
+        self.junk = 0;
+        Step::reply(Reply::new(250, "2.1.0", "Ok"))
+    }
+
+    fn rcpt(&mut self, to: String, params: rpost_smtp_proto::RcptParams, pipelined: bool) -> Step {
+        let Some(tx) = &self.tx else {
+            self.counters.count("rcpt", false);
+            return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.rcpts.len() >= self.s.recipient_limit {
+            self.counters.count("rcpt", false);
+            return self.error(Reply::new(452, "4.5.3", "Error: too many recipients"));
+        }
+        let smtputf8 = tx.params.smtputf8;
+        if !self.utf8_ok(&to, smtputf8) {
+            self.counters.count("rcpt", false);
+            return self.error(Reply::new(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address"));
+        }
+        let address = Address::parse(&to, &self.s.myorigin).full();
+        if let Decision::Reject(r) = self.check_rcpt(&address, pipelined) {
+            self.log_reject("RCPT", &r, Some(&address));
+            if let Some(tx) = &mut self.tx {
+                tx.rejected += 1;
+            }
+            self.counters.count("rcpt", false);
+            return self.error(r);
+        }
+        let rcpt = Rcpt {
+            address,
+            given: to,
+            orcpt: params.orcpt.map(|(t, a)| format!("{t};{a}")),
+            notify: params.notify.map(|n| n.bits()),
+        };
+        if let Some(tx) = &mut self.tx {
+            tx.rcpts.push(rcpt);
+        }
+        self.counters.count("rcpt", true);
+        Step::reply(Reply::new(250, "2.1.5", "Ok"))
+    }
+
+    /// All RCPT-time checks, in Postfix's order.
+    fn check_rcpt(&self, rcpt: &str, pipelined: bool) -> Decision {
+        let env = self.env();
+        let facts = self.facts(Some(rcpt), pipelined);
+        let r = &self.s.restrictions;
+        let mut lists: Vec<(Stage, &[policy::Restriction])> = Vec::new();
+        if self.s.delay_reject {
+            lists.push((Stage::Client, &r.client));
+            lists.push((Stage::Helo, &r.helo));
+            lists.push((Stage::Sender, &r.sender));
+        }
+        lists.push((Stage::Recipient, &r.relay));
+        lists.push((Stage::Recipient, &r.recipient));
+        for (stage, list) in lists {
+            if let d @ Decision::Reject(_) = policy::eval(list, stage, &facts, &env) {
+                return d;
+            }
+        }
+        if self.s.reject_unlisted_sender
+            && let Some(tx) = &self.tx
+            && !tx.sender.is_empty()
+            && let d @ Decision::Reject(_) = policy::unlisted(&tx.sender, policy::AccessKind::Sender, &facts, &env)
+        {
+            return d;
+        }
+        if self.s.reject_unlisted_recipient {
+            return policy::unlisted(rcpt, policy::AccessKind::Recipient, &facts, &env);
+        }
+        Decision::Dunno
+    }
+
+    fn data(&mut self, content: Content, pipelined: bool) -> Step {
+        let verb = if content == Content::Data { "data" } else { "bdat" };
+        let Some(tx) = &self.tx else {
+            self.counters.count(verb, false);
+            return self.refuse_content(content, Reply::new(503, "5.5.1", "Error: need RCPT command"));
+        };
+        if tx.rcpts.is_empty() {
+            self.counters.count(verb, false);
+            let r = if tx.rejected > 0 {
+                Reply::new(554, "5.5.1", "Error: no valid recipients")
+            } else {
+                Reply::new(503, "5.5.1", "Error: need RCPT command")
+            };
+            return self.refuse_content(content, r);
+        }
+        let facts = self.facts(None, pipelined && content == Content::Data);
+        if let Decision::Reject(r) = policy::eval(&self.s.restrictions.data, Stage::Data, &facts, &self.env()) {
+            self.log_reject("DATA", &r, None);
+            self.counters.count(verb, false);
+            return self.refuse_content(content, r);
+        }
+        Step { reply: None, delay: None, next: Next::Open(content) }
+    }
+
+    /// A refused DATA is just a reply; a refused BDAT still has its chunk on the wire.
+    fn refuse_content(&mut self, content: Content, reply: Reply) -> Step {
+        let mut step = self.error(reply);
+        if let Content::Bdat { size, .. } = content
+            && step.next == Next::Continue
+        {
+            step.next = Next::Discard { size };
+        }
+        step
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) -> Step {
+        match self.tx.as_ref().map(|t| t.queue_id.is_some()) {
+            Some(true) => {
+                self.counters.count("bdat", true);
+                Step { reply: None, delay: None, next: Next::Chunk { size, last } }
+            }
+            _ => self.data(Content::Bdat { size, last }, false),
+        }
+    }
+
+    /// The driver opened (or failed to open) the queue file for the transaction.
+    pub fn data_opened(&mut self, content: Content, result: Result<String, String>) -> Step {
+        let verb = if content == Content::Data { "data" } else { "bdat" };
+        match result {
+            Ok(id) => {
+                tracing::info!("{id}: client={}", self.client.display());
+                if let Some(tx) = &mut self.tx {
+                    tx.queue_id = Some(id);
+                }
+                match content {
+                    Content::Data => {
+                        self.counters.count(verb, true);
+                        Step::reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"))
+                    }
+                    Content::Bdat { size, last } => {
+                        self.counters.count(verb, true);
+                        Step { reply: None, delay: None, next: Next::Chunk { size, last } }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("queue file create: {e}");
+                self.counters.count(verb, false);
+                self.tx = None;
+                let step = self.error(Reply::new(451, "4.3.0", "Error: queue file write error"));
+                match content {
+                    Content::Bdat { size, .. } if step.next == Next::Continue => {
+                        Step { next: Next::Discard { size }, ..step }
+                    }
+                    _ => step,
+                }
+            }
+        }
+    }
+
+    /// Accounts message bytes; returns false once the size limit is exceeded (the driver
+    /// then stops storing, but keeps reading to the end of the data).
+    pub fn data_bytes(&mut self, n: usize) -> bool {
+        let limit = self.s.message_size_limit;
+        if let Some(tx) = &mut self.tx {
+            tx.size += n as u64;
+            if limit > 0 && tx.size > limit {
+                tx.too_big = true;
+            }
+            return !tx.too_big;
+        }
+        false
+    }
+
+    /// A BDAT chunk that was not the last arrived completely.
+    pub fn chunk_done(&mut self, size: u64) -> Step {
+        match &self.tx {
+            Some(tx) if tx.too_big => self.abort_big(),
+            _ => Step::reply(Reply::new(250, "2.0.0", format!("Ok: {size} bytes"))),
+        }
+    }
+
+    fn abort_big(&mut self) -> Step {
+        if let Some(tx) = self.tx.take() {
+            tracing::info!(
+                "{}: reject: size={} from {}: 552 5.3.4 Message size exceeds fixed limit; from=<{}> proto={}",
+                tx.queue_id.as_deref().unwrap_or("NOQUEUE"),
+                tx.size,
+                self.client.display(),
+                tx.sender,
+                self.proto()
+            );
+        }
+        self.error(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"))
+    }
+
+    /// The end of the message content (DATA's final dot or the LAST chunk). `bare` reports
+    /// bare CR or LF seen in the content. Returns `Next::Continue` with no reply when the
+    /// driver should commit, then call [`Session::committed`].
+    pub fn content_end(&mut self, bare: bool) -> Option<Step> {
+        if bare {
+            // SMTP smuggling defence: the whole message is refused and the session ended.
+            if let Some(tx) = self.tx.take() {
+                tracing::info!(
+                    "{}: reject: bare <CR> or <LF> in message content from {}; from=<{}>",
+                    tx.queue_id.as_deref().unwrap_or("NOQUEUE"),
+                    self.client.display(),
+                    tx.sender
+                );
+            }
+            return Some(Step::close(Reply::new(
+                521,
+                "5.5.2",
+                format!("{} Error: bare <CR> or <LF> received", self.s.myhostname),
+            )));
+        }
+        if self.tx.as_ref().is_some_and(|t| t.too_big) {
+            return Some(self.abort_big());
+        }
+        let facts = self.facts(None, false);
+        if let Decision::Reject(r) = policy::eval(&self.s.restrictions.end_of_data, Stage::Data, &facts, &self.env()) {
+            self.log_reject("END-OF-MESSAGE", &r, None);
+            self.tx = None;
+            return Some(self.error(r));
+        }
+        None
+    }
+
+    /// The queue file was committed (or failed).
+    pub fn committed(&mut self, result: Result<String, String>) -> Step {
+        let tx = self.tx.take();
+        match result {
+            Ok(id) => {
+                self.junk = 0;
+                if let Some(tx) = tx {
+                    tracing::info!("{id}: from=<{}>, size={}, nrcpt={} (queued)", tx.sender, tx.size, tx.rcpts.len());
+                }
+                Step::reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
+            }
+            Err(e) => {
+                tracing::warn!("queue file commit: {e}");
+                self.error(Reply::new(451, "4.3.0", "Error: queue file write error"))
+            }
+        }
+    }
+
+    fn vrfy(&mut self, arg: String) -> Step {
+        if self.s.disable_vrfy {
+            self.counters.count("vrfy", false);
+            return self.error(Reply::new(502, "5.5.1", "VRFY command is disabled"));
+        }
+        let arg = arg.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+        if arg.is_empty() {
+            self.counters.count("vrfy", false);
+            return self.error(Reply::new(501, "5.5.4", "Syntax: VRFY address"));
+        }
+        let address = Address::parse(&arg, &self.s.myorigin).full();
+        let facts = self.facts(Some(&address), false);
+        if let Decision::Reject(r) = policy::unlisted(&address, policy::AccessKind::Recipient, &facts, &self.env()) {
+            self.counters.count("vrfy", false);
+            return self.error(r);
+        }
+        self.counters.count("vrfy", true);
+        self.junk(Reply::new(252, "2.0.0", address))
+    }
+
+    /// A command line over the length limit.
+    pub fn line_too_long(&mut self) -> Step {
+        self.counters.count("unknown", false);
+        self.error(Reply::new(500, "5.5.2", "Error: line too long"))
+    }
+
+    /// A command line with bare CR or LF: refused and the session ended, as Postfix's
+    /// smtpd_forbid_bare_newline = reject does.
+    pub fn bare_line_ending(&mut self) -> Step {
+        self.counters.count("unknown", false);
+        tracing::info!("disconnect: bare <CR> or <LF> in command from {}", self.client.display());
+        Step::close(Reply::new(521, "5.5.2", format!("{} Error: bare <CR> or <LF> received", self.s.myhostname)))
+    }
+
+    /// The client was silent for smtpd_timeout.
+    pub fn timeout(&self) -> Reply {
+        tracing::info!("timeout after {} from {}", self.stage_name(), self.client.display());
+        Reply::new(421, "4.4.2", format!("{} Error: timeout exceeded", self.s.myhostname))
+    }
+
+    fn stage_name(&self) -> &'static str {
+        match &self.tx {
+            Some(t) if t.queue_id.is_some() => "DATA",
+            Some(t) if !t.rcpts.is_empty() => "RCPT",
+            Some(_) => "MAIL",
+            None if self.helo.is_some() => "EHLO",
+            None => "CONNECT",
+        }
+    }
+
+    /// `disconnect from name[addr] ehlo=1 mail=1 ... commands=N`
+    pub fn disconnect_line(&self) -> String {
+        format!("disconnect from {}{}", self.client.display(), self.counters.summary())
+    }
+
+    /// The Received: header for the message being received (RFC 5321 section 4.4).
+    pub fn received_header(&self, now: SystemTime) -> String {
+        let Some(tx) = &self.tx else { return String::new() };
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let proto = match (self.esmtp, self.sasl_user.is_some(), tx.params.body) {
+            (false, _, _) => "SMTP",
+            (true, true, _) => "ESMTPA",
+            (true, false, _) => "ESMTP",
+        };
+        let id = tx.queue_id.as_deref().unwrap_or("");
+        let mut h = format!(
+            "Received: from {} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+            clean(helo),
+            self.client.name,
+            self.client.addr,
+            self.s.myhostname,
+            self.s.mail_name,
+            proto,
+            id
+        );
+        if tx.rcpts.len() == 1 {
+            h.push_str(&format!("\r\n\tfor <{}>", clean(&tx.rcpts[0].address)));
+        }
+        h.push_str(&format!("; {}\r\n", rpost_log::rfc5322_date(now)));
+        h
+    }
+
+    /// The envelope body type (for the queue file).
+    pub fn body(&self) -> Option<Body> {
+        self.tx.as_ref().and_then(|t| t.params.body)
+    }
+}
+
+/// Keeps client-supplied text from breaking the header's structure.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c }).take(255).collect()
+}
