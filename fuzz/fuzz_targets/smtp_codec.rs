@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpost_smtp_proto::{Command, Event, LineError, Limits, ServerCodec, dot_stuff};
+use rpost_smtp_proto::{Command, Event, Limits, LineError, ServerCodec, dot_stuff};
 
 const LIMITS: Limits = Limits { max_line: 64, max_data_line: 64 };
 const SASL_MAX: usize = 100;

@@ -295,9 +295,7 @@ impl Master {
             }
             Event::Status(pid, status) => {
                 if let Some(child) = self.children.get_mut(&pid) {
-                    if status.state == ChildState::Taken {
-                        child.uses += 1;
-                    }
+                    child.uses = status.uses;
                     child.state = status.state;
                     let key = child.key.clone();
                     self.update_want(&key);

@@ -180,46 +180,54 @@ pub struct Domains {
     pub virtual_alias: DomainList,
     pub virtual_mailbox: DomainList,
     pub relay: DomainList,
-    pub local_maps: Vec<Box<dyn Table>>,
-    pub virtual_alias_maps: Vec<Box<dyn Table>>,
-    pub virtual_mailbox_maps: Vec<Box<dyn Table>>,
-    pub relay_recipient_maps: Vec<Box<dyn Table>>,
-    /// Tables whose failure to open must turn lookups into temporary failures.
-    pub broken: Vec<String>,
+    pub local_maps: Maps,
+    pub virtual_alias_maps: Maps,
+    pub virtual_mailbox_maps: Maps,
+    pub relay_recipient_maps: Maps,
 }
 
-fn open_maps(params: &Params, name: &str, broken: &mut Vec<String>) -> Result<Vec<Box<dyn Table>>, ConfigError> {
-    let mut out = Vec::new();
-    for spec in params.get_list(name)? {
-        match rpost_lookup::open(&spec) {
-            Ok(t) => out.push(t),
+/// Recipient tables of one class. A table that failed to open makes every lookup in the
+/// class a temporary failure (as Postfix's "table is unavailable"), never a pass.
+#[derive(Debug, Default)]
+pub struct Maps {
+    pub tables: Vec<Box<dyn Table>>,
+    pub broken: Option<String>,
+}
+
+impl Maps {
+    fn open(params: &Params, name: &str) -> Result<Maps, ConfigError> {
+        let mut maps = Maps::default();
+        for spec in params.get_list(name)? {
+            maps.add(name, &spec);
+        }
+        Ok(maps)
+    }
+
+    fn add(&mut self, name: &str, spec: &str) {
+        match rpost_lookup::open(spec) {
+            Ok(t) => self.tables.push(t),
             Err(e) => {
                 tracing::warn!("{name}: {spec} is unavailable: {e}");
-                broken.push(format!("{name}: {spec}"));
+                self.broken = Some(format!("{name}: {spec}: {e}"));
             }
         }
     }
-    Ok(out)
+
+    /// No table configured (broken ones count as configured).
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.broken.is_none()
+    }
 }
 
 impl Domains {
     /// Reads the address-class parameters and opens their tables.
     pub fn from_params(params: &Params) -> Result<Domains, ConfigError> {
-        let mut broken = Vec::new();
-        let local_maps = open_maps(params, "local_recipient_maps", &mut broken)?;
-        let virtual_alias_maps = open_maps(params, "virtual_alias_maps", &mut broken)?;
-        let mut virtual_mailbox_maps = open_maps(params, "virtual_mailbox_maps", &mut broken)?;
-        if params.get_list("virtual_mailbox_maps")?.is_empty() {
+        let mut virtual_mailbox_maps = Maps::open(params, "virtual_mailbox_maps")?;
+        if virtual_mailbox_maps.is_empty() {
             // rpost keeps virtual users in its own passdb: that is the mailbox table then.
             let passdb = params.get("auth_passdb")?;
             if !passdb.is_empty() && !passdb.starts_with("static:") {
-                match rpost_lookup::open(&passdb) {
-                    Ok(t) => virtual_mailbox_maps.push(t),
-                    Err(e) => {
-                        tracing::warn!("auth_passdb: {passdb} is unavailable: {e}");
-                        broken.push(format!("auth_passdb: {passdb}"));
-                    }
-                }
+                virtual_mailbox_maps.add("auth_passdb", &passdb);
             }
         }
         Ok(Domains {
@@ -227,11 +235,10 @@ impl Domains {
             virtual_alias: DomainList::parse(&params.get_list("virtual_alias_domains")?, "virtual_alias_domains"),
             virtual_mailbox: DomainList::parse(&params.get_list("virtual_mailbox_domains")?, "virtual_mailbox_domains"),
             relay: DomainList::parse(&params.get_list("relay_domains")?, "relay_domains"),
-            relay_recipient_maps: open_maps(params, "relay_recipient_maps", &mut broken)?,
-            local_maps,
-            virtual_alias_maps,
+            local_maps: Maps::open(params, "local_recipient_maps")?,
+            virtual_alias_maps: Maps::open(params, "virtual_alias_maps")?,
             virtual_mailbox_maps,
-            broken,
+            relay_recipient_maps: Maps::open(params, "relay_recipient_maps")?,
         })
     }
 
@@ -261,29 +268,29 @@ impl Domains {
     pub fn is_listed(&self, addr: &Address, delimiter: &str) -> Result<Listed, LookupError> {
         let class = self.classify(addr);
         let key = addr.full();
-        let found = |tables: &[Box<dyn Table>], localpart: bool, domain: bool| -> Result<bool, LookupError> {
+        let found = |maps: &Maps, localpart: bool, domain: bool| -> Result<bool, LookupError> {
+            if let Some(broken) = &maps.broken {
+                return Err(LookupError::Unavailable(broken.clone()));
+            }
             let opts = AddressLookup {
                 recipient_delimiter: delimiter.to_string(),
                 try_localpart: localpart,
                 try_domain: domain,
             };
-            Ok(rpost_lookup::lookup_address(tables, &key, &opts)?.is_some())
+            Ok(rpost_lookup::lookup_address(&maps.tables, &key, &opts)?.is_some())
         };
         // Any class: an alias (or an @domain catch-all) makes the address valid.
         if !self.virtual_alias_maps.is_empty() && found(&self.virtual_alias_maps, class == Class::Local, true)? {
             return Ok(Listed::Yes);
         }
-        let (tables, localpart, configured) = match class {
-            Class::Local => (&self.local_maps, true, !self.local_maps.is_empty()),
+        let (maps, localpart) = match class {
+            Class::Local => (&self.local_maps, true),
             Class::VirtualAlias => return Ok(Listed::No(Class::VirtualAlias)),
-            Class::VirtualMailbox => (&self.virtual_mailbox_maps, false, !self.virtual_mailbox_maps.is_empty()),
-            Class::Relay => (&self.relay_recipient_maps, false, !self.relay_recipient_maps.is_empty()),
+            Class::VirtualMailbox => (&self.virtual_mailbox_maps, false),
+            Class::Relay => (&self.relay_recipient_maps, false),
             Class::Remote => return Ok(Listed::Yes),
         };
-        if !self.broken.is_empty() && !configured {
-            return Err(LookupError::Unavailable(self.broken.join(", ")));
-        }
-        if !configured || found(tables, localpart, false)? { Ok(Listed::Yes) } else { Ok(Listed::No(class)) }
+        if maps.is_empty() || found(maps, localpart, false)? { Ok(Listed::Yes) } else { Ok(Listed::No(class)) }
     }
 }
 

@@ -19,8 +19,10 @@ use crate::settings::Settings;
 pub struct Shared {
     pub settings: Settings,
     pub queue: Queue,
-    /// qmgr's trigger socket, told about every new message.
-    pub qmgr: PathBuf,
+    /// Wakes the task that tells qmgr about new mail.
+    qmgr: Arc<tokio::sync::Notify>,
+    qmgr_socket: PathBuf,
+    qmgr_task: std::sync::Once,
     conns: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -28,10 +30,30 @@ impl Shared {
     pub fn new(settings: Settings, queue_root: PathBuf) -> Shared {
         Shared {
             settings,
-            queue: Queue::new(queue_root.clone()),
-            qmgr: queue_root.join("public").join("qmgr"),
+            qmgr: Arc::new(tokio::sync::Notify::new()),
+            qmgr_socket: queue_root.join("public").join("qmgr"),
+            qmgr_task: std::sync::Once::new(),
+            queue: Queue::new(queue_root),
             conns: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tells qmgr about new mail. One trigger task per process (started on first use, inside
+    /// the runtime): commits that happen while a trigger is being sent are covered by one
+    /// more trigger after it (Notify keeps a single permit), so qmgr always hears of the
+    /// newest mail, yet a busy smtpd sends far fewer triggers than it queues messages.
+    fn wake_qmgr(&self) {
+        self.qmgr_task.call_once(|| {
+            let wake = self.qmgr.clone();
+            let socket = self.qmgr_socket.clone();
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    trigger_qmgr(&socket).await;
+                }
+            });
+        });
+        self.qmgr.notify_one();
     }
 }
 
@@ -228,7 +250,7 @@ impl Driver<'_> {
             None => Err("no queue file".to_string()),
         };
         if result.is_ok() {
-            notify_qmgr(self.shared.qmgr.clone());
+            self.shared.wake_qmgr();
         }
         let step = self.session.committed(result);
         self.apply(step, stream).await
@@ -288,9 +310,13 @@ impl Driver<'_> {
 fn build_envelope(session: &Session<'_>, s: &Settings) -> Result<Envelope, String> {
     let tx = session.tx.as_ref().ok_or("no transaction")?;
     let opts = &s.alias_expansion;
+    if let Some(broken) = &s.domains.virtual_alias_maps.broken {
+        // Delivering unexpanded would send mail to the wrong place: refuse for now.
+        return Err(format!("virtual alias table unavailable: {broken}"));
+    }
     let mut recipients: Vec<Recipient> = Vec::new();
     for r in &tx.rcpts {
-        let targets = match rpost_lookup::expand_virtual(&s.domains.virtual_alias_maps, &r.address, opts) {
+        let targets = match rpost_lookup::expand_virtual(&s.domains.virtual_alias_maps.tables, &r.address, opts) {
             Ok(rpost_lookup::Expansion::Unchanged) => vec![r.address.clone()],
             Ok(rpost_lookup::Expansion::To(list)) => list,
             Err(e) => return Err(format!("virtual alias expansion of {}: {e}", r.address)),
@@ -408,15 +434,13 @@ impl MessageWriter {
 
 /// Tells qmgr there is new mail in incoming/ (Postfix's 'I' trigger); best effort: qmgr also
 /// scans periodically.
-fn notify_qmgr(path: PathBuf) {
-    tokio::spawn(async move {
-        let send = async {
-            let mut s = tokio::net::UnixStream::connect(&path).await?;
-            s.write_all(b"I").await?;
-            s.shutdown().await
-        };
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), send).await {
-            tracing::debug!("qmgr trigger {}: {e}", path.display());
-        }
-    });
+async fn trigger_qmgr(path: &std::path::Path) {
+    let send = async {
+        let mut s = tokio::net::UnixStream::connect(path).await?;
+        s.write_all(b"I").await?;
+        s.shutdown().await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), send).await {
+        tracing::debug!("qmgr trigger {}: {e}", path.display());
+    }
 }

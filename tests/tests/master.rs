@@ -35,8 +35,8 @@ fn starts_services_on_demand_and_reports_them() {
     assert!(suite.queue_dir().join("private/auth").exists());
     assert!(suite.queue_dir().join("public/qmgr").exists());
 
-    // qmgr has a wakeup timer: the first trigger starts it without any client.
-    suite.wait_log("trigger \"W\"", T);
+    // qmgr has a wakeup timer: the first trigger starts it and is served without any client.
+    suite.wait_status(T, |st| st.services[2].children.iter().any(|c| c.uses >= 1));
 
     // A client on smtp starts an smtpd, which speaks for itself and closes.
     let greeting = suite.greeting("smtp");
@@ -241,7 +241,7 @@ fn background_start_and_stop_through_the_pid_file() {
 fn reload_lets_old_children_finish_their_clients() {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
-    let suite = Suite::builder().master_line("qmgr unix n - n - 1 qmgr").start();
+    let suite = Suite::builder().master_line("qmgr unix n - n - 1 qmgr -v").start();
     // A client of the trigger server that has not finished its request yet.
     let mut client = UnixStream::connect(suite.queue_dir().join("public/qmgr")).unwrap();
     let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.uses == 1));

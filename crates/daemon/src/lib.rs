@@ -13,11 +13,13 @@
 //! the tokio runtime and accepts on every inherited listener.
 //!
 //! Life cycle, as in Postfix:
-//! * the child reports `Available`/`Taken` on its status pipe; it is `Taken` while it runs
-//!   [`Options::max_clients`] clients and will not accept more, so rmaster starts another
-//!   process (up to the service's maxproc) when the listener has connections waiting;
-//! * after `max_use` clients it stops accepting and exits when they are done, and it exits
-//!   after `max_idle` without clients (unless [`Options::long_running`]);
+//! * the child reports `Available`/`Taken` (and its use count) on its status pipe, on change
+//!   only; it is `Taken` while it runs [`Options::max_clients`] clients and will not accept
+//!   more, so rmaster starts another process (up to the service's maxproc) when the listener
+//!   has connections waiting;
+//! * after `max_use` clients it exits as soon as it has no client left (as Postfix's
+//!   multi_server: a busy process is never cut off), and it exits after `max_idle` without
+//!   clients (unless [`Options::long_running`]);
 //! * end-of-file on the status pipe (rmaster reloaded, or is gone) or SIGTERM: stop
 //!   accepting at once, let current clients finish, exit.
 //!
@@ -58,7 +60,7 @@ use rpost_config::{Config, Params};
 use rpost_ipc::{ChildEnv, ChildState, ChildStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// Start-up errors (each is fatal for the daemon).
 #[derive(Debug, thiserror::Error)]
@@ -321,8 +323,18 @@ struct Shared {
     uses: AtomicU64,
     /// Woken when a client finishes.
     done: Notify,
-    status: mpsc::UnboundedSender<ChildState>,
+    /// Wakes the status writer; it reports the current state and use count.
+    report: Notify,
+    /// Served max_use clients: exit as soon as none is left (Postfix multi_server).
+    exhausted: std::sync::atomic::AtomicBool,
+    stop: watch::Sender<bool>,
     limits: Limits,
+}
+
+impl Shared {
+    fn full(&self) -> bool {
+        self.active.load(Ordering::SeqCst) >= self.limits.max_clients
+    }
 }
 
 enum Listener {
@@ -373,39 +385,41 @@ where
     let status = UnixStream::from_std(status).map_err(|e| io_err("status pipe", e))?;
     let (mut status_rx, mut status_tx) = status.into_split();
 
-    let (state_tx, mut state_rx) = mpsc::unbounded_channel::<ChildState>();
-    let pid = std::process::id();
-    // Status writer: one frame per state change. A write error means rmaster is gone, which
-    // the reader below notices too.
-    tokio::spawn(async move {
-        while let Some(state) = state_rx.recv().await {
-            let Ok(frame) = rpost_ipc::encode(&ChildStatus { pid, generation, state }) else { continue };
-            if status_tx.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-    });
-
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         active: AtomicUsize::new(0),
         uses: AtomicU64::new(0),
         done: Notify::new(),
-        status: state_tx,
+        report: Notify::new(),
+        exhausted: std::sync::atomic::AtomicBool::new(false),
+        stop: stop_tx.clone(),
         limits,
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let _ = shared.status.send(ChildState::Available);
+    // Status writer: reports only changes (available/taken, and the use count at most about
+    // once per wake-up), so a busy daemon costs rmaster next to nothing. A write error means
+    // rmaster is gone, which the reader below notices too.
+    let pid = std::process::id();
+    let reporter = shared.clone();
+    tokio::spawn(async move {
+        let mut last: Option<(ChildState, u64)> = None;
+        loop {
+            let state = if reporter.full() { ChildState::Taken } else { ChildState::Available };
+            let uses = reporter.uses.load(Ordering::SeqCst);
+            if last != Some((state, uses)) {
+                last = Some((state, uses));
+                let Ok(frame) = rpost_ipc::encode(&ChildStatus { pid, generation, state, uses }) else { return };
+                if status_tx.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            reporter.report.notified().await;
+        }
+    });
 
     let mut accept_tasks = Vec::new();
     for fd in listeners {
         let listener = classify(fd)?;
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            handler.clone(),
-            stop_rx.clone(),
-            stop_tx.clone(),
-        )));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), handler.clone(), stop_rx.clone())));
     }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -429,6 +443,8 @@ where
             }
             _ = stop_rx2.changed() => break,
             _ = tick.tick() => {
+                // Use counts changed by clients are reported here, at most once a second.
+                shared.report.notify_one();
                 if shared.active.load(Ordering::SeqCst) > 0 {
                     last_busy = Instant::now();
                 } else if let Some(idle) = limits.max_idle
@@ -462,13 +478,8 @@ where
     Ok(())
 }
 
-async fn accept_loop<H, F>(
-    listener: Listener,
-    shared: Arc<Shared>,
-    handler: Arc<H>,
-    mut stop: watch::Receiver<bool>,
-    stop_tx: watch::Sender<bool>,
-) where
+async fn accept_loop<H, F>(listener: Listener, shared: Arc<Shared>, handler: Arc<H>, mut stop: watch::Receiver<bool>)
+where
     H: Fn(Client) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -498,10 +509,18 @@ async fn accept_loop<H, F>(
                 continue;
             }
         };
-        let _ = shared.status.send(ChildState::Taken);
         let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
         let uses = shared.uses.fetch_add(1, Ordering::SeqCst) + 1;
-        let exhausted = shared.limits.max_use > 0 && uses >= shared.limits.max_use;
+        // rmaster must know at once when this process is full (to start another) and that
+        // it has served someone (a later crash then is no start-up failure); other changes
+        // wait for the periodic report.
+        if uses == 1 || active == shared.limits.max_clients {
+            shared.report.notify_one();
+        }
+        if shared.limits.max_use > 0 && uses == shared.limits.max_use {
+            tracing::debug!("served {uses} clients (max_use): exiting when idle");
+            shared.exhausted.store(true, Ordering::SeqCst);
+        }
         let triggers = shared.limits.triggers;
         let handler = handler.clone();
         let task_shared = shared.clone();
@@ -519,17 +538,14 @@ async fn accept_loop<H, F>(
             let left = task_shared.active.fetch_sub(1, Ordering::SeqCst) - 1;
             task_shared.done.notify_waiters();
             if left + 1 == task_shared.limits.max_clients {
-                let _ = task_shared.status.send(ChildState::Available);
+                task_shared.report.notify_one();
+            }
+            // As Postfix's multi_server: after max_use, exit once no client is left, so a
+            // busy process is never cut off and an idle one is recycled.
+            if left == 0 && task_shared.exhausted.load(Ordering::SeqCst) {
+                let _ = task_shared.stop.send(true);
             }
         });
-        if exhausted {
-            tracing::debug!("served {uses} clients (max_use): finishing");
-            let _ = stop_tx.send(true);
-            return;
-        }
-        if active < shared.limits.max_clients {
-            let _ = shared.status.send(ChildState::Available);
-        }
     }
 }
 
@@ -580,7 +596,8 @@ pub async fn refuse_unimplemented(program: &str, client: Client, reply: Option<S
             let _ = stream.shutdown().await;
         }
         Client::Trigger(bytes) => {
-            tracing::info!("trigger {:?}: {program} is not implemented yet", String::from_utf8_lossy(&bytes));
+            // Debug level: triggers come once per message; Postfix does not log them either.
+            tracing::debug!("trigger {:?}: {program} is not implemented yet", String::from_utf8_lossy(&bytes));
         }
     }
 }

@@ -9,8 +9,8 @@
 //! Every frame is a 4-byte big-endian length followed by a postcard body. [`FrameDecoder`]
 //! is sans-IO: feed it bytes as they arrive (in any split) and pull whole messages out.
 //!
-//! * Status pipe (child -> master): [`ChildStatus`], written whenever a child becomes
-//!   available for a new client or takes one. The master closes its end to tell a child of an
+//! * Status pipe (child -> master): [`ChildStatus`], written when a child becomes full or
+//!   available again, after its first client, and periodically when its use count changed. The master closes its end to tell a child of an
 //!   old generation to stop accepting and exit once its clients are done (as Postfix does); a
 //!   child that sees end-of-file on the pipe also knows that the master is gone.
 //! * Child environment: [`ChildEnv`] travels in `RPOST_*` environment variables at exec.
@@ -112,6 +112,8 @@ pub struct ChildStatus {
     pub pid: u32,
     pub generation: u64,
     pub state: ChildState,
+    /// Clients served so far.
+    pub uses: u64,
 }
 
 /// What a child learns from the master at exec, through `RPOST_*` environment variables.
@@ -246,8 +248,8 @@ mod tests {
     #[test]
     fn frames_survive_every_split() {
         let msgs = [
-            ChildStatus { pid: 1, generation: 7, state: ChildState::Available },
-            ChildStatus { pid: 99999, generation: 0, state: ChildState::Taken },
+            ChildStatus { pid: 1, generation: 7, state: ChildState::Available, uses: 0 },
+            ChildStatus { pid: 99999, generation: 0, state: ChildState::Taken, uses: 12345 },
         ];
         let mut wire = Vec::new();
         for m in &msgs {
