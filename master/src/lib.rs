@@ -1,7 +1,7 @@
 //! rmaster - the rpost supervisor and administration command
 //!
 //! # SUMMARY
-//! `rmaster [-c DIR] start|stop|reload|status|check|conf ...`
+//! `rmaster [-c DIR] start|stop|reload|status|check|conf|queue|map ...`
 //!
 //! # DESCRIPTION
 //! As Postfix's master(8) together with postfix(1) and postconf(1): `start` reads
@@ -17,7 +17,8 @@
 //! * [`spool`]: the queue directory layout, created and repaired by `start` and `check`;
 //! * [`control`]: the control socket behind `rmaster status`;
 //! * [`commands`]: the command-line verbs;
-//! * [`conf`]: `rmaster conf`, the postconf(1) work-alike.
+//! * [`conf`]: `rmaster conf`, the postconf(1) work-alike;
+//! * [`admin`]: `rmaster queue` (postqueue/postcat) and `rmaster map` (postmap/postalias).
 //!
 //! # SECURITY
 //! rmaster is the only rpost program that keeps root privileges. It never reads network
@@ -34,6 +35,7 @@
 //! # STANDARDS
 //! Postfix master.cf(5) and main.cf(5) syntax; sd_notify(3) READY/RELOADING/STOPPING.
 
+pub mod admin;
 pub mod commands;
 pub mod conf;
 pub mod control;

@@ -38,6 +38,16 @@ enum Command {
     Status,
     /// Validate the configuration and daemons; create or repair the queue directory.
     Check,
+    /// Inspect the mail queue (postqueue -p, postcat -q).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Query and build lookup tables (postmap, postalias).
+    Map {
+        #[command(subcommand)]
+        command: MapCommand,
+    },
     /// Show or edit main.cf parameters, as postconf(1).
     #[command(disable_help_flag = true)]
     Conf {
@@ -73,6 +83,37 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// List queued messages (postqueue -p).
+    List {
+        /// One JSON array instead of the postqueue layout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope and content (postcat -q).
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum MapCommand {
+    /// Look keys up in a table (postmap -q); exit status 1 if any is missing.
+    Query {
+        /// The table, e.g. hash:/etc/rpost/virtual.
+        table: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Build the indexed FILE.db of a hash: or btree: table (postmap, postalias).
+    Build {
+        /// Read the file as aliases(5) ("name: value, value"), as postalias does.
+        #[arg(long)]
+        aliases: bool,
+        /// The source file, optionally as TYPE:FILE.
+        file: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let dir = cli
@@ -91,6 +132,20 @@ fn main() -> ExitCode {
                 Command::Reload => commands::reload(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Status => commands::status(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Check => commands::check(&dir),
+                Command::Queue { command: QueueCommand::List { json } } => {
+                    master::admin::queue_list(&dir, json).map(print_ok)
+                }
+                Command::Queue { command: QueueCommand::Show { id } } => {
+                    master::admin::queue_show(&dir, &id).map(print_ok)
+                }
+                Command::Map { command: MapCommand::Query { table, keys } } => master::admin::map_query(&table, &keys)
+                    .map(|(out, all)| {
+                        print!("{out}");
+                        if all { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                    }),
+                Command::Map { command: MapCommand::Build { aliases, file } } => {
+                    master::admin::map_build(&file, aliases).map(|()| ExitCode::SUCCESS)
+                }
                 Command::Conf {
                     help: _,
                     non_default,
@@ -120,6 +175,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_ok(out: String) -> ExitCode {
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 fn report(e: &CommandError) {

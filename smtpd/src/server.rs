@@ -364,6 +364,7 @@ fn build_envelope(session: &Session<'_>, s: &Settings) -> Result<Envelope, Strin
 enum WriterMsg {
     Data(Vec<u8>),
     Commit(oneshot::Sender<Result<String, String>>),
+    Abort(oneshot::Sender<()>),
 }
 
 /// A queue file being written on a blocking thread, so neither disk writes nor fsync stall
@@ -408,6 +409,11 @@ impl MessageWriter {
                         let _ = done.send(result);
                         return;
                     }
+                    WriterMsg::Abort(done) => {
+                        msg.abort();
+                        let _ = done.send(());
+                        return;
+                    }
                 }
             }
             // Channel closed without commit: the client went away or the message was refused.
@@ -427,8 +433,12 @@ impl MessageWriter {
         done_rx.await.map_err(|_| "queue writer died".to_string())?
     }
 
+    /// Removes the unfinished file, and returns once it is gone.
     async fn abort(self) {
-        drop(self.tx);
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Abort(done_tx)).await.is_ok() {
+            let _ = done_rx.await;
+        }
     }
 }
 

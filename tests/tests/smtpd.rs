@@ -290,3 +290,65 @@ fn virtual_aliases_are_expanded_before_the_queue() {
         "bob once, though two aliases lead to him"
     );
 }
+
+#[test]
+fn queue_list_and_show_read_what_smtpd_wrote() {
+    let suite = seed_suite(&[]);
+    let empty = suite.rmaster(&["queue", "list"]);
+    assert_eq!(String::from_utf8_lossy(&empty.stdout), "Mail queue is empty\n");
+    let mut c = SmtpClient::connect(suite.port("smtp"));
+    c.cmd("EHLO client.example");
+    let id = c
+        .send_mail("sender@client.example", &["alice@example.test", "bob@example.test"], "Subject: q\r\n\r\nhello")
+        .expect("queued");
+
+    let out = suite.rmaster(&["queue", "list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("-Queue ID-"), "{text}");
+    let line = text.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{id} missing: {text}"));
+    assert!(line.ends_with("sender@client.example"), "{line}");
+    assert!(text.contains("alice@example.test") && text.contains("bob@example.test"));
+    assert!(text.trim_end().ends_with("in 1 Request."), "{text}");
+
+    let json = suite.rmaster(&["queue", "list", "--json"]);
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(json.contains(&format!("\"{id}\"")) && json.contains("\"incoming\""), "{json}");
+
+    let show = suite.rmaster(&["queue", "show", &id]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("*** ENVELOPE RECORDS ***") && show.contains("hello"), "{show}");
+    let missing = suite.rmaster(&["queue", "show", "0000000000000000"]);
+    assert!(!missing.status.success());
+    let bad = suite.rmaster(&["queue", "show", "../../etc/passwd"]);
+    assert!(!bad.status.success(), "path traversal through a queue ID must fail");
+}
+
+#[test]
+fn map_build_and_query_like_postmap() {
+    let suite = seed_suite(&[]);
+    let dir = suite.config_dir();
+    std::fs::write(
+        dir.join("virtual"),
+        "# comment\nsales@example.test alice@example.test\nInfo@Example.TEST bob@example.test\n",
+    )
+    .unwrap();
+    let table = format!("hash:{}", dir.join("virtual").display());
+    let out = suite.rmaster(&["map", "build", &table]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("virtual.db").exists());
+    let q = suite.rmaster(&["map", "query", &table, "sales@example.test"]);
+    assert!(q.status.success());
+    assert_eq!(String::from_utf8_lossy(&q.stdout), "alice@example.test\n");
+    let q = suite.rmaster(&["map", "query", &table, "info@example.test"]);
+    assert_eq!(String::from_utf8_lossy(&q.stdout), "bob@example.test\n", "keys are case-folded as postmap does");
+    let q = suite.rmaster(&["map", "query", &table, "nobody@example.test"]);
+    assert!(!q.status.success());
+
+    std::fs::write(dir.join("aliases"), "postmaster: root\nroot: alice@example.test,\n  bob@example.test\n").unwrap();
+    let out = suite.rmaster(&["map", "build", "--aliases", dir.join("aliases").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let q = suite.rmaster(&["map", "query", &format!("hash:{}", dir.join("aliases").display()), "root"]);
+    let v = String::from_utf8_lossy(&q.stdout);
+    assert!(v.contains("alice@example.test") && v.contains("bob@example.test"), "{v}");
+}
