@@ -110,6 +110,21 @@ fn owner_ids(config: &Config) -> Result<Option<crate::spool::Owners>, CommandErr
     Ok(Some(crate::spool::Owners { root: (0, 0), mail: (id.uid, id.gid) }))
 }
 
+/// Daemons run as mail_owner: they must be able to reach the queue directory.
+fn check_reachable(config: &Config, ids: crate::spool::Owners) -> Result<(), CommandError> {
+    let queue = queue_dir(config)?;
+    match crate::spool::unreachable(&queue, ids.mail.0, ids.mail.1) {
+        None => Ok(()),
+        Some((dir, mode)) => Err(CommandError::Other(format!(
+            "mail_owner {} (uid {}) cannot reach queue_directory {}: {} has mode {mode:04o}",
+            config.params.get("mail_owner")?,
+            ids.mail.0,
+            queue.display(),
+            dir.display()
+        ))),
+    }
+}
+
 /// `rmaster start --foreground`: become the master. Does not return until it stops.
 pub fn start_foreground(dir: &Path, detached: bool, verbose: bool) -> Result<(), CommandError> {
     if detached {
@@ -131,8 +146,12 @@ pub fn start_foreground(dir: &Path, detached: bool, verbose: bool) -> Result<(),
     if !rpost_privilege::is_root() {
         tracing::info!("not running as root: children keep uid {} and are not chrooted", nix::unistd::getuid());
     }
-    for repair in crate::spool::ensure(&queue_dir(config)?, owner_ids(config)?)? {
+    let ids = owner_ids(config)?;
+    for repair in crate::spool::ensure(&queue_dir(config)?, ids)? {
         tracing::info!("spool: {repair}");
+    }
+    if let Some(ids) = ids {
+        check_reachable(config, ids)?;
     }
     let pid_lock = lock_pid_file(config)?;
     let pid_file = pid_path(config)?;
@@ -155,7 +174,11 @@ pub fn start_background(dir: &Path, verbose: bool) -> Result<(), CommandError> {
         return Err(CommandError::AlreadyRunning(pid));
     }
     // Fail here, on the terminal, for what would make the detached master fail.
-    crate::spool::ensure(&queue_dir(&config)?, owner_ids(&config)?)?;
+    let ids = owner_ids(&config)?;
+    crate::spool::ensure(&queue_dir(&config)?, ids)?;
+    if let Some(ids) = ids {
+        check_reachable(&config, ids)?;
+    }
     let exe = std::env::current_exe().map_err(io_err("current executable"))?;
     let mut child = std::process::Command::new(exe)
         .arg("-c")
@@ -335,6 +358,12 @@ pub fn check(dir: &Path) -> Result<ExitCode, CommandError> {
     };
     for repair in crate::spool::ensure(&queue_dir(&config)?, ids)? {
         println!("rmaster: repaired: {repair}");
+    }
+    if let Some(ids) = ids
+        && let Err(e) = check_reachable(&config, ids)
+    {
+        tracing::error!("{e}");
+        problems += 1;
     }
     Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -99,9 +99,47 @@ pub fn ensure(queue_dir: &Path, ids: Option<Owners>) -> Result<Vec<String>, Spoo
     Ok(repairs)
 }
 
+/// Whether a process running as (uid, gid), with no other groups (as rpost daemons run),
+/// can reach `queue_dir`: every ancestor must be searchable by it. Returns the first
+/// directory that is not.
+pub fn unreachable(queue_dir: &Path, uid: u32, gid: u32) -> Option<(PathBuf, u32)> {
+    let mut dirs: Vec<&Path> = queue_dir.ancestors().collect();
+    dirs.reverse();
+    for dir in dirs {
+        let Ok(meta) = std::fs::metadata(dir) else { continue };
+        let mode = meta.mode();
+        let bit = if meta.uid() == uid {
+            0o100
+        } else if meta.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        if mode & bit == 0 {
+            return Some((dir.to_path_buf(), mode & 0o7777));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_spool_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outer = tmp.path().join("outer");
+        let q = outer.join("spool");
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // uid/gid that own nothing here.
+        let found = unreachable(&q, 54321, 54321).expect("0700 parent blocks others");
+        assert_eq!(found.0, outer);
+        std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(unreachable(&q, 54321, 54321), None);
+    }
 
     #[test]
     fn creates_then_repairs() {

@@ -144,7 +144,7 @@ impl DomainList {
                     Err(e) => tracing::warn!("{what}: {item}: {e}"),
                 }
             } else if item.contains(':') && !item.starts_with('[') {
-                match rpost_lookup::open(item) {
+                match open_table(item) {
                     Ok(t) => list.tables.push(t),
                     Err(e) => tracing::warn!("{what}: {item}: {e}"),
                 }
@@ -204,7 +204,7 @@ impl Maps {
     }
 
     fn add(&mut self, name: &str, spec: &str) {
-        match rpost_lookup::open(spec) {
+        match open_table(spec) {
             Ok(t) => self.tables.push(t),
             Err(e) => {
                 tracing::warn!("{name}: {spec} is unavailable: {e}");
@@ -299,6 +299,75 @@ fn is_local_ip(ip: IpAddr) -> bool {
     ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// The `mynetworks` Postfix derives when it is not set, from `mynetworks_style` and this
+/// host's interfaces: `host` (each address alone), `subnet` (each interface's subnet) or
+/// `class` (the class A/B/C network of each IPv4 address; subnets for IPv6).
+pub fn mynetworks_from_style(style: &str) -> Vec<String> {
+    let mut out = vec!["127.0.0.0/8".to_string(), "[::1]/128".to_string()];
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return out };
+    for ifa in addrs {
+        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else { continue };
+        let (ip, prefix): (IpAddr, u32) = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            (IpAddr::V4(a.ip()), u32::from(m.ip()).count_ones())
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            (IpAddr::V6(a.ip()), u128::from(m.ip()).count_ones())
+        } else {
+            continue;
+        };
+        if ip.is_loopback() {
+            continue;
+        }
+        let prefix = match (style, ip) {
+            ("subnet", _) => prefix,
+            ("class", IpAddr::V4(v4)) => match v4.octets()[0] {
+                0..=127 => 8,
+                128..=191 => 16,
+                _ => 24,
+            },
+            ("class", IpAddr::V6(_)) => prefix,
+            _ => {
+                if style != "host" {
+                    tracing::warn!("mynetworks_style = {style}: unknown style, using host");
+                }
+                if ip.is_ipv4() { 32 } else { 128 }
+            }
+        };
+        let net = network(ip, prefix);
+        out.push(match net {
+            IpAddr::V4(n) => format!("{n}/{prefix}"),
+            IpAddr::V6(n) => format!("[{n}]/{prefix}"),
+        });
+    }
+    out.dedup();
+    out
+}
+
+fn network(ip: IpAddr, prefix: u32) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128)) };
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
+/// Opens a table for smtpd, saying so when its indexed file is older than its source
+/// (Postfix: "database X.db is older than source file X").
+pub fn open_table(spec: &str) -> Result<Box<dyn Table>, LookupError> {
+    let t = rpost_lookup::open(spec)?;
+    if let Some(w) = t.stale() {
+        tracing::warn!("{w}");
+    }
+    for w in t.warnings() {
+        tracing::warn!("{spec}: {w}");
+    }
+    Ok(t)
+}
+
 /// mynetworks: CIDR blocks, `!` exceptions, and `type:table` client lookups.
 #[derive(Debug, Default)]
 pub struct NetList {
@@ -315,7 +384,7 @@ impl NetList {
                 None => (false, item.as_str()),
             };
             if spec.contains(':') && !spec.starts_with('[') && spec.parse::<IpAddr>().is_err() {
-                match rpost_lookup::open(spec) {
+                match open_table(spec) {
                     Ok(t) => list.tables.push(t),
                     Err(e) => tracing::warn!("mynetworks: {spec}: {e}"),
                 }
@@ -387,6 +456,18 @@ mod tests {
         assert_eq!(c("x@relay.test"), Class::Relay);
         assert_eq!(c("x@elsewhere.test"), Class::Remote);
         assert!(!d.authorized_destination(&Address::parse("x%elsewhere.test@example.test", "")));
+    }
+
+    #[test]
+    fn mynetworks_styles() {
+        let host = mynetworks_from_style("host");
+        assert_eq!(&host[..2], ["127.0.0.0/8", "[::1]/128"]);
+        assert!(host[2..].iter().all(|n| n.ends_with("/32") || n.ends_with("/128")), "{host:?}");
+        assert_eq!(network("192.168.7.9".parse().unwrap(), 16), "192.168.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(network("2001:db8::1".parse().unwrap(), 32), "2001:db8::".parse::<IpAddr>().unwrap());
+        for n in mynetworks_from_style("subnet").iter().chain(&mynetworks_from_style("class")) {
+            assert!(NetList::parse(std::slice::from_ref(n)).nets.len() == 1, "{n} must parse");
+        }
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
                 out.push(Restriction::Unknown(format!("{name} without a table")));
                 continue;
             };
-            match rpost_lookup::open(spec) {
+            match crate::addr::open_table(spec) {
                 Ok(t) => out.push(Restriction::CheckAccess(kind, vec![t], spec.clone())),
                 Err(e) => {
                     tracing::warn!("{name} {spec}: {e}");

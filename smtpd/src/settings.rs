@@ -100,7 +100,11 @@ impl Settings {
             reject_unlisted_recipient: p.get_bool("smtpd_reject_unlisted_recipient")?,
             reject_unlisted_sender: p.get_bool("smtpd_reject_unlisted_sender")?,
             domains: Domains::from_params(p)?,
-            mynetworks: NetList::parse(&p.get_list("mynetworks")?),
+            mynetworks: NetList::parse(&if p.is_explicit("mynetworks") {
+                p.get_list("mynetworks")?
+            } else {
+                crate::addr::mynetworks_from_style(&p.get("mynetworks_style")?)
+            }),
             restrictions: Restrictions {
                 client: list("smtpd_client_restrictions")?,
                 helo: list("smtpd_helo_restrictions")?,

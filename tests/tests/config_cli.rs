@@ -161,3 +161,23 @@ fn conf_edit_keeps_comments_and_order() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_use"));
 }
+
+#[test]
+fn check_says_when_mail_owner_cannot_reach_the_spool() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("needs root: mail_owner differs from the caller only then");
+        return;
+    }
+    let suite = Suite::builder().inet("smtp", "n - n - - smtpd").prepare();
+    let hidden = suite.root().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let main = suite.read_config("main.cf");
+    suite.write_config("main.cf", &format!("{main}queue_directory = {}/spool\n", hidden.display()));
+    let out = suite.rmaster(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach queue_directory") && err.contains("hidden has mode 0700"), "{err}");
+    let out = suite.rmaster(&["start", "--foreground"]);
+    assert!(!out.status.success(), "the master refuses to start daemons that cannot work");
+}

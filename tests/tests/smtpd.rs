@@ -352,3 +352,23 @@ fn map_build_and_query_like_postmap() {
     let v = String::from_utf8_lossy(&q.stdout);
     assert!(v.contains("alice@example.test") && v.contains("bob@example.test"), "{v}");
 }
+
+#[test]
+fn unauthorized_pipelining_is_refused() {
+    let suite = seed_suite(&[("smtpd_data_restrictions", "reject_unauth_pipelining")]);
+    // HELO, not EHLO: the client was never offered PIPELINING, yet sends DATA and content
+    // without waiting (a typical spamware shortcut).
+    let mut c = SmtpClient::connect(suite.port("smtp"));
+    c.cmd("HELO client.example");
+    c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: x\r\n\r\nspam\r\n.\r\n");
+    assert_eq!(c.reply(), "250 2.1.0 Ok\r\n");
+    assert_eq!(c.reply(), "250 2.1.5 Ok\r\n");
+    assert_eq!(c.reply(), "503 5.5.0 Error: improper use of SMTP command pipelining\r\n");
+    // A well-behaved EHLO client may pipeline.
+    let mut ok = SmtpClient::connect(suite.port("smtp"));
+    ok.cmd("EHLO client.example");
+    ok.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    assert_eq!(ok.reply(), "250 2.1.0 Ok\r\n");
+    assert_eq!(ok.reply(), "250 2.1.5 Ok\r\n");
+    assert!(ok.reply().starts_with("354 "));
+}
