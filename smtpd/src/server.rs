@@ -142,6 +142,7 @@ impl Driver<'_> {
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) {
         let step = self.session.greeting();
         if let Flow::Stop = self.apply(step, stream).await {
+            let _ = self.flush(stream).await;
             return;
         }
         let mut buf = vec![0u8; 64 * 1024];

@@ -170,6 +170,13 @@ impl<'s> Session<'s> {
 
     /// The 220 greeting (or the rejection of a client refused at connect time).
     pub fn greeting(&mut self) -> Step {
+        if self.s.tls_wrapper {
+            return Step::close(Reply::new(
+                421,
+                "4.3.0",
+                format!("{} Service not available: TLS wrapper mode is not implemented yet", self.s.myhostname),
+            ));
+        }
         if !self.s.delay_reject
             && let Decision::Reject(r) = self.eval(Stage::Client, &self.s.restrictions.client, None)
         {
@@ -357,6 +364,10 @@ impl<'s> Session<'s> {
         if self.s.helo_required && self.helo.is_none() {
             self.counters.count("mail", false);
             return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if self.s.tls_required {
+            self.counters.count("mail", false);
+            return self.error(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
         }
         if let Some(size) = params.size
             && self.s.message_size_limit > 0

@@ -58,6 +58,10 @@ pub struct Settings {
     pub codes: Codes,
     pub alias_expansion: rpost_lookup::ExpandOptions,
     pub line_length_limit: usize,
+    /// smtpd_tls_security_level = encrypt: mail only after STARTTLS.
+    pub tls_required: bool,
+    /// smtpd_tls_wrappermode = yes: TLS from the first byte (port 465).
+    pub tls_wrapper: bool,
 }
 
 fn int(p: &Params, name: &str) -> Result<i64, ConfigError> {
@@ -79,7 +83,19 @@ impl Settings {
                 "smtpd_forbid_bare_newline = {forbid}: rpost always rejects bare CR/LF (SMTP smuggling defence)"
             );
         }
+        let tls_required = p.get("smtpd_tls_security_level")?.eq_ignore_ascii_case("encrypt");
+        let tls_wrapper = p.get_bool("smtpd_tls_wrappermode")?;
+        // TLS and SASL land with the next issue. Until then a service that demands them refuses
+        // mail instead of quietly accepting it in the clear.
+        if tls_required || tls_wrapper {
+            tracing::warn!("TLS is not implemented yet: this service refuses mail until it is");
+        }
+        if p.get_bool("smtpd_sasl_auth_enable")? {
+            tracing::warn!("smtpd_sasl_auth_enable = yes: SASL AUTH is not implemented yet and is not offered");
+        }
         Ok(Settings {
+            tls_required,
+            tls_wrapper,
             myhostname: p.get("myhostname")?,
             myorigin: p.get("myorigin")?,
             mail_name: p.get("mail_name")?,

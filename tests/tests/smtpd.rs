@@ -372,3 +372,16 @@ fn unauthorized_pipelining_is_refused() {
     assert_eq!(ok.reply(), "250 2.1.5 Ok\r\n");
     assert!(ok.reply().starts_with("354 "));
 }
+
+#[test]
+fn services_that_demand_tls_refuse_mail_until_tls_exists() {
+    let suite = Suite::builder()
+        .inet("submission", "n - n - - smtpd -o smtpd_tls_security_level=encrypt")
+        .inet("smtps", "n - n - - smtpd -o smtpd_tls_wrappermode=yes")
+        .start();
+    let mut c = SmtpClient::connect(suite.port("submission"));
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<a@client.example>"), "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    let c = SmtpClient::connect(suite.port("smtps"));
+    assert!(c.greeting.starts_with("421 4.3.0 "), "{}", c.greeting);
+}
