@@ -369,6 +369,15 @@ impl<'s> Session<'s> {
             self.counters.count("mail", false);
             return self.error(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
         }
+        if let Err(e) = params.reject_unknown() {
+            self.counters.count("mail", false);
+            return self.error(e.reply());
+        }
+        if params.body == Some(Body::BinaryMime) {
+            // Not offered in EHLO (BINARYMIME needs CHUNKING-only delivery downstream).
+            self.counters.count("mail", false);
+            return self.error(Reply::new(555, "5.5.4", "Unsupported option: BODY=BINARYMIME"));
+        }
         if let Some(size) = params.size
             && self.s.message_size_limit > 0
             && size > self.s.message_size_limit
@@ -412,6 +421,10 @@ impl<'s> Session<'s> {
         if tx.rcpts.len() >= self.s.recipient_limit {
             self.counters.count("rcpt", false);
             return self.error(Reply::new(452, "4.5.3", "Error: too many recipients"));
+        }
+        if let Err(e) = params.reject_unknown() {
+            self.counters.count("rcpt", false);
+            return self.error(e.reply());
         }
         let smtputf8 = tx.params.smtputf8;
         if !self.utf8_ok(&to, smtputf8) {

@@ -133,7 +133,14 @@ fn ehlo_advertises_the_extensions() {
     assert_eq!(c.cmd("DATA"), "503 5.5.1 Error: need RCPT command\r\n");
     assert_eq!(c.cmd("FOO"), "502 5.5.2 Error: command not recognized\r\n");
     assert_eq!(c.cmd("MAIL FROM:<a@b.example> SIZE=99999999"), "552 5.3.4 Message size exceeds fixed limit\r\n");
-    assert_eq!(c.cmd("MAIL FROM:<a@b.example> BODY=8BITMIME"), "250 2.1.0 Ok\r\n");
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example> FROB=1"), "555 5.5.4 Unsupported option: FROB=1\r\n");
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example> BODY=BINARYMIME"), "555 5.5.4 Unsupported option: BODY=BINARYMIME\r\n");
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example> BODY=8BITMIME RET=HDRS ENVID=x+2By"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice@example.test"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test> XYZZY"), "555 5.5.4 Unsupported option: XYZZY\r\n");
     assert_eq!(c.cmd("MAIL FROM:<a@b.example>"), "503 5.5.1 Error: nested MAIL command\r\n");
     assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok\r\n");
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
@@ -384,4 +391,23 @@ fn services_that_demand_tls_refuse_mail_until_tls_exists() {
     assert_eq!(c.cmd("MAIL FROM:<a@client.example>"), "530 5.7.0 Must issue a STARTTLS command first\r\n");
     let c = SmtpClient::connect(suite.port("smtps"));
     assert!(c.greeting.starts_with("421 4.3.0 "), "{}", c.greeting);
+}
+
+#[test]
+fn dsn_parameters_reach_the_queue_file() {
+    let suite = seed_suite(&[]);
+    let mut c = SmtpClient::connect(suite.port("smtp"));
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<a@client.example> RET=HDRS ENVID=QQ+2B314"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Alice+2Bx@example.test"),
+        "250 2.1.5 Ok\r\n"
+    );
+    c.cmd("DATA");
+    let id = queued_id(&c.body("x")).expect("queued");
+    let env = queue_file(&suite, &id).envelope;
+    assert_eq!(env.ret, Some(rpost_queue::Ret::Hdrs));
+    assert_eq!(env.envid.as_deref(), Some("QQ+314"));
+    assert_eq!(env.recipients[0].notify, Some(2 | 4));
+    assert_eq!(env.recipients[0].orcpt.as_deref(), Some("rfc822;Alice+x@example.test"));
 }
