@@ -319,9 +319,40 @@ impl Suite {
         }
     }
 
-    /// Runs `rmaster -c DIR ARGS...` and returns its output.
+    /// Runs `rmaster -c DIR ARGS...` and returns its output. A command that has not finished
+    /// after a minute (say, a `start --foreground` that was expected to fail) is stopped
+    /// with SIGTERM, so a regression fails the test instead of hanging it.
     pub fn rmaster(&self, args: &[&str]) -> Output {
-        Command::new(bin("rmaster")).arg("-c").arg(&self.config_dir).args(args).output().expect("run rmaster")
+        let mut child = Command::new(bin("rmaster"))
+            .arg("-c")
+            .arg(&self.config_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rmaster");
+        // Drain both pipes while waiting: a large output must not block the child.
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().expect("stdout")));
+        let err = drain(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait rmaster") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+                break child.wait().expect("wait rmaster");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
     }
 
     /// Connects to an inet service and reads its first line.
@@ -387,6 +418,17 @@ pub fn process_owner(pid: u32) -> Option<(u32, u32)> {
 
 impl Drop for Suite {
     fn drop(&mut self) {
+        // A master the test started itself (`rmaster start` daemonizes into its own session):
+        // found through the pid file, killed with its whole process group.
+        if let Ok(text) = std::fs::read_to_string(self.queue_dir().join("pid/master.pid"))
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && pid > 1
+            && self.master.as_ref().is_none_or(|m| m.id() as i32 != pid)
+            && pid_running(pid as u32)
+            && nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok() == Some(Pid::from_raw(pid))
+        {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
         if let Some(mut child) = self.master.take() {
             let pgid = child.id() as i32;
             let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
