@@ -20,6 +20,8 @@
 //!   accepted by a reload.
 //! * Control socket (`pid/master.sock` under the queue directory, mode 0600):
 //!   [`ControlRequest`] / [`ControlResponse`].
+//! * Delivery (qmgr -> delivery agent over `private/<transport>`): [`DeliveryRequest`] /
+//!   [`DeliveryResponse`], one exchange per connection.
 //!
 //! # SECURITY
 //! Frames come from processes of the suite or from root via the control socket, yet the
@@ -239,6 +241,74 @@ pub struct ChildInfo {
     pub uses: u64,
     /// Seconds since the Unix epoch when it was started.
     pub started: u64,
+}
+
+/// qmgr -> delivery agent (the `smtp`, `lmtp`, `relay` ... services of master.cf, run by
+/// smtp-client): deliver these recipients of one queue file to one next hop. One request per
+/// connection to `private/<transport>`; the agent answers with one [`DeliveryResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRequest {
+    /// Queue ID; the file is `<queue_directory>/<queue_dir>/<queue_id>`.
+    pub queue_id: String,
+    /// Spool subdirectory holding the file (normally `active`).
+    pub queue_dir: String,
+    /// master.cf service name of the transport (`smtp`, `lmtp`, `relay`, ...).
+    pub transport: String,
+    /// Postfix next-hop syntax: `example.com` (MX lookup), `[host]:port` (no MX lookup),
+    /// `unix:private/lmtp-deliver` or `inet:host:port` (LMTP).
+    pub nexthop: String,
+    /// Envelope sender; "" for the null sender.
+    pub sender: String,
+    pub recipients: Vec<DeliveryRecipient>,
+    /// The message may carry 8-bit content / needs SMTPUTF8 downstream.
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+    /// DSN ENVID and RET, passed on to a DSN-capable next hop.
+    pub envid: Option<String>,
+    pub ret_full: Option<bool>,
+}
+
+/// One recipient of a [`DeliveryRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecipient {
+    /// Index of the recipient in the queue file (for marking it done).
+    pub index: u32,
+    pub address: String,
+    /// DSN ORCPT as stored (`rfc822;addr`), if any.
+    pub orcpt: Option<String>,
+    /// DSN NOTIFY bits (NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8), if given.
+    pub notify: Option<u8>,
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Accepted by the next hop (2xx) or stored.
+    Sent,
+    /// Temporary failure (4xx, connection problems): retry later.
+    Deferred,
+    /// Permanent failure (5xx): bounce to the sender.
+    Bounced,
+}
+
+/// Per-recipient result of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientStatus {
+    pub index: u32,
+    pub outcome: Outcome,
+    /// Enhanced status code, e.g. `2.0.0`, `4.4.1`, `5.1.1`.
+    pub dsn: String,
+    /// `host[addr]:port` or the socket path that answered, `none` if nobody did.
+    pub relay: String,
+    /// Human-readable reason in Postfix log style, e.g.
+    /// `250 2.0.0 <x> Saved` or `connect to host[1.2.3.4]:25: Connection refused`.
+    pub reason: String,
+}
+
+/// The agent's answer to a [`DeliveryRequest`]: one status per requested recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryResponse {
+    pub statuses: Vec<RecipientStatus>,
 }
 
 #[cfg(test)]
