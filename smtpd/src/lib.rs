@@ -41,7 +41,8 @@
 //! (CHUNKING), RFC 3461 (DSN), RFC 2034/3463 (enhanced status codes), RFC 6531 (SMTPUTF8),
 //! RFC 3848 (protocol names in Received:).
 
-pub mod addr;
+/// Address classes live in rpost-address (qmgr needs them too).
+pub use rpost_address as addr;
 pub mod policy;
 pub mod server;
 pub mod session;

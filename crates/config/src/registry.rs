@@ -492,7 +492,7 @@ pub static PARAMS: &[Param] = &[
     p("virtual_mailbox_maps", "", ParamType::List, "Tables of valid virtual mailbox recipients"),
     p("virtual_maps", "", ParamType::List, "Legacy name of virtual_alias_maps"),
     p("virtual_minimum_uid", "100", ParamType::Int, "Lowest UID accepted from virtual_uid_maps"),
-    p("virtual_transport", "virtual", ParamType::Str, "Transport for virtual_mailbox_domains (e.g. lmtp:unix:private/dovecot-lmtp)"),
+    p("virtual_transport", "lmtp:unix:private/lmtp-deliver", ParamType::Str, "Transport for virtual_mailbox_domains (rpost: its own LMTP delivery; Postfix: virtual)"),
     p("virtual_uid_maps", "", ParamType::List, "Tables of user IDs for virtual mailbox delivery"),
 ];
 

@@ -1,10 +1,26 @@
-//! Addresses and address classes, as Postfix's trivial-rewrite sees them.
+//! rpost-address - addresses and address classes, as Postfix's trivial-rewrite sees them
 //!
+//! # SUMMARY
+//! Address splitting, domain classes, recipient validity, mynetworks. Shared by smtpd (relay
+//! control, unknown recipients) and qmgr (which transport delivers a recipient).
+//!
+//! # DESCRIPTION
 //! A recipient domain is local (mydestination, or an address literal of this host), virtual
 //! alias, virtual mailbox, relay, or remote, checked in that order. Bare addresses get
 //! `@$myorigin`. Whether a recipient is "listed" (known) is decided by the table of its class:
 //! local_recipient_maps, virtual_alias_maps, virtual_mailbox_maps (falling back to
 //! auth_passdb, rpost's user database, when virtual_mailbox_maps is empty), relay_recipient_maps.
+//!
+//! # SECURITY
+//! Addresses come from the network. Routing operators in the local part (`%`, `!`, `@`)
+//! never make an address ours; table failures are errors, never "not found".
+//!
+//! # CONFIGURATION
+//! mydestination, virtual_alias_domains, virtual_mailbox_domains, relay_domains, the
+//! recipient maps named above, mynetworks, mynetworks_style, auth_passdb.
+//!
+//! # STANDARDS
+//! RFC 5321 address literals; Postfix ADDRESS_CLASS_README.
 
 use std::net::IpAddr;
 
