@@ -1,25 +1,10 @@
-//! qmgr - queue manager
-//!
-//! # SUMMARY
-//! `qmgr` runs under rmaster as a master.cf service; it is not started by hand.
-//!
-//! # DESCRIPTION
-//! Skeleton: the process model is real (it is spawned on demand by rmaster, inherits its
-//! listeners, drops privileges, reports its status and honours max_use/max_idle and reloads),
-//! but the protocol is not implemented yet (issue 4). A client is logged and the
-//! connection is closed; nothing is accepted or claimed.
-//!
-//! # SECURITY
-//! Drops to `mail_owner` (and chroots when master.cf says so) before reading from a client,
-//! through rpost-daemon. Reads nothing from the client.
-//!
-//! # CONFIGURATION
-//! The rpost-daemon parameters (mail_owner, max_use, max_idle, syslog_name, maillog_file).
-//!
-//! # STANDARDS
-//! None yet.
+//! qmgr entry point: the rpost-daemon trigger-server skeleton around the scheduler.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use qmgr::resolve::Resolver;
+use qmgr::scheduler::{Event, Limits, Qmgr};
 
 fn main() -> ExitCode {
     let daemon = match rpost_daemon::Daemon::start("qmgr") {
@@ -29,7 +14,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let params = daemon.params();
+    let setup = || -> Result<(Resolver, Limits, PathBuf), rpost_config::ConfigError> {
+        let root = if daemon.env().chroot { PathBuf::from("/") } else { PathBuf::from(params.get("queue_directory")?) };
+        Ok((Resolver::from_params(params)?, Limits::from_params(params)?, root))
+    };
+    let (resolver, limits, root) = match setup() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler = Some(Qmgr::new(rpost_queue::Queue::new(root), resolver, limits, tx.clone()));
+    let scheduler = std::sync::Mutex::new(scheduler);
+    let rx = std::sync::Mutex::new(Some(rx));
     // A queue manager runs for as long as the master does: max_use/max_idle do not apply.
     let options = rpost_daemon::Options { long_running: true, triggers: true, ..Default::default() };
-    daemon.serve(options, |client| rpost_daemon::refuse_unimplemented("qmgr", client, None))
+    daemon.serve(options, move |_trigger| {
+        // The scheduler starts with the first trigger (rmaster's wakeup comes at once), inside
+        // the runtime; every trigger then just wakes it.
+        if let (Some(q), Some(rx)) =
+            (scheduler.lock().ok().and_then(|mut s| s.take()), rx.lock().ok().and_then(|mut r| r.take()))
+        {
+            tokio::spawn(q.run(rx));
+        }
+        let _ = tx.send(Event::Trigger);
+        async {}
+    })
 }

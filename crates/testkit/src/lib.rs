@@ -167,6 +167,11 @@ impl Suite {
         SuiteBuilder::default()
     }
 
+    /// Starts rmaster on a suite made with [`SuiteBuilder::prepare`].
+    pub fn start_prepared(self) -> Suite {
+        self.spawn(&[])
+    }
+
     fn spawn(mut self, env: &[(String, String)]) -> Suite {
         let stderr = std::fs::File::create(self.root.join("master.stderr")).expect("stderr file");
         let child = Command::new(bin("rmaster"))
