@@ -527,7 +527,9 @@ where
         tokio::spawn(async move {
             let client = match client {
                 Client::Stream(stream) if triggers => {
-                    Some(read_trigger(stream).await).filter(|t| !t.is_empty()).map(Client::Trigger)
+                    let t = read_trigger(stream).await;
+                    tracing::debug!("trigger {:?}", String::from_utf8_lossy(&t));
+                    Some(t).filter(|t| !t.is_empty()).map(Client::Trigger)
                 }
                 other => Some(other),
             };
