@@ -6,8 +6,8 @@
 # Usage (as root, on a scratch machine): bench/smtpd-accept.sh [MESSAGES]   (default 5000)
 # The reference stack is ../shared/reference-stack.sh (Postfix on 127.0.0.1:2525). For the
 # duration of the run Postfix puts accepted mail on hold (smtpd_end_of_data_restrictions =
-# check_client_access static:HOLD), so both sides measure acceptance alone: rpost's queue
-# manager does not deliver yet either. The setting is removed at the end.
+# check_client_access static:HOLD) and rpost runs without qmgr, so both sides measure
+# acceptance alone. The Postfix setting is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-5000}
@@ -16,7 +16,7 @@ SIZE=4096
 ref=../shared/reference-stack.sh
 
 command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
-cargo build --release -q -p master -p smtpd -p qmgr
+cargo build --release -q -p master -p smtpd
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 
 work=$(mktemp -d /var/tmp/rpost-bench.XXXXXX)
@@ -44,9 +44,9 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 mail_owner = $(id -u -n nobody 2>/dev/null || echo nobody)
 CONF
+# No qmgr: like the held Postfix mail, accepted messages stay in incoming/.
 cat > "$work/etc/master.cf" <<CONF
 127.0.0.1:2526 inet n - n - - smtpd
-qmgr unix n - n 300 1 qmgr
 CONF
 "$bin/rmaster" -c "$work/etc" start >/dev/null
 
