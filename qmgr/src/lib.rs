@@ -11,9 +11,13 @@
 //! per-recipient results in the queue file, and removes, defers (with backoff) or expires
 //! the message ([`scheduler`]).
 //!
-//! Not yet: bounce and delay notifications to the sender (RFC 3464 DSNs are logged as
-//! `status=bounced` / `status=expired` but not sent), dead-destination throttling and
-//! concurrency feedback, recipient limits per request.
+//! Recipients that fail for good (5xx, unroutable, or still undelivered after
+//! `maximal_queue_lifetime`) are reported to the sender in one RFC 3464 non-delivery
+//! notification per pass ([`bounce`]), never for the null sender.
+//!
+//! Not yet: delay warnings (delay_warning_time), success notices (NOTIFY=SUCCESS),
+//! double bounces to postmaster, dead-destination throttling and concurrency feedback,
+//! recipient limits per request.
 //!
 //! # SECURITY
 //! Runs as `mail_owner`. Queue files are parsed with their CRC checked; a damaged file is
@@ -29,5 +33,6 @@
 //! # STANDARDS
 //! None on the wire; RFC 3461 DSN fields are passed on to the delivery agents.
 
+pub mod bounce;
 pub mod resolve;
 pub mod scheduler;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use qmgr::bounce::Reporter;
 use qmgr::resolve::Resolver;
 use qmgr::scheduler::{Event, Limits, Qmgr};
 
@@ -15,11 +16,12 @@ fn main() -> ExitCode {
         }
     };
     let params = daemon.params();
-    let setup = || -> Result<(Resolver, Limits, PathBuf), rpost_config::ConfigError> {
+    let setup = || -> Result<(Resolver, Limits, Reporter, PathBuf), rpost_config::ConfigError> {
         let root = if daemon.env().chroot { PathBuf::from("/") } else { PathBuf::from(params.get("queue_directory")?) };
-        Ok((Resolver::from_params(params)?, Limits::from_params(params)?, root))
+        let reporter = Reporter { myhostname: params.get("myhostname")?, mail_name: params.get("mail_name")? };
+        Ok((Resolver::from_params(params)?, Limits::from_params(params)?, reporter, root))
     };
-    let (resolver, limits, root) = match setup() {
+    let (resolver, limits, reporter, root) = match setup() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("fatal: {e}");
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let scheduler = Some(Qmgr::new(rpost_queue::Queue::new(root), resolver, limits, tx.clone()));
+    let scheduler = Some(Qmgr::new(rpost_queue::Queue::new(root), resolver, limits, reporter, tx.clone()));
     let scheduler = std::sync::Mutex::new(scheduler);
     let rx = std::sync::Mutex::new(Some(rx));
     // A queue manager runs for as long as the master does: max_use/max_idle do not apply.

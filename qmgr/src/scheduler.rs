@@ -26,6 +26,7 @@ use rpost_queue::{Queue, QueueDir, QueueFile, QueueId, RcptStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::bounce::{self, Failure, Reporter};
 use crate::resolve::{Resolver, Route};
 
 /// Tunables from main.cf.
@@ -69,6 +70,18 @@ struct Active {
     file: QueueFile,
     /// Attempts still running for it.
     running: usize,
+    /// Recipients that failed for good, for the non-delivery notification.
+    failures: Vec<Failure>,
+}
+
+impl Active {
+    /// Remembers a final failure, unless the sender asked not to hear about it.
+    fn failed(&mut self, status: RecipientStatus, expired: bool) {
+        let Some(r) = self.file.envelope.recipients.get(status.index as usize) else { return };
+        if bounce::wants_failure_notice(r.notify) {
+            self.failures.push(Failure { address: r.address.clone(), orcpt: r.orcpt.clone(), status, expired });
+        }
+    }
 }
 
 /// A delivery attempt waiting for a free slot.
@@ -90,14 +103,22 @@ pub struct Qmgr {
     busy: HashMap<Route, usize>,
     tx: mpsc::UnboundedSender<Event>,
     last_deferred_scan: Option<std::time::Instant>,
+    reporter: Reporter,
 }
 
 impl Qmgr {
-    pub fn new(queue: Queue, resolver: Resolver, limits: Limits, tx: mpsc::UnboundedSender<Event>) -> Qmgr {
+    pub fn new(
+        queue: Queue,
+        resolver: Resolver,
+        limits: Limits,
+        reporter: Reporter,
+        tx: mpsc::UnboundedSender<Event>,
+    ) -> Qmgr {
         Qmgr {
             queue,
             resolver,
             limits,
+            reporter,
             active: HashMap::new(),
             waiting: VecDeque::new(),
             busy: HashMap::new(),
@@ -206,13 +227,21 @@ impl Qmgr {
                 Err(u) => unroutable.push((index, r.address.clone(), u)),
             }
         }
-        let mut active = Active { file, running: 0 };
+        let mut active = Active { file, running: 0, failures: Vec::new() };
         let mut updates = Vec::new();
         for (index, address, u) in unroutable {
             let status = if u.permanent { "bounced" } else { "deferred" };
             tracing::info!("{id}: to=<{address}>, relay=none, dsn={}, status={status} ({})", u.dsn, u.reason);
             if u.permanent {
                 updates.push((index, RcptStatus::Bounced));
+                let status = RecipientStatus {
+                    index: index as u32,
+                    outcome: Outcome::Bounced,
+                    dsn: u.dsn.into(),
+                    relay: "none".into(),
+                    reason: u.reason,
+                };
+                active.failed(status, false);
             }
         }
         if !updates.is_empty()
@@ -290,6 +319,11 @@ impl Qmgr {
             // Not marked means delivered again later: at least once, never lost.
             tracing::warn!("{id}: mark recipients: {e}");
         }
+        for s in statuses {
+            if s.outcome == Outcome::Bounced {
+                active.failed(s, false);
+            }
+        }
         if active.running == 0 {
             self.finish(&id);
         }
@@ -299,10 +333,8 @@ impl Qmgr {
     fn finish(&mut self, id: &QueueId) {
         let Some(mut active) = self.active.remove(id) else { return };
         if active.file.all_done() {
-            match self.queue.remove(QueueDir::Active, id) {
-                Ok(()) => tracing::info!("{id}: removed"),
-                Err(e) => tracing::warn!("{id}: remove: {e}"),
-            }
+            self.notify_sender(&mut active);
+            self.remove(id);
             return;
         }
         let age = SystemTime::now().duration_since(active.file.envelope.arrival).unwrap_or_default();
@@ -319,12 +351,22 @@ impl Qmgr {
             if let Err(e) = active.file.mark_recipients(&expired) {
                 tracing::warn!("{id}: mark expired: {e}");
             }
-            match self.queue.remove(QueueDir::Active, id) {
-                Ok(()) => tracing::info!("{id}: removed"),
-                Err(e) => tracing::warn!("{id}: remove: {e}"),
+            for (i, _) in expired {
+                let status = RecipientStatus {
+                    index: i as u32,
+                    outcome: Outcome::Bounced,
+                    dsn: "4.4.7".into(),
+                    relay: "none".into(),
+                    reason: "message expired".into(),
+                };
+                active.failed(status, true);
             }
+            self.notify_sender(&mut active);
+            self.remove(id);
             return;
         }
+        // Failures found in this pass are reported now; the rest of the message waits.
+        self.notify_sender(&mut active);
         let backoff =
             age.clamp(self.limits.minimal_backoff, self.limits.maximal_backoff.max(self.limits.minimal_backoff));
         if let Err(e) = self.queue.move_to(id, QueueDir::Active, QueueDir::Deferred) {
@@ -335,6 +377,36 @@ impl Qmgr {
         let retry = SystemTime::now() + backoff;
         if let Err(e) = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(retry)) {
             tracing::warn!("{id}: set retry time: {e}");
+        }
+    }
+}
+
+impl Qmgr {
+    fn remove(&self, id: &QueueId) {
+        match self.queue.remove(QueueDir::Active, id) {
+            Ok(()) => tracing::info!("{id}: removed"),
+            Err(e) => tracing::warn!("{id}: remove: {e}"),
+        }
+    }
+
+    /// Queues the non-delivery notification for the failures collected so far. If that
+    /// fails the message is not lost: the failures are logged, as Postfix logs them too.
+    fn notify_sender(&self, active: &mut Active) {
+        let failures = std::mem::take(&mut active.failures);
+        let id = &active.file.id;
+        let Some((env, content)) = bounce::build(&self.reporter, &active.file, &failures, SystemTime::now()) else {
+            return;
+        };
+        let queued = self.queue.create(&env).and_then(|mut m| {
+            m.write_content(&content)?;
+            m.commit()
+        });
+        match queued {
+            Ok(new) => {
+                tracing::info!("{id}: sender non-delivery notification: {new}");
+                let _ = self.tx.send(Event::Trigger);
+            }
+            Err(e) => tracing::warn!("{id}: could not queue the non-delivery notification: {e}"),
         }
     }
 }

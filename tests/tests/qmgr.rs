@@ -148,11 +148,49 @@ fn a_missing_transport_defers_and_bounces_are_final() {
         &format!("{id}: to=<alice@example.test>, relay=none, dsn=4.3.0, status=deferred (mail transport unavailable)"),
         T,
     );
-    // A permanent failure is final: the message leaves the queue.
+    // A permanent failure is final: the message leaves the queue, and the sender gets one
+    // RFC 3464 notification from the null sender.
     let agent = agent(&suite, 1, |r| r.recipients.iter().map(|_| Outcome::Bounced).collect());
     let id2 = send(&suite, &["carol@example.test"]);
     wait_gone(&suite, &id2);
     agent.join().unwrap();
+    let log = suite.wait_log(&format!("{id2}: sender non-delivery notification: "), T);
+    let bounce_id = log
+        .lines()
+        .find_map(|l| l.split(&format!("{id2}: sender non-delivery notification: ")).nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let q = Queue::new(suite.queue_dir());
+    let bid = rpost_queue::QueueId::parse(&bounce_id).unwrap();
+    // It is in the queue somewhere (qmgr may already be trying to deliver it).
+    let mut bounce = None;
+    for _ in 0..100 {
+        if let Some(d) = q.find(&bid)
+            && let Ok(f) = q.open(d, &bid)
+        {
+            bounce = Some(f);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bounce = bounce.expect("bounce queued");
+    assert_eq!(bounce.envelope.sender, "", "bounces come from the null sender");
+    assert_eq!(bounce.envelope.recipients[0].address, "sender@client.example");
+    let text = String::from_utf8(bounce.content().unwrap()).unwrap();
+    for needle in [
+        "From: MAILER-DAEMON@mail.example.test (Mail Delivery System)",
+        "Subject: Undelivered Mail Returned to Sender",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Content-Type: message/delivery-status",
+        "Final-Recipient: rfc822; carol@example.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Content-Type: message/rfc822",
+        "Subject: t",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
 }
 
 #[test]
