@@ -93,6 +93,30 @@ enum QueueCommand {
     },
     /// Show one message: envelope and content (postcat -q).
     Show { id: String },
+    /// Retry every deferred message now (postqueue -f).
+    Flush,
+    /// Put messages on hold (postsuper -h); IDs or ALL.
+    Hold {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages (postsuper -H); IDs or ALL.
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete messages (postsuper -d); IDs or ALL.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Requeue messages as new (postsuper -r); IDs or ALL.
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Recipients per domain by age (qshape); optionally one of incoming, active, deferred, hold.
+    Shape { queue: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,12 +156,7 @@ fn main() -> ExitCode {
                 Command::Reload => commands::reload(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Status => commands::status(&dir).map(|()| ExitCode::SUCCESS),
                 Command::Check => commands::check(&dir),
-                Command::Queue { command: QueueCommand::List { json } } => {
-                    master::admin::queue_list(&dir, json).map(print_ok)
-                }
-                Command::Queue { command: QueueCommand::Show { id } } => {
-                    master::admin::queue_show(&dir, &id).map(print_ok)
-                }
+                Command::Queue { command } => queue(&dir, command),
                 Command::Map { command: MapCommand::Query { table, keys } } => master::admin::map_query(&table, &keys)
                     .map(|(out, all)| {
                         print!("{out}");
@@ -179,6 +198,26 @@ fn main() -> ExitCode {
 
 fn print_ok(out: String) -> ExitCode {
     print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn queue(dir: &std::path::Path, command: QueueCommand) -> Result<ExitCode, CommandError> {
+    use master::admin;
+    match command {
+        QueueCommand::List { json } => admin::queue_list(dir, json).map(print_ok),
+        QueueCommand::Show { id } => admin::queue_show(dir, &id).map(print_ok),
+        QueueCommand::Flush => admin::queue_flush(dir).map(|()| ExitCode::SUCCESS),
+        QueueCommand::Hold { ids } => admin::queue_hold(dir, &ids).map(print_err_ok),
+        QueueCommand::Release { ids } => admin::queue_release(dir, &ids).map(print_err_ok),
+        QueueCommand::Delete { ids } => admin::queue_delete(dir, &ids).map(print_err_ok),
+        QueueCommand::Requeue { ids } => admin::queue_requeue(dir, &ids).map(print_err_ok),
+        QueueCommand::Shape { queue } => admin::queue_shape(dir, queue.as_deref()).map(print_ok),
+    }
+}
+
+/// postsuper reports its counts on stderr.
+fn print_err_ok(out: String) -> ExitCode {
+    eprint!("{out}");
     ExitCode::SUCCESS
 }
 

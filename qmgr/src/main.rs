@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let rx = std::sync::Mutex::new(Some(rx));
     // A queue manager runs for as long as the master does: max_use/max_idle do not apply.
     let options = rpost_daemon::Options { long_running: true, triggers: true, ..Default::default() };
-    daemon.serve(options, move |_trigger| {
+    daemon.serve(options, move |trigger| {
         // The scheduler starts with the first trigger (rmaster's wakeup comes at once), inside
         // the runtime; every trigger then just wakes it.
         if let (Some(q), Some(rx)) =
@@ -42,7 +42,8 @@ fn main() -> ExitCode {
         {
             tokio::spawn(q.run(rx));
         }
-        let _ = tx.send(Event::Trigger);
+        let flush = matches!(&trigger, rpost_daemon::Client::Trigger(b) if b.iter().any(|c| b"FDA".contains(c)));
+        let _ = tx.send(if flush { Event::Flush } else { Event::Trigger });
         async {}
     })
 }

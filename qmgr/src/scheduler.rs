@@ -60,6 +60,8 @@ impl Limits {
 pub enum Event {
     /// A trigger from smtpd ('I'), rmaster's wakeup ('W') or anyone else.
     Trigger,
+    /// `rmaster queue flush` ('F', or Postfix's 'D' and 'A'): scan deferred/ now.
+    Flush,
     /// One delivery attempt finished.
     Done { id: QueueId, route: Route, statuses: Vec<RecipientStatus> },
 }
@@ -149,6 +151,10 @@ impl Qmgr {
             };
             match ev {
                 Event::Trigger => self.intake(),
+                Event::Flush => {
+                    self.last_deferred_scan = None;
+                    self.intake();
+                }
                 Event::Done { id, route, statuses } => self.done(id, route, statuses),
             }
             self.dispatch();

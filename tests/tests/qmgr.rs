@@ -250,3 +250,48 @@ fn chown_tree(dir: &std::path::Path) {
         std::os::unix::fs::chown(&p, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
     }
 }
+
+#[test]
+fn admin_queue_operations() {
+    let suite = suite(&[("minimal_backoff_time", "300s")]);
+    // Deferred by an agent that cannot deliver yet.
+    let first = agent(&suite, 1, |r| r.recipients.iter().map(|_| Outcome::Deferred).collect());
+    let id = send(&suite, &["erin@example.test"]);
+    first.join().unwrap();
+    let q = Queue::new(suite.queue_dir());
+    let qid = rpost_queue::QueueId::parse(&id).unwrap();
+    let wait_in = |d: QueueDir| {
+        let deadline = std::time::Instant::now() + T;
+        while q.find(&qid) != Some(d) {
+            assert!(std::time::Instant::now() < deadline, "{id} not in {d:?} but {:?}", q.find(&qid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_in(QueueDir::Deferred);
+
+    let shape = String::from_utf8(suite.rmaster(&["queue", "shape"]).stdout).unwrap();
+    let row = shape.lines().find(|l| l.trim_start().starts_with("example.test")).unwrap_or_else(|| panic!("{shape}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("1"), "{shape}");
+
+    let out = suite.rmaster(&["queue", "hold", &id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Placed on hold: 1 message"));
+    wait_in(QueueDir::Hold);
+    let list = String::from_utf8(suite.rmaster(&["queue", "list"]).stdout).unwrap();
+    assert!(list.contains(&format!("{id}!")), "held messages are marked with '!': {list}");
+
+    // Released and flushed: qmgr tries again at once, and this time it works.
+    let second = agent(&suite, 1, |r| r.recipients.iter().map(|_| Outcome::Sent).collect());
+    let out = suite.rmaster(&["queue", "release", &id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Released from hold: 1 message"));
+    wait_gone(&suite, &id);
+    second.join().unwrap();
+
+    // delete ALL empties what is left.
+    let id2 = send(&suite, &["frank@example.test"]);
+    let _ = suite.rmaster(&["queue", "hold", "ALL"]);
+    let _ = id2;
+    let out = suite.rmaster(&["queue", "delete", "ALL"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = suite.rmaster(&["queue", "hold", "../../../etc/passwd"]);
+    assert!(!bad.status.success());
+}
