@@ -1,25 +1,10 @@
-//! lmtp-deliver - LMTP delivery into Maildir
-//!
-//! # SUMMARY
-//! `lmtp-deliver` runs under rmaster as a master.cf service; it is not started by hand.
-//!
-//! # DESCRIPTION
-//! Skeleton: the process model is real (it is spawned on demand by rmaster, inherits its
-//! listeners, drops privileges, reports its status and honours max_use/max_idle and reloads),
-//! but the protocol is not implemented yet (issue 4). A client is logged and told `421 4.3.2 Service not available`, the
-//! connection is closed; nothing is accepted or claimed.
-//!
-//! # SECURITY
-//! Drops to `mail_owner` (and chroots when master.cf says so) before reading from a client,
-//! through rpost-daemon. Reads nothing from the client.
-//!
-//! # CONFIGURATION
-//! The rpost-daemon parameters (mail_owner, max_use, max_idle, syslog_name, maillog_file).
-//!
-//! # STANDARDS
-//! None yet.
+//! lmtp-deliver entry point: the rpost-daemon skeleton around [`lmtp_deliver::server::serve`].
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use lmtp_deliver::server::{Shared, serve};
+use rpost_daemon::{Client, Stream};
 
 fn main() -> ExitCode {
     let daemon = match rpost_daemon::Daemon::start("lmtp-deliver") {
@@ -29,9 +14,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let host = daemon.params().get("myhostname").unwrap_or_default();
-    let reply = format!("421 4.3.2 {host} Service not available: rpost lmtp-deliver is not implemented yet\r\n");
+    let privileged = nix::unistd::geteuid().is_root();
+    if !privileged {
+        tracing::info!("not running as root: mail is written as uid {}", nix::unistd::geteuid());
+    }
+    let settings = match lmtp_deliver::settings::Settings::from_params(daemon.params(), privileged) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shared = Arc::new(Shared::new(settings));
     daemon.serve(rpost_daemon::Options::default(), move |client| {
-        rpost_daemon::refuse_unimplemented("lmtp-deliver", client, Some(reply.clone()))
+        let shared = shared.clone();
+        async move {
+            match client {
+                Client::Stream(Stream::Tcp { stream, peer, .. }) => {
+                    let _ = stream.set_nodelay(true);
+                    serve(shared, stream, Some(peer.ip().to_string())).await;
+                }
+                Client::Stream(Stream::Unix(stream)) => serve(shared, stream, None).await,
+                Client::Trigger(_) => {}
+            }
+        }
     })
 }

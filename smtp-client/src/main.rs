@@ -1,35 +1,64 @@
-//! smtp-client - SMTP and LMTP delivery agent
-//!
-//! # SUMMARY
-//! `smtp-client` runs under rmaster as a master.cf service; it is not started by hand.
-//!
-//! # DESCRIPTION
-//! Skeleton: the process model is real (it is spawned on demand by rmaster, inherits its
-//! listeners, drops privileges, reports its status and honours max_use/max_idle and reloads),
-//! but the protocol is not implemented yet (issue 4). A client is logged and the
-//! connection is closed; nothing is accepted or claimed.
-//!
-//! # SECURITY
-//! Drops to `mail_owner` (and chroots when master.cf says so) before reading from a client,
-//! through rpost-daemon. Reads nothing from the client.
-//!
-//! # CONFIGURATION
-//! The rpost-daemon parameters (mail_owner, max_use, max_idle, syslog_name, maillog_file).
-//!
-//! # STANDARDS
-//! None yet.
+//! smtp-client entry point: the rpost-daemon skeleton around [`smtp_client::deliver::serve`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use rpost_daemon::{Client, Stream};
+use smtp_client::settings::Settings;
+
+/// LMTP for plain host next hops: the `lmtp` service, or the `lmtp` argument in master.cf.
+fn lmtp_service(service: &str, args: &[String]) -> bool {
+    service == "lmtp" || args.iter().any(|a| a == "lmtp")
+}
 
 fn main() -> ExitCode {
-    let daemon = match rpost_daemon::Daemon::start("smtp-client") {
+    // Log as Postfix's smtp(8) or lmtp(8) would: `rpost/smtp[pid]`, `rpost/lmtp[pid]`.
+    let service = std::env::var("RPOST_SERVICE").unwrap_or_default();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let program = if lmtp_service(&service, &argv) { "lmtp" } else { "smtp" };
+    let daemon = match rpost_daemon::Daemon::start(program) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("smtp-client: fatal: {e}");
             return ExitCode::FAILURE;
         }
     };
-    daemon.serve(rpost_daemon::Options::default(), |client| {
-        rpost_daemon::refuse_unimplemented("smtp-client", client, None)
+    let queue_root = if daemon.env().chroot {
+        PathBuf::from("/")
+    } else {
+        match daemon.params().get("queue_directory") {
+            Ok(q) => PathBuf::from(q),
+            Err(e) => {
+                tracing::error!("fatal: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let lmtp = lmtp_service(&daemon.env().service, daemon.args());
+    let settings = match Settings::from_params(daemon.params(), lmtp, queue_root) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for p in [&settings.smtp, &settings.lmtp] {
+        if p.tls_required {
+            tracing::warn!(
+                "TLS security level {:?} requires TLS, which is not implemented yet: such mail is deferred",
+                p.tls_level
+            );
+        }
+    }
+    daemon.serve(rpost_daemon::Options::default(), move |client| {
+        let settings = settings.clone();
+        async move {
+            match client {
+                Client::Stream(Stream::Unix(stream)) => smtp_client::deliver::serve(&settings, stream).await,
+                Client::Stream(Stream::Tcp { stream, .. }) => smtp_client::deliver::serve(&settings, stream).await,
+                Client::Trigger(_) => {}
+            }
+        }
     })
 }

@@ -1,0 +1,264 @@
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::*;
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn me() -> (u32, u32) {
+    (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+}
+
+#[test]
+fn delivery_names_sizes_and_lf_storage() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("home/alice/Maildir");
+    let m = Maildir::open(&root);
+    let msg = b"Subject: hi\r\n\r\nline one\r\nline two\r\n";
+    let d = m.deliver(&mut &msg[..], "").unwrap();
+    let stored = std::fs::read(&d.path).unwrap();
+    assert_eq!(stored, b"Subject: hi\n\nline one\nline two\n");
+    assert_eq!(d.size, stored.len() as u64);
+    assert_eq!(d.vsize, msg.len() as u64, "W= is the CRLF size");
+    assert!(d.filename.ends_with(&format!(",S={},W={}", d.size, d.vsize)), "{}", d.filename);
+    assert!(d.filename.split('.').next().unwrap().parse::<u64>().is_ok(), "{}", d.filename);
+    assert!(d.filename.contains(&format!("P{}.", std::process::id())));
+    assert_eq!(d.path.parent().unwrap(), root.join("new"));
+    assert_eq!(d.uid, Some(1));
+    assert!(files(&root.join("tmp")).is_empty(), "tmp/ is cleaned up");
+    for (p, mode) in [(&root, 0o700), (&root.join("new"), 0o700), (&root.join("cur"), 0o700), (&d.path, 0o600)] {
+        assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, mode, "{}", p.display());
+    }
+
+    // LF content is stored as is; bare CR stays; W counts the CRs an LF needs.
+    let d2 = m.deliver(&mut &b"a\nb\r\r\nc\rd"[..], "").unwrap();
+    assert_eq!(std::fs::read(&d2.path).unwrap(), b"a\nb\r\nc\rd");
+    assert_eq!((d2.size, d2.vsize), (8, 9));
+    assert_eq!(d2.uid, Some(2));
+
+    let list = m.uidlist().unwrap().unwrap();
+    assert_eq!(list.next_uid, 3);
+    assert_eq!(list.uid_of(&d.filename), Some(1));
+    assert_eq!(list.uid_of(&d2.filename), Some(2));
+    let text = std::fs::read_to_string(root.join("dovecot-uidlist")).unwrap();
+    let uv = list.uid_validity;
+    assert_eq!(
+        text,
+        format!("3 V{uv} N3 G{}\n1 :{}\n2 :{}\n", list.guid, d.filename, d2.filename),
+        "Dovecot's v3 layout"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("dovecot-uidvalidity")).unwrap(), format!("{uv:08x}"));
+    assert!(root.join(format!("dovecot-uidvalidity.{uv:08x}")).exists());
+    assert!(!root.join("dovecot-uidlist.lock").exists());
+    assert_eq!(m.usage().unwrap(), d.size + d2.size);
+}
+
+#[test]
+fn flags_put_the_message_in_cur() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("Maildir"));
+    let d = m.deliver(&mut &b"x\r\n"[..], "SF").unwrap();
+    assert_eq!(d.path.parent().unwrap(), t.path().join("Maildir/cur"));
+    assert!(d.filename.ends_with(",S=2,W=3:2,FS"), "{}", d.filename);
+    assert_eq!(m.uidlist().unwrap().unwrap().records[0].filename, d.filename.split(':').next().unwrap());
+    assert!(matches!(m.deliver(&mut &b"x"[..], "S:"), Err(MaildirError::InvalidFlags(_))));
+}
+
+#[test]
+fn folders_are_maildirplusplus() {
+    let t = tempfile::tempdir().unwrap();
+    let inbox = Maildir::open(t.path().join("Maildir"));
+    let f = inbox.folder("Lists/rust").unwrap();
+    assert_eq!(f.path(), t.path().join("Maildir/.Lists.rust"));
+    assert_eq!(f.name(), "Lists/rust");
+    assert!(!f.exists());
+    assert!(matches!(f.deliver(&mut &b"x"[..], ""), Err(MaildirError::NoMailbox(n)) if n == "Lists/rust"));
+    assert!(!f.path().exists());
+    f.create().unwrap();
+    assert!(f.exists());
+    assert_eq!(files(&f.path()), ["cur", "maildirfolder", "new", "tmp"]);
+    assert_eq!(std::fs::metadata(f.path().join("maildirfolder")).unwrap().len(), 0);
+    let d = f.deliver(&mut &b"hello\n"[..], "").unwrap();
+    assert_eq!(d.uid, Some(1));
+    // Each mailbox has its own uidlist; UIDVALIDITY values come from the store root's file.
+    let d2 = inbox.deliver(&mut &b"hello\n"[..], "").unwrap();
+    assert_eq!(d2.uid, Some(1));
+    let (a, b) = (f.uidlist().unwrap().unwrap().uid_validity, inbox.uidlist().unwrap().unwrap().uid_validity);
+    assert_eq!(b, a + 1);
+    assert!(!f.path().join("dovecot-uidvalidity").exists());
+    inbox.folder("Sent").unwrap().create().unwrap();
+    assert_eq!(inbox.folders().unwrap(), ["Lists/rust", "Sent"]);
+    assert_eq!(inbox.folder("inbox").unwrap(), inbox);
+    assert_eq!(inbox.usage().unwrap(), 12);
+    for bad in ["../x", "..", "a/../../b", "/etc", "a.b", ".x"] {
+        assert!(matches!(inbox.folder(bad), Err(MaildirError::InvalidName { .. })), "{bad}");
+    }
+}
+
+#[test]
+fn quota_refuses_and_cleans_up() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M")).with_quota(Some(Quota::lda(100)));
+    m.deliver(&mut &[b'x'; 60][..], "").unwrap();
+    // 60 + 45 = 105: over the limit, within the 10% grace of an LDA delivery.
+    m.deliver(&mut &[b'x'; 45][..], "").unwrap();
+    let err = m.deliver(&mut &[b'x'; 1][..], "").unwrap_err();
+    assert!(err.is_over_quota(), "{err}");
+    assert!(files(&t.path().join("M/tmp")).is_empty());
+    assert_eq!(files(&t.path().join("M/new")).len(), 2);
+    let strict = Quota::strict(100);
+    assert!(strict.allows(99, 1) && !strict.allows(99, 2));
+    assert!(!Quota::lda(100).allows(50, 61) && Quota::lda(100).allows(50, 60));
+}
+
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let root = t.path().join("Maildir");
+    let m = Maildir::open(&root);
+    m.create().unwrap();
+    // new/ replaced by a link to a directory elsewhere.
+    std::fs::remove_dir(root.join("new")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("new")).unwrap();
+    assert!(m.deliver(&mut &b"x"[..], "").is_err());
+    assert!(files(&outside).is_empty());
+    assert!(files(&root.join("tmp")).is_empty());
+    // A planted uidlist lock link does not make the lock writer follow it.
+    std::fs::remove_file(root.join("new")).unwrap();
+    std::fs::create_dir(root.join("new")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), root.join("dovecot-uidlist.tmp")).unwrap();
+    let d = m.deliver(&mut &b"x"[..], "").unwrap();
+    assert_eq!(d.uid, Some(1));
+    assert!(!outside.join("victim").exists());
+
+    // With an owner (root delivering for a user): a link in a directory others can write is
+    // refused on the way to the store, a link in a root-owned 0755 directory is followed.
+    let (uid, gid) = me();
+    let shared = t.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&outside, shared.join("alice")).unwrap();
+    let m = Maildir::open(shared.join("alice/Maildir")).with_owner(uid, gid);
+    let err = m.deliver(&mut &b"x"[..], "").unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(files(&outside).is_empty());
+    // The same without an owner follows it (the process runs as the user anyway).
+    Maildir::open(shared.join("alice/Maildir")).deliver(&mut &b"x"[..], "").unwrap();
+    // ".." is refused when walking for another user.
+    let m = Maildir::open(t.path().join("shared/../outside/M")).with_owner(uid, gid);
+    assert!(m.create().is_err());
+}
+
+#[test]
+fn owner_gets_everything_created() {
+    let (uid, gid) = me();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("vmail/example.com/alice/Maildir");
+    // As root, hand the files to nobody; otherwise to ourselves (chown to self is allowed).
+    let (ou, og) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
+    let m = Maildir::open(&root).with_owner(ou, og);
+    let d = m.deliver(&mut &b"x\r\n"[..], "").unwrap();
+    for p in [
+        t.path().join("vmail"),
+        t.path().join("vmail/example.com/alice"),
+        root.clone(),
+        root.join("new"),
+        root.join("tmp"),
+        d.path.clone(),
+        root.join("dovecot-uidlist"),
+        root.join("dovecot-uidvalidity"),
+    ] {
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.uid(), md.gid()), (ou, og), "{}", p.display());
+    }
+    let f = m.folder("Sent").unwrap();
+    f.create().unwrap();
+    assert_eq!(std::fs::metadata(f.path().join("maildirfolder")).unwrap().uid(), ou);
+    // dovecot-uidvalidity hard-linked elsewhere is not written through.
+    if uid == 0 {
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::remove_file(root.join("dovecot-uidvalidity")).unwrap();
+        std::fs::hard_link(&victim, f.path().join("../dovecot-uidvalidity")).unwrap();
+        f.deliver(&mut &b"x"[..], "").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+}
+
+#[test]
+fn concurrent_deliveries_get_distinct_uids() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                (0..5).map(|_| m.deliver(&mut &b"x\n"[..], "").unwrap().uid.unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut uids: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    uids.sort();
+    assert_eq!(uids, (1..=40).collect::<Vec<_>>());
+    let list = m.uidlist().unwrap().unwrap();
+    assert_eq!(list.records.len(), 40);
+    assert_eq!(files(&t.path().join("M/new")).len(), 40);
+}
+
+#[test]
+fn uidlist_load_and_save_by_path() {
+    let t = tempfile::tempdir().unwrap();
+    assert_eq!(Uidlist::load(t.path()).unwrap(), None);
+    let mut l = Uidlist::new(1234);
+    assert_eq!(l.assign("a,S=1,W=1"), 1);
+    l.save(t.path()).unwrap();
+    assert_eq!(Uidlist::load(t.path()).unwrap().unwrap(), l);
+    std::fs::write(t.path().join("dovecot-uidlist"), "garbage").unwrap();
+    assert!(matches!(Uidlist::load(t.path()), Err(MaildirError::Corrupt { .. })));
+    // A broken list is started over at the next delivery, as Dovecot does.
+    let m = Maildir::open(t.path());
+    assert_eq!(m.deliver(&mut &b"x"[..], "").unwrap().uid, Some(1));
+}
+
+#[test]
+fn subscriptions_use_dovecots_v2_format() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    assert!(m.subscriptions().unwrap().is_empty());
+    m.subscribe("Lists/rust", true).unwrap();
+    m.subscribe("inbox", true).unwrap();
+    m.subscribe("Sent", true).unwrap();
+    m.subscribe("Sent", true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("M/subscriptions")).unwrap(),
+        "V\t2\n\nLists\trust\nINBOX\nSent\n"
+    );
+    assert_eq!(m.subscriptions().unwrap(), ["Lists/rust", "INBOX", "Sent"]);
+    m.subscribe("INBOX", false).unwrap();
+    assert_eq!(m.subscriptions().unwrap(), ["Lists/rust", "Sent"]);
+    assert!(m.subscribe("../x", true).is_err());
+    // Version 1 files (one name per line) are kept in their format.
+    std::fs::write(t.path().join("M/subscriptions"), "Trash\n").unwrap();
+    m.subscribe("Drafts", true).unwrap();
+    assert_eq!(std::fs::read_to_string(t.path().join("M/subscriptions")).unwrap(), "Trash\nDrafts\n");
+    assert!(!t.path().join("M/subscriptions.lock").exists());
+}
+
+#[test]
+fn keywords_round_trip_on_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.create().unwrap();
+    assert_eq!(m.keywords().unwrap(), Keywords::default());
+    let mut k = Keywords::default();
+    k.add("$Junk");
+    m.save_keywords(&k).unwrap();
+    assert_eq!(std::fs::read_to_string(t.path().join("M/dovecot-keywords")).unwrap(), "0 $Junk\n");
+    assert_eq!(m.keywords().unwrap(), k);
+}

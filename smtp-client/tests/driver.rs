@@ -1,0 +1,378 @@
+//! In-process deliveries: the real driver, session and queue reader against fake SMTP/LMTP
+//! servers on loopback TCP and UNIX-domain sockets; no rmaster.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rpost_config::Params;
+use rpost_ipc::{DeliveryRecipient, DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome};
+use rpost_queue::{Envelope, Queue, QueueDir, Recipient};
+use smtp_client::deliver::{deliver, serve};
+use smtp_client::settings::Settings;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+
+/// What a fake server received.
+#[derive(Debug, Default, Clone)]
+struct Captured {
+    commands: Vec<String>,
+    /// The DATA content as it came over the wire (dot-stuffed, with the final dot).
+    data: Vec<u8>,
+}
+
+/// A scripted server: greets, then answers each command line with `answer(line)`; after
+/// DATA's 354 it collects the content up to the dot and answers `answer(".")`.
+async fn fake<S, F>(stream: S, greeting: &str, mut answer: F, captured: Arc<Mutex<Captured>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut(&str) -> String,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
+    wr.write_all(format!("{greeting}\r\n").as_bytes()).await.unwrap();
+    let mut line = Vec::new();
+    let mut in_data = false;
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        if in_data {
+            captured.lock().unwrap().data.extend_from_slice(&line);
+            if line == b".\r\n" {
+                in_data = false;
+                let r = answer(".");
+                if !r.is_empty() {
+                    wr.write_all(r.as_bytes()).await.unwrap();
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        captured.lock().unwrap().commands.push(text.clone());
+        let r = answer(&text);
+        if r.is_empty() {
+            // Say nothing (timeout tests) or hang up.
+            if text == "HANGUP" {
+                return;
+            }
+            continue;
+        }
+        if r == "CLOSE" {
+            return;
+        }
+        wr.write_all(r.as_bytes()).await.unwrap();
+        if text.eq_ignore_ascii_case("DATA") && r.starts_with("354") {
+            in_data = true;
+        }
+        if text.eq_ignore_ascii_case("QUIT") {
+            return;
+        }
+    }
+}
+
+/// Answers like a well-behaved ESMTP server with PIPELINING; `rcpt` decides per address.
+fn smtp_answers(rcpt: impl Fn(&str) -> String) -> impl FnMut(&str) -> String {
+    move |line: &str| {
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            "250-fake.example\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250 DSN\r\n".into()
+        } else if upper.starts_with("MAIL") {
+            "250 2.1.0 Ok\r\n".into()
+        } else if upper.starts_with("RCPT") {
+            let addr = line.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(a, _)| a).unwrap_or("");
+            rcpt(addr)
+        } else if upper == "DATA" {
+            "354 End data with <CR><LF>.<CR><LF>\r\n".into()
+        } else if line == "." {
+            "250 2.0.0 Ok: queued as FAKE1\r\n".into()
+        } else if upper == "QUIT" {
+            "221 2.0.0 Bye\r\n".into()
+        } else {
+            "502 5.5.2 Error: command not recognized\r\n".into()
+        }
+    }
+}
+
+fn accept_all(_: &str) -> String {
+    "250 2.1.5 Ok\r\n".into()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    queue_id: String,
+}
+
+const BODY: &[u8] = b"Subject: test\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n";
+
+fn queue_message(rcpts: &[&str], body: &[u8]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::new(dir.path());
+    q.ensure_dirs().unwrap();
+    let mut env = Envelope::new("alice@example.test");
+    for r in rcpts {
+        let mut rcpt = Recipient::new(*r);
+        if r.starts_with("bob") {
+            rcpt.original = "postmaster@example.test".into();
+        }
+        env.recipients.push(rcpt);
+    }
+    let mut msg = q.create(&env).unwrap();
+    msg.write_content(body).unwrap();
+    let id = msg.commit().unwrap();
+    q.move_to(&id, QueueDir::Incoming, QueueDir::Active).unwrap();
+    Env { dir, queue_id: id.as_str().to_owned() }
+}
+
+fn settings(root: &Path, lmtp: bool, extra: &[(&str, &str)]) -> Settings {
+    let mut p = Params::empty();
+    p.set("myhostname", "mail.example.test");
+    p.set("inet_protocols", "ipv4");
+    for (k, v) in extra {
+        p.set(k, v);
+    }
+    Settings::from_params(&p, lmtp, root.to_path_buf()).unwrap()
+}
+
+fn request(env: &Env, nexthop: &str, rcpts: &[&str]) -> DeliveryRequest {
+    DeliveryRequest {
+        queue_id: env.queue_id.clone(),
+        queue_dir: "active".into(),
+        transport: "smtp".into(),
+        nexthop: nexthop.into(),
+        sender: "alice@example.test".into(),
+        recipients: rcpts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| DeliveryRecipient { index: i as u32, address: (*a).into(), orcpt: None, notify: None })
+            .collect(),
+        eight_bit: false,
+        smtputf8: false,
+        envid: None,
+        ret_full: None,
+    }
+}
+
+/// Undoes dot-stuffing and drops the final dot.
+fn unstuff(data: &[u8]) -> Vec<u8> {
+    let text = data.strip_suffix(b".\r\n").expect("ends with the dot");
+    let mut out = Vec::new();
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+async fn tcp_server<F>(greeting: &'static str, answer: F) -> (u16, Arc<Mutex<Captured>>, tokio::task::JoinHandle<()>)
+where
+    F: FnMut(&str) -> String + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let c = captured.clone();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        fake(stream, greeting, answer, c).await;
+    });
+    (port, captured, task)
+}
+
+#[tokio::test]
+async fn smtp_delivery_with_pipelining() {
+    let env = queue_message(&["bob@example.com", "nobody@example.com"], BODY);
+    let (port, captured, task) = tcp_server(
+        "220 fake.example ESMTP",
+        smtp_answers(|a| {
+            if a.starts_with("nobody") {
+                "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown\r\n".into()
+            } else {
+                accept_all(a)
+            }
+        }),
+    )
+    .await;
+    let s = settings(env.dir.path(), false, &[]);
+    let req = request(&env, &format!("[127.0.0.1]:{port}"), &["bob@example.com", "nobody@example.com"]);
+    let resp = deliver(&s, &req).await;
+    task.await.unwrap();
+    let relay = format!("127.0.0.1[127.0.0.1]:{port}");
+    assert_eq!(resp.statuses.len(), 2);
+    let (ok, bad) = (&resp.statuses[0], &resp.statuses[1]);
+    assert_eq!((ok.index, ok.outcome, ok.dsn.as_str()), (0, Outcome::Sent, "2.0.0"));
+    assert_eq!(ok.reason, "250 2.0.0 Ok: queued as FAKE1");
+    assert_eq!(ok.relay, relay);
+    assert_eq!((bad.index, bad.outcome, bad.dsn.as_str()), (1, Outcome::Bounced, "5.1.1"));
+    assert_eq!(
+        bad.reason,
+        "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown \
+         (in reply to RCPT TO command)"
+    );
+    let got = captured.lock().unwrap().clone();
+    assert_eq!(
+        got.commands,
+        [
+            "EHLO mail.example.test",
+            &format!("MAIL FROM:<alice@example.test> SIZE={}", BODY.len()),
+            "RCPT TO:<bob@example.com>",
+            "RCPT TO:<nobody@example.com>",
+            "DATA",
+            "QUIT"
+        ]
+    );
+    assert!(
+        got.data.starts_with(b"Subject: test\r\n\r\nline one\r\n..leading dot\r\n...two dots\r\n..\r\nlast\r\n.\r\n")
+    );
+    assert_eq!(unstuff(&got.data), BODY);
+}
+
+#[tokio::test]
+async fn lmtp_over_a_unix_socket_below_the_queue_directory() {
+    let env = queue_message(&["a@example.test", "b@example.test", "c@example.test"], BODY);
+    std::fs::create_dir(env.dir.path().join("private")).unwrap();
+    let listener = UnixListener::bind(env.dir.path().join("private/fake-lmtp")).unwrap();
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let c = captured.clone();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        // One reply per accepted recipient after the dot, in RCPT order.
+        let dot = "250 2.0.0 <a@example.test> Saved\r\n452 4.2.2 <c@example.test> Quota exceeded\r\n";
+        let mut smtp = smtp_answers(|a| {
+            if a.starts_with('b') { "550 5.1.1 <b@example.test> User doesn't exist\r\n".into() } else { accept_all(a) }
+        });
+        let answer = move |line: &str| if line == "." { dot.to_string() } else { smtp(line) };
+        fake(stream, "220 mail.example.test Dovecot ready.", answer, c).await;
+    });
+    let s = settings(env.dir.path(), true, &[]);
+    let rcpts = ["a@example.test", "b@example.test", "c@example.test"];
+    let resp = deliver(&s, &request(&env, "unix:private/fake-lmtp", &rcpts)).await;
+    task.await.unwrap();
+    let outcomes: Vec<_> = resp.statuses.iter().map(|s| (s.outcome, s.dsn.as_str())).collect();
+    assert_eq!(outcomes, [(Outcome::Sent, "2.0.0"), (Outcome::Bounced, "5.1.1"), (Outcome::Deferred, "4.2.2")]);
+    assert!(resp.statuses.iter().all(|s| s.relay == "mail.example.test[private/fake-lmtp]"));
+    assert_eq!(resp.statuses[0].reason, "250 2.0.0 <a@example.test> Saved");
+    assert_eq!(
+        resp.statuses[2].reason,
+        "host mail.example.test[private/fake-lmtp] said: 452 4.2.2 <c@example.test> Quota exceeded \
+         (in reply to end of DATA command)"
+    );
+    let got = captured.lock().unwrap().clone();
+    assert_eq!(got.commands[0], "LHLO mail.example.test");
+    assert_eq!(got.commands.last().unwrap(), "QUIT");
+    assert_eq!(unstuff(&got.data), BODY);
+}
+
+#[tokio::test]
+async fn connection_refused_is_deferred() {
+    let env = queue_message(&["a@example.com"], BODY);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = settings(env.dir.path(), false, &[]);
+    let resp = deliver(&s, &request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"])).await;
+    let st = &resp.statuses[0];
+    assert_eq!((st.outcome, st.dsn.as_str(), st.relay.as_str()), (Outcome::Deferred, "4.4.1", "none"));
+    assert_eq!(st.reason, format!("connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused"));
+
+    let resp = deliver(&s, &request(&env, "unix:private/nobody-here", &["a@example.com"])).await;
+    let st = &resp.statuses[0];
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.4.1"));
+    assert_eq!(st.reason, "connect to mail.example.test[private/nobody-here]: No such file or directory");
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    let env = queue_message(&["a@example.com"], BODY);
+    let (port, _captured, task) = tcp_server("220 fake.example ESMTP", |_: &str| String::new()).await;
+    let s = settings(env.dir.path(), false, &[("smtp_helo_timeout", "1s")]);
+    let resp = deliver(&s, &request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"])).await;
+    task.abort();
+    let st = &resp.statuses[0];
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.4.2"));
+    assert_eq!(st.reason, "conversation with 127.0.0.1[127.0.0.1] timed out while performing the EHLO handshake");
+    assert_eq!(st.relay, format!("127.0.0.1[127.0.0.1]:{port}"));
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_up_defers() {
+    let env = queue_message(&["a@example.com"], BODY);
+    let mut answers = smtp_answers(accept_all);
+    let (port, _captured, task) =
+        tcp_server(
+            "220 fake.example ESMTP",
+            move |l: &str| {
+                if l.starts_with("MAIL") { "CLOSE".into() } else { answers(l) }
+            },
+        )
+        .await;
+    let s = settings(env.dir.path(), false, &[]);
+    let resp = deliver(&s, &request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"])).await;
+    task.await.unwrap();
+    let st = &resp.statuses[0];
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.4.2"));
+    assert_eq!(st.reason, "lost connection with 127.0.0.1[127.0.0.1] while sending MAIL FROM");
+}
+
+#[tokio::test]
+async fn what_cannot_be_delivered_yet_is_deferred_honestly() {
+    let env = queue_message(&["a@example.com"], BODY);
+    let s = settings(env.dir.path(), false, &[]);
+    let st = deliver(&s, &request(&env, "example.com", &["a@example.com"])).await.statuses.remove(0);
+    assert_eq!((st.outcome, st.dsn.as_str(), st.relay.as_str()), (Outcome::Deferred, "4.4.3", "none"));
+    assert!(st.reason.contains("MX lookup") && st.reason.contains("relayhost = [host]:port"), "{}", st.reason);
+
+    let s = settings(env.dir.path(), false, &[("smtp_tls_security_level", "encrypt")]);
+    let st = deliver(&s, &request(&env, "[127.0.0.1]:1", &["a@example.com"])).await.statuses.remove(0);
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.7.4"));
+    assert_eq!(st.reason, "TLS is required but not implemented yet");
+
+    let mut req = request(&env, "[127.0.0.1]:1", &["a@example.com"]);
+    req.queue_id = "0000000000000001".into();
+    let st = deliver(&s, &req).await.statuses.remove(0);
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.3.0"));
+    req.queue_dir = "../etc".into();
+    assert_eq!(deliver(&s, &req).await.statuses[0].outcome, Outcome::Deferred);
+}
+
+#[tokio::test]
+async fn a_large_message_is_streamed_intact() {
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..20_000 {
+        body.extend_from_slice(
+            format!(".{i} a line that starts with a dot, and some more text to make it long\r\n").as_bytes(),
+        );
+    }
+    let env = queue_message(&["a@example.com"], &body);
+    let (port, captured, task) = tcp_server("220 fake.example ESMTP", smtp_answers(accept_all)).await;
+    let s = settings(env.dir.path(), false, &[]);
+    let resp = deliver(&s, &request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"])).await;
+    task.await.unwrap();
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent);
+    assert_eq!(unstuff(&captured.lock().unwrap().data), body);
+}
+
+#[tokio::test]
+async fn one_request_one_response_over_ipc() {
+    let env = queue_message(&["a@example.com"], BODY);
+    let (port, _captured, task) = tcp_server("220 fake.example ESMTP", smtp_answers(accept_all)).await;
+    let s = settings(env.dir.path(), false, &[]);
+    let req = request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"]);
+    let (mut qmgr, agent) = tokio::net::UnixStream::pair().unwrap();
+    let agent_task = tokio::spawn(async move { serve(&s, agent).await });
+    // The request arrives in two pieces, as it may on a socket.
+    let frame = rpost_ipc::encode(&req).unwrap();
+    qmgr.write_all(&frame[..3]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    qmgr.write_all(&frame[3..]).await.unwrap();
+    let mut bytes = Vec::new();
+    qmgr.read_to_end(&mut bytes).await.unwrap();
+    let mut dec = FrameDecoder::new();
+    dec.feed(&bytes);
+    let resp: DeliveryResponse = dec.decode().unwrap().unwrap();
+    assert_eq!(resp.statuses.len(), 1);
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent);
+    assert!(dec.is_empty());
+    agent_task.await.unwrap();
+    task.await.unwrap();
+}
