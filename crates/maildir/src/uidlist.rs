@@ -145,7 +145,8 @@ impl Uidlist {
             } else {
                 rest
             };
-            if filename.is_empty() || filename.contains('/') {
+            // The base name (before any ":2,flags") is what identifies the file.
+            if base_of(filename).is_empty() || filename.contains('/') {
                 return Err(format!("line {lineno}: broken filename"));
             }
             list.records.push(UidRecord { uid, ext, filename: filename.to_string() });
@@ -435,6 +436,14 @@ impl UidlistLock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_without_a_base_name_is_refused() {
+        // Found by fuzzing: "25 :" in a version 1 list would be written back as a record
+        // with an empty name, which no reader accepts.
+        assert!(Uidlist::parse("1 2 2\n25   :\n").is_err());
+        assert!(Uidlist::parse("3 V1 N2\n1 :\n").is_err());
+    }
+
     use super::*;
 
     /// As Dovecot 2.3 writes it after two deliveries and a flag change of the first message:
