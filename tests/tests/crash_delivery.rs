@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rpost_testkit::Suite;
 use rpost_testkit::smtp::SmtpClient;
 
-const MESSAGES: usize = 600;
+const MESSAGES: usize = 2000;
 
 fn mail_owner() -> (u32, u32) {
     if nix::unistd::geteuid().is_root() {
