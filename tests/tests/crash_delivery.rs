@@ -10,30 +10,11 @@ use rpost_testkit::smtp::SmtpClient;
 
 const MESSAGES: usize = 2000;
 
-fn mail_owner() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
-        (u.uid.as_raw(), u.gid.as_raw())
-    } else {
-        (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
-    }
-}
-
 #[test]
 fn killing_delivery_daemons_loses_nothing() {
-    let (uid, gid) = mail_owner();
     let suite = Suite::builder()
         .main("myhostname", "mail.example.test")
-        .main("virtual_mailbox_domains", "example.test")
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("mail_home", "{root}/vmail/%d/%n")
-        .main("mail_location", "maildir:~/mail")
-        .main("mail_uid", &uid.to_string())
-        .main("mail_gid", &gid.to_string())
-        .main("first_valid_uid", "1")
-        .main("first_valid_gid", "1")
-        .main("local_recipient_maps", "")
-        .main("alias_maps", "")
+        .virtual_delivery()
         // Quick retries, so the test does not wait out Postfix's real backoff.
         .main("minimal_backoff_time", "1s")
         .main("maximal_backoff_time", "2s")

@@ -55,30 +55,10 @@ impl Lmtp {
     }
 }
 
-/// The uid:gid mail is written for: `nobody` when the suite runs as root, else ourselves.
-fn mail_owner() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
-        (u.uid.as_raw(), u.gid.as_raw())
-    } else {
-        (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
-    }
-}
-
 fn suite() -> Suite {
-    let (uid, gid) = mail_owner();
-    Suite::builder()
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("mail_home", "{root}/vmail/%d/%n")
-        .main("mail_location", "maildir:~/mail")
-        .main("mail_uid", &uid.to_string())
-        .main("mail_gid", &gid.to_string())
-        .main("first_valid_uid", "1")
-        .main("first_valid_gid", "1")
-        .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
-        .start_with(|s| {
-            s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n");
-        })
+    Suite::builder().virtual_delivery().master_line("lmtp-deliver unix - n n - - lmtp-deliver").start_with(|s| {
+        s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n");
+    })
 }
 
 fn new_files(dir: &Path) -> Vec<PathBuf> {
@@ -135,7 +115,7 @@ fn delivers_into_dovecot_maildir() {
     );
     assert!(text.ends_with("\nSubject: e2e\nMessage-ID: <e2e-1@example.org>\n\nhello\n"), "{text:?}");
     let md = std::fs::metadata(&new[0]).unwrap();
-    assert_eq!((md.uid(), md.gid()), mail_owner());
+    assert_eq!((md.uid(), md.gid()), rpost_testkit::mail_user());
     assert_eq!(md.mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o777, 0o700);
     let name = new[0].file_name().unwrap().to_string_lossy().into_owned();
@@ -171,7 +151,7 @@ fn dovecot_reads_it(suite: &Suite, home: &Path, maildir: &Path, uidlist: &str) {
         eprintln!("doveadm not installed: skipping the Dovecot interoperability check");
         return;
     }
-    let (uid, gid) = mail_owner();
+    let (uid, gid) = rpost_testkit::mail_user();
     let run = suite.root().join("dovecot-run");
     std::fs::create_dir_all(&run).unwrap();
     let conf = suite.root().join("dovecot.conf");

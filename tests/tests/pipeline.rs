@@ -9,31 +9,12 @@ use rpost_testkit::smtp::SmtpClient;
 
 const T: Duration = Duration::from_secs(30);
 
-fn mail_owner() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
-        (u.uid.as_raw(), u.gid.as_raw())
-    } else {
-        (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
-    }
-}
-
 fn suite() -> Suite {
-    let (uid, gid) = mail_owner();
     Suite::builder()
         .main("mydomain", "example.test")
         .main("myhostname", "mail.example.test")
         .main("mydestination", "$myhostname, localhost")
-        .main("virtual_mailbox_domains", "example.test")
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("mail_home", "{root}/vmail/%d/%n")
-        .main("mail_location", "maildir:~/mail")
-        .main("mail_uid", &uid.to_string())
-        .main("mail_gid", &gid.to_string())
-        .main("first_valid_uid", "1")
-        .main("first_valid_gid", "1")
-        .main("local_recipient_maps", "")
-        .main("alias_maps", "")
+        .virtual_delivery()
         .inet("smtp", "n - n - - smtpd")
         .master_line("qmgr unix n - n 300 1 qmgr")
         .master_line("lmtp unix - - n - - smtp-client")

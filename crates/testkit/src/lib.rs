@@ -94,6 +94,23 @@ impl SuiteBuilder {
         self
     }
 
+    /// The seed walkthrough's virtual mailboxes: domain `example.test`, users in the
+    /// passwd-file `etc/users` (the test writes it), mail in `{root}/vmail/%d/%n/mail`, owned
+    /// by [`mail_user`]. Delivery services still come from the test's master.cf lines.
+    pub fn virtual_delivery(self) -> Self {
+        let (uid, gid) = mail_user();
+        self.main("virtual_mailbox_domains", "example.test")
+            .main("auth_passdb", "passwd-file:{root}/etc/users")
+            .main("mail_home", "{root}/vmail/%d/%n")
+            .main("mail_location", "maildir:~/mail")
+            .main("mail_uid", &uid.to_string())
+            .main("mail_gid", &gid.to_string())
+            .main("first_valid_uid", "1")
+            .main("first_valid_gid", "1")
+            .main("local_recipient_maps", "")
+            .main("alias_maps", "")
+    }
+
     /// Adds a raw master.cf line.
     pub fn master_line(mut self, line: &str) -> Self {
         self.master.push(line.into());
@@ -141,6 +158,15 @@ impl SuiteBuilder {
         let master = self.master.iter().map(|l| suite.expand_ports(l)).collect::<Vec<_>>().join("\n");
         suite.write_config("master.cf", &format!("{master}\n"));
         suite
+    }
+}
+
+/// The uid:gid that mail_owner and mailbox files have in the suite: `nobody` when the tests
+/// run as root, else the caller.
+pub fn mail_user() -> (u32, u32) {
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(u)) if nix::unistd::geteuid().is_root() => (u.uid.as_raw(), u.gid.as_raw()),
+        _ => (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()),
     }
 }
 
