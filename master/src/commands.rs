@@ -320,6 +320,26 @@ pub fn format_status(st: &MasterStatus, now: std::time::SystemTime) -> String {
     out
 }
 
+/// Transports named by the routing parameters that master.cf does not provide: mail for
+/// them would wait in the queue with "mail transport unavailable".
+pub fn transport_warnings(config: &Config) -> Result<Vec<String>, CommandError> {
+    let mut out = Vec::new();
+    for param in ["local_transport", "virtual_transport", "relay_transport", "default_transport"] {
+        let value = config.params.get(param)?;
+        let transport = value.split(':').next().unwrap_or("").trim();
+        if transport.is_empty() {
+            continue;
+        }
+        if config.master.find(transport, rpost_config::ServiceType::Unix).is_none() {
+            out.push(format!(
+                "{param} = {value}: master.cf has no \"{transport} unix\" service; such mail stays queued \
+                 (mail transport unavailable)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `rmaster check`: validate the configuration, the daemons it names, and the spool.
 /// Returns the number of problems found (repairs are not problems).
 pub fn check(dir: &Path) -> Result<ExitCode, CommandError> {
@@ -347,6 +367,9 @@ pub fn check(dir: &Path) -> Result<ExitCode, CommandError> {
                 problems += 1;
             }
         }
+    }
+    for w in transport_warnings(&config)? {
+        tracing::warn!("{w}");
     }
     let ids = match owner_ids(&config) {
         Ok(ids) => ids,

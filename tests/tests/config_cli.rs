@@ -181,3 +181,18 @@ fn check_says_when_mail_owner_cannot_reach_the_spool() {
     let out = suite.rmaster(&["start", "--foreground"]);
     assert!(!out.status.success(), "the master refuses to start daemons that cannot work");
 }
+
+#[test]
+fn check_warns_about_transports_master_cf_lacks() {
+    let suite =
+        Suite::builder().inet("smtp", "n - n - - smtpd").master_line("lmtp unix - - n - - smtp-client").prepare();
+    let out = suite.rmaster(&["check"]);
+    assert!(out.status.success(), "a warning, not an error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("local_transport = local:mail.example.test: master.cf has no \"local unix\" service"),
+        "{err}"
+    );
+    assert!(err.contains("default_transport = smtp: master.cf has no \"smtp unix\" service"), "{err}");
+    assert!(!err.contains("virtual_transport"), "lmtp is there: {err}");
+}
