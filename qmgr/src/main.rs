@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     };
     let params = daemon.params();
     let setup = || -> Result<(Resolver, Limits, Reporter, PathBuf), rpost_config::ConfigError> {
-        let root = if daemon.env().chroot { PathBuf::from("/") } else { PathBuf::from(params.get("queue_directory")?) };
+        let root = daemon.queue_root()?;
         let reporter = Reporter { myhostname: params.get("myhostname")?, mail_name: params.get("mail_name")? };
         Ok((Resolver::from_params(params)?, Limits::from_params(params)?, reporter, root))
     };

@@ -1,6 +1,5 @@
 //! smtp-client entry point: the rpost-daemon skeleton around [`smtp_client::deliver::serve`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -24,15 +23,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let queue_root = if daemon.env().chroot {
-        PathBuf::from("/")
-    } else {
-        match daemon.params().get("queue_directory") {
-            Ok(q) => PathBuf::from(q),
-            Err(e) => {
-                tracing::error!("fatal: {e}");
-                return ExitCode::FAILURE;
-            }
+    let queue_root = match daemon.queue_root() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let lmtp = lmtp_service(&daemon.env().service, daemon.args());

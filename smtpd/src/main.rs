@@ -1,6 +1,5 @@
 //! smtpd entry point: the rpost-daemon skeleton around [`smtpd::server::serve`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,15 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let queue_root = if daemon.env().chroot {
-        PathBuf::from("/")
-    } else {
-        match daemon.params().get("queue_directory") {
-            Ok(q) => PathBuf::from(q),
-            Err(e) => {
-                tracing::error!("fatal: {e}");
-                return ExitCode::FAILURE;
-            }
+    let queue_root = match daemon.queue_root() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let shared = Arc::new(Shared::new(settings, queue_root));

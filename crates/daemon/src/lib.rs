@@ -255,6 +255,12 @@ impl Daemon {
         &self.args
     }
 
+    /// The queue directory as this process will see it after start-up: `/` when master.cf
+    /// chroots the service into it, else `queue_directory`.
+    pub fn queue_root(&self) -> Result<PathBuf, rpost_config::ConfigError> {
+        if self.env.chroot { Ok(PathBuf::from("/")) } else { Ok(PathBuf::from(self.params.get("queue_directory")?)) }
+    }
+
     /// What rmaster handed over.
     pub fn env(&self) -> &ChildEnv {
         &self.env
