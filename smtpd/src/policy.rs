@@ -8,7 +8,6 @@
 //! through.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rpost_lookup::Table;
 use rpost_smtp_proto::Reply;
@@ -180,13 +179,15 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
             }
             _ => Restriction::Unknown(name),
         };
+        if let Restriction::NotYet(what) = &r {
+            tracing::warn!(
+                "{what}: DNS-based restrictions are not implemented yet: skipped, mail is NOT checked by it"
+            );
+        }
         out.push(r);
     }
     out
 }
-
-/// Warned-about-once flag for restrictions that are configured but not implemented yet.
-static NOT_YET_WARNED: AtomicBool = AtomicBool::new(false);
 
 fn obj_prefix(kind: AccessKind, f: &Facts<'_>) -> String {
     match kind {
@@ -327,14 +328,8 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
             _ => Decision::Dunno,
         },
         Restriction::CheckAccess(kind, tables, spec) => check_access(*kind, tables, spec, stage, f, env, depth),
-        Restriction::NotYet(name) => {
-            if !NOT_YET_WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "{name}: DNS-based restrictions are not implemented yet: skipped, mail is NOT checked by it"
-                );
-            }
-            Decision::Dunno
-        }
+        // Warned about when the list was parsed (start-up), not on every message.
+        Restriction::NotYet(_) => Decision::Dunno,
         Restriction::Broken(what) => {
             tracing::warn!("restriction table {what}: answering 451");
             Decision::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
