@@ -51,6 +51,10 @@
 //! slowly its client sends (a crash releases the lock). Even so, every reader verifies the END record and CRC, so a
 //! torn, truncated or bit-flipped file is reported, never delivered.
 //!
+//! [`QueueFile::set_attr`] records a fact qmgr must remember across
+//! restarts (the delay warning was sent) by rewriting the file beside the
+//! old one and renaming it over it: same format, so nothing else changes.
+//!
 //! Commits from many threads overlap freely: there is no lock around
 //! `fsync`; each commit syncs its own file and the directory.
 //!
