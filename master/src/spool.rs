@@ -3,6 +3,13 @@
 //! Layout (Postfix's, trimmed to what rpost uses): the queue directory itself and `pid/` are
 //! root's; the queue subdirectories and `private/` belong to `mail_owner` and nobody else may
 //! enter them; `public/` lets others reach the sockets in it but not list it.
+//!
+//! `maildrop/` (1733, mail_owner) is where local users' `sendmail` drops messages for pickup:
+//! anyone may create files there, only mail_owner may list it, and the sticky bit keeps users
+//! from removing or renaming each other's files. Postfix reaches maildrop/ and public/ through
+//! the setgid `postdrop` group (0730 and 0710); rpost has no setgid programs, so `public/` is
+//! 0711: local users reach the public services (pickup and qmgr wakeups, showq), as Postfix's
+//! setgid sendmail/postqueue let them, and still cannot list the directory.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,7 +31,8 @@ pub const LAYOUT: &[(&str, u32, Owner)] = &[
     ("hold", 0o700, Owner::MailOwner),
     ("corrupt", 0o700, Owner::MailOwner),
     ("private", 0o700, Owner::MailOwner),
-    ("public", 0o710, Owner::MailOwner),
+    ("public", 0o711, Owner::MailOwner),
+    ("maildrop", 0o1733, Owner::MailOwner),
 ];
 
 /// (uid, gid) pairs for the two kinds of spool owner.

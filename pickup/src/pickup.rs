@@ -1,0 +1,336 @@
+//! One pass over `maildrop/`: every complete file becomes a committed queue file in
+//! `incoming/`, or goes to `corrupt/` with a warning.
+
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::fcntl::OFlag;
+use rpost_config::{ConfigError, Params};
+use rpost_queue::{ClientInfo, Envelope, Queue, QueueId, RcptStatus, Recipient};
+
+use crate::headers::{Missing, complete};
+use crate::maildrop::{self, DropFile};
+
+/// Files without the complete mark are left alone this long (a slow writer), then removed.
+pub const STALE_INCOMPLETE: Duration = Duration::from_secs(24 * 3600);
+
+/// pickup's view of main.cf.
+#[derive(Debug)]
+pub struct Settings {
+    pub myhostname: String,
+    pub myorigin: String,
+    pub mail_name: String,
+    /// message_size_limit; 0 = none.
+    pub size_limit: u64,
+    pub undisclosed: String,
+    pub domains: rpost_address::Domains,
+    pub expand: rpost_lookup::ExpandOptions,
+}
+
+/// Why pickup cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PickupError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Lookup(#[from] rpost_lookup::LookupError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl Settings {
+    pub fn from_params(p: &Params) -> Result<Settings, PickupError> {
+        Ok(Settings {
+            myhostname: p.get("myhostname")?,
+            myorigin: p.get("myorigin")?,
+            mail_name: p.get("mail_name")?,
+            size_limit: p.get_size("message_size_limit")?,
+            undisclosed: p.get("undisclosed_recipients_header")?,
+            domains: rpost_address::Domains::from_params(p)?,
+            expand: rpost_lookup::ExpandOptions::from_params(p)?,
+        })
+    }
+}
+
+/// What happened to one maildrop entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Queued(QueueId),
+    /// Not complete yet (or vanished): left for a later pass.
+    Skipped,
+    /// Refused and moved to corrupt/ (or removed when it could not be moved).
+    Corrupt(String),
+    /// An incomplete file older than [`STALE_INCOMPLETE`], removed.
+    Stale,
+    /// Could not be queued now (queue or table trouble): left in maildrop for a later pass.
+    Deferred(String),
+}
+
+/// The maildrop reader.
+#[derive(Debug)]
+pub struct Pickup {
+    queue: Queue,
+    settings: Settings,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PickupError + '_ {
+    move |source| PickupError::Io { path: path.to_path_buf(), source }
+}
+
+impl Pickup {
+    pub fn new(queue_root: PathBuf, settings: Settings) -> Pickup {
+        Pickup { queue: Queue::new(queue_root), settings }
+    }
+
+    pub fn maildrop(&self) -> PathBuf {
+        self.queue.root().join("maildrop")
+    }
+
+    /// One pass: handles every entry once; returns the IDs queued.
+    pub fn scan(&self) -> Result<Vec<QueueId>, PickupError> {
+        let dir = self.maildrop();
+        let mut names: Vec<_> =
+            fs::read_dir(&dir).map_err(io_at(&dir))?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        names.sort();
+        let mut queued = Vec::new();
+        for name in names {
+            match self.take(&name) {
+                Outcome::Queued(id) => queued.push(id),
+                Outcome::Deferred(why) => {
+                    // The rest would most likely fail the same way: try again at the next wakeup.
+                    tracing::warn!("maildrop/{}: {why}; will retry", name.to_string_lossy());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Handles one maildrop entry. Never panics on what a user put there.
+    pub fn take(&self, name: &OsStr) -> Outcome {
+        let path = self.maildrop().join(name);
+        let shown = format!("maildrop/{}", name.to_string_lossy());
+        let Ok(lmeta) = fs::symlink_metadata(&path) else { return Outcome::Skipped };
+        if !lmeta.file_type().is_file() {
+            return self.corrupt(&path, name, &shown, "not a regular file".into());
+        }
+        // Owner execute bit = complete (set by the writer after fsync).
+        if lmeta.mode() & 0o100 == 0 {
+            let age =
+                SystemTime::now().duration_since(lmeta.modified().unwrap_or(SystemTime::now())).unwrap_or_default();
+            if age > STALE_INCOMPLETE {
+                tracing::warn!(
+                    "{shown}: incomplete file from uid {} older than {}h: removed",
+                    lmeta.uid(),
+                    age.as_secs() / 3600
+                );
+                let _ = fs::remove_file(&path);
+                return Outcome::Stale;
+            }
+            return Outcome::Skipped;
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Skipped,
+            Err(e) => return self.corrupt(&path, name, &shown, format!("cannot open: {e}")),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return self.corrupt(&path, name, &shown, format!("fstat: {e}")),
+        };
+        // The identity is the owner of the file we opened, never what the file says.
+        let uid = meta.uid();
+        if !meta.file_type().is_file() {
+            return self.corrupt(&path, name, &shown, "not a regular file".into());
+        }
+        if meta.nlink() != 1 {
+            // A hard link to someone else's file would lend us its owner.
+            return self.corrupt(&path, name, &shown, format!("uid={uid}: file has {} links", meta.nlink()));
+        }
+        if meta.dev() != lmeta.dev() || meta.ino() != lmeta.ino() {
+            return Outcome::Skipped; // replaced between lstat and open: next pass
+        }
+        let limit = match self.settings.size_limit {
+            0 => u64::MAX,
+            n => n.saturating_add(maildrop::MAX_ENVELOPE).saturating_add(maildrop::END.len() as u64),
+        };
+        if meta.len() > limit {
+            return self.corrupt(&path, name, &shown, format!("uid={uid}: file too large ({} bytes)", meta.len()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len().min(1 << 24) as usize);
+        if let Err(e) = (&file).take(limit.saturating_add(1)).read_to_end(&mut bytes) {
+            return self.corrupt(&path, name, &shown, format!("uid={uid}: read: {e}"));
+        }
+        let parsed = match maildrop::parse(&bytes, self.settings.size_limit) {
+            Ok(d) => d,
+            Err(e) => return self.corrupt(&path, name, &shown, format!("uid={uid}: {e}")),
+        };
+        let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u,
+            _ => return self.corrupt(&path, name, &shown, format!("uid={uid}: no such user in the password file")),
+        };
+        match self.enqueue(&parsed, uid, &user) {
+            Ok(id) => {
+                if let Err(e) = fs::remove_file(&path).and_then(|()| sync_dir(&self.maildrop())) {
+                    // The message is queued; if the file stays it will be queued again:
+                    // a duplicate, never a loss.
+                    tracing::error!("{shown}: remove after queueing as {id}: {e}");
+                }
+                drop(file);
+                Outcome::Queued(id)
+            }
+            Err(e) => Outcome::Deferred(e),
+        }
+    }
+
+    /// Builds the envelope and writes the queue file, durable before this returns.
+    fn enqueue(&self, d: &DropFile, uid: u32, user: &nix::unistd::User) -> Result<QueueId, String> {
+        let s = &self.settings;
+        let qualify = |a: &str| {
+            if a.contains('@') || s.myorigin.is_empty() { a.to_string() } else { format!("{a}@{}", s.myorigin) }
+        };
+        let sender = match &d.sender {
+            Some(x) if x.is_empty() => String::new(),
+            Some(x) => qualify(x),
+            None => qualify(&user.name),
+        };
+        if let Some(broken) = &s.domains.virtual_alias_maps.broken {
+            // Delivering unexpanded would send mail to the wrong place.
+            return Err(format!("virtual alias table unavailable: {broken}"));
+        }
+        let mut recipients: Vec<Recipient> = Vec::new();
+        for raw in &d.recipients {
+            let original = qualify(raw);
+            let targets = match rpost_lookup::expand_virtual(&s.domains.virtual_alias_maps.tables, &original, &s.expand)
+            {
+                Ok(rpost_lookup::Expansion::Unchanged) => vec![original.clone()],
+                Ok(rpost_lookup::Expansion::To(list)) => list,
+                Err(e) => return Err(format!("virtual alias expansion of {original}: {e}")),
+            };
+            for address in targets {
+                if recipients.iter().any(|r| r.address == address) {
+                    continue;
+                }
+                recipients.push(Recipient {
+                    address,
+                    original: original.clone(),
+                    orcpt: None,
+                    notify: d.notify,
+                    status: RcptStatus::Pending,
+                });
+            }
+        }
+        let now = SystemTime::now();
+        let env = Envelope {
+            sender: sender.clone(),
+            recipients,
+            arrival: now,
+            client: ClientInfo { name: "localhost".into(), addr: "127.0.0.1".into(), ..ClientInfo::default() },
+            body: None,
+            smtputf8: false,
+            ret: d.ret,
+            envid: d.envid.clone(),
+            attrs: vec![("rewrite_context".into(), "local".into()), ("uid".into(), uid.to_string())],
+        };
+        let mut msg = self.queue.create(&env).map_err(|e| e.to_string())?;
+        let id = msg.id().clone();
+        let date = rpost_log::rfc5322_date(now);
+        let received =
+            format!("Received: by {} ({}, from userid {uid})\r\n\tid {id}; {date}\r\n", s.myhostname, s.mail_name);
+        let gecos;
+        let fullname = match &d.fullname {
+            Some(f) => Some(f.as_str()),
+            None => {
+                gecos = user.gecos.to_string_lossy().split(',').next().unwrap_or("").trim().to_string();
+                Some(gecos.as_str()).filter(|g| !g.is_empty())
+            }
+        };
+        let message_id = format!("{}.{id}@{}", message_id_stamp(now), s.myhostname);
+        let done = complete(
+            &d.content,
+            &Missing { date: &date, message_id: &message_id, sender: &sender, fullname, undisclosed: &s.undisclosed },
+        );
+        msg.write_content(received.as_bytes()).map_err(|e| e.to_string())?;
+        msg.write_content(&done.content).map_err(|e| e.to_string())?;
+        let id = msg.commit().map_err(|e| e.to_string())?;
+        tracing::info!("{id}: uid={uid} from=<{sender}>");
+        tracing::info!("{id}: message-id=<{}>", done.message_id);
+        Ok(id)
+    }
+
+    /// Moves a refused file to corrupt/ (`maildrop-NAME`), or removes it when even that fails.
+    fn corrupt(&self, path: &Path, name: &OsStr, shown: &str, why: String) -> Outcome {
+        let safe: String = name
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '_' })
+            .take(100)
+            .collect();
+        let corrupt = self.queue.root().join("corrupt");
+        let target = corrupt.join(format!("maildrop-{safe}"));
+        let target =
+            if target.exists() { corrupt.join(format!("maildrop-{safe}-{}", QueueId::generate())) } else { target };
+        match fs::rename(path, &target) {
+            Ok(()) => {
+                let _ = sync_dir(&corrupt);
+                let _ = sync_dir(&self.maildrop());
+                tracing::warn!(
+                    "{shown}: {why}: moved to {}",
+                    target.strip_prefix(self.queue.root()).unwrap_or(&target).display()
+                );
+            }
+            Err(e) => {
+                let removed = fs::remove_file(path).or_else(|_| fs::remove_dir(path));
+                tracing::warn!(
+                    "{shown}: {why}; cannot move it to corrupt/ ({e}): {}",
+                    if removed.is_ok() { "removed" } else { "left in place" }
+                );
+            }
+        }
+        Outcome::Corrupt(why)
+    }
+}
+
+/// `YYYYMMDDhhmmss` in UTC, as Postfix's Message-ID prefix.
+fn message_id_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    OpenOptions::new().read(true).custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits()).open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_stamp_is_utc_civil_time() {
+        // 2026-11-21 23:19:51 UTC
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_303_191);
+        assert_eq!(message_id_stamp(t), "20261121231951");
+        assert_eq!(message_id_stamp(SystemTime::UNIX_EPOCH), "19700101000000");
+    }
+}
