@@ -325,6 +325,113 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn setup() -> (tempfile_dir::Dir, Pickup) {
+        let dir = tempfile_dir::Dir::new();
+        let q = Queue::new(dir.0.clone());
+        q.ensure_dirs().unwrap();
+        fs::create_dir_all(dir.0.join("maildrop")).unwrap();
+        let settings = Settings {
+            myhostname: "mail.example.test".into(),
+            myorigin: "example.test".into(),
+            mail_name: "rpost".into(),
+            size_limit: 1000,
+            undisclosed: String::new(),
+            domains: rpost_address::Domains::default(),
+            expand: rpost_lookup::ExpandOptions::default(),
+        };
+        let p = Pickup::new(dir.0.clone(), settings);
+        (dir, p)
+    }
+
+    /// A temporary directory without a dev-dependency.
+    mod tempfile_dir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let p = std::env::temp_dir().join(format!("rpost-pickup-{}-{n}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn put(p: &Pickup, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = p.maildrop().join(name);
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn good(content: &str) -> Vec<u8> {
+        format!("RPOSTDROP 1\nsender a@x.test\nrcpt bob\nsize {}\n\n{content}END\n", content.len()).into_bytes()
+    }
+
+    #[test]
+    fn a_good_file_is_queued_and_removed() {
+        let (_d, p) = setup();
+        let path = put(&p, "A1", &good("Subject: s\n\nbody\n"), 0o744);
+        let Outcome::Queued(id) = p.take(OsStr::new("A1")) else { panic!("not queued") };
+        assert!(!path.exists());
+        let f = p.queue.open(rpost_queue::QueueDir::Incoming, &id).unwrap();
+        assert_eq!(f.envelope.sender, "a@x.test");
+        assert_eq!(f.envelope.recipients[0].address, "bob@example.test", "bare recipients get @myorigin");
+        let text = String::from_utf8(f.content().unwrap()).unwrap();
+        assert!(text.starts_with("Received: by mail.example.test (rpost, from userid "), "{text}");
+        assert!(text.contains(&format!("\tid {id}; ")) && text.contains("\r\nSubject: s\r\nDate: "), "{text}");
+        assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+    }
+
+    #[test]
+    fn incomplete_files_wait() {
+        let (_d, p) = setup();
+        let path = put(&p, "B1", &good("x\n"), 0o600);
+        assert_eq!(p.take(OsStr::new("B1")), Outcome::Skipped);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn hostile_entries_go_to_corrupt() {
+        let (_d, p) = setup();
+        let corrupt = p.queue.root().join("corrupt");
+        // Garbage, oversized, hard-linked, symlink, FIFO, directory.
+        put(&p, "G1", b"garbage", 0o744);
+        put(&p, "G2", &good(&"x".repeat(2000)), 0o744);
+        let linked = put(&p, "G3", &good("x\n"), 0o744);
+        fs::hard_link(&linked, p.queue.root().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", p.maildrop().join("G4")).unwrap();
+        nix::unistd::mkfifo(&p.maildrop().join("G5"), nix::sys::stat::Mode::from_bits_truncate(0o744)).unwrap();
+        fs::create_dir(p.maildrop().join("G6")).unwrap();
+        let bad = [
+            ("G1", "bad magic"),
+            ("G2", "exceeds message_size_limit"),
+            ("G3", "2 links"),
+            ("G4", "not a regular file"),
+            ("G5", "not a regular file"),
+            ("G6", "not a regular file"),
+        ];
+        for (name, why) in bad {
+            match p.take(OsStr::new(name)) {
+                Outcome::Corrupt(r) => assert!(r.contains(why), "{name}: {r}"),
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(fs::symlink_metadata(p.maildrop().join(name)).is_err(), "{name} left in maildrop");
+            assert!(fs::symlink_metadata(corrupt.join(format!("maildrop-{name}"))).is_ok(), "{name} not kept");
+        }
+        // Nothing was queued, and a good file after all that still goes through.
+        assert!(p.queue.scan(rpost_queue::QueueDir::Incoming).unwrap().is_empty());
+        put(&p, "OK", &good("x\n"), 0o744);
+        assert_eq!(p.scan().unwrap().len(), 1);
+    }
 
     #[test]
     fn message_id_stamp_is_utc_civil_time() {
