@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let params = daemon.params();
     let setup = || -> Result<(Resolver, Limits, Reporter, PathBuf), rpost_config::ConfigError> {
         let root = daemon.queue_root()?;
-        let reporter = Reporter { myhostname: params.get("myhostname")?, mail_name: params.get("mail_name")? };
+        let reporter = Reporter::from_params(params)?;
         Ok((Resolver::from_params(params)?, Limits::from_params(params)?, reporter, root))
     };
     let (resolver, limits, reporter, root) = match setup() {

@@ -98,6 +98,13 @@ impl Resolver {
         Ok(None)
     }
 
+    /// Whether `recipient` is `local_part` at a local domain (mydestination), compared
+    /// without regard to case, as Postfix matches the double-bounce address.
+    pub fn is_local_address(&self, recipient: &str, local_part: &str) -> bool {
+        let addr = Address::parse(recipient, &self.myorigin);
+        addr.local.eq_ignore_ascii_case(local_part) && self.domains.classify(&addr) == Class::Local
+    }
+
     /// Routes one recipient.
     pub fn resolve(&self, recipient: &str) -> Result<Route, Unroutable> {
         let addr = Address::parse(recipient, &self.myorigin);
@@ -166,6 +173,9 @@ mod tests {
         assert_eq!(r.resolve("alice@Example.TEST").unwrap(), route("lmtp", "unix:private/lmtp-deliver"));
         assert_eq!(r.resolve("x@relay.test").unwrap(), route("relay", "relay.test"));
         assert_eq!(r.resolve("x@elsewhere.test").unwrap(), route("smtp", "elsewhere.test"));
+        assert!(r.is_local_address("Double-Bounce@mail.example.test", "double-bounce"));
+        assert!(r.is_local_address("double-bounce", "double-bounce"));
+        assert!(!r.is_local_address("double-bounce@elsewhere.test", "double-bounce"));
     }
 
     #[test]

@@ -9,50 +9,79 @@
 //!   `queue_run_delay`. At start-up, files left in `active/` by a crash are taken up again:
 //!   delivery is at least once.
 //! * Scheduling: the pending recipients of a message are grouped per route (transport and
-//!   next hop); each group becomes one request to `private/<transport>`, with at most
-//!   `default_destination_concurrency_limit` requests in flight per route.
+//!   next hop) and cut into requests of at most `<transport>_destination_recipient_limit`
+//!   recipients. Each destination (route; route and recipient when that limit is 1) has a
+//!   concurrency window with Postfix's feedback and dead-destination rules ([`crate::feedback`]);
+//!   requests for a dead destination are deferred without an attempt ("delivery
+//!   temporarily suspended: ...") until it is resumed after `minimal_backoff_time`.
 //! * Results: sent and bounced recipients are marked done in the queue file (in place, one
 //!   fdatasync per batch). When a message has no attempt left running it is removed (all
-//!   done), expired (older than `maximal_queue_lifetime`: the rest is marked expired), or moved
-//!   to `deferred/` with its mtime set to the next retry: the message's age, clamped to
-//!   `minimal_backoff_time`..`maximal_backoff_time`.
+//!   done), expired (older than `maximal_queue_lifetime`, or `bounce_queue_lifetime` for
+//!   mail from the null sender or `double_bounce_sender`: the rest is marked expired), or
+//!   moved to `deferred/` with its mtime set to the next retry: the message's age, clamped
+//!   to `minimal_backoff_time`..`maximal_backoff_time`.
+//! * Notifications ([`crate::bounce`]): failures and NOTIFY=SUCCESS deliveries found in a
+//!   pass are reported when the pass ends; a message older than `delay_warning_time` with
+//!   recipients still pending gets one delay warning, remembered in the queue file (the
+//!   `delay_warning` attribute) so that neither a retry nor a restart sends another.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use rpost_config::Params;
 use rpost_ipc::{DeliveryRecipient, DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome, RecipientStatus};
 use rpost_queue::{Queue, QueueDir, QueueFile, QueueId, RcptStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::bounce::{self, Failure, Reporter};
+use crate::bounce::{self, Action, Entry, Notice, Plan, Reporter};
+use crate::feedback::{self, Dest, Policy};
 use crate::resolve::{Resolver, Route};
+
+/// The queue-file attribute that records a sent delay warning.
+pub const DELAY_WARNING_ATTR: &str = "delay_warning";
 
 /// Tunables from main.cf.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub destination_concurrency: usize,
     pub active_limit: usize,
     pub minimal_backoff: Duration,
     pub maximal_backoff: Duration,
     pub queue_lifetime: Duration,
+    /// For mail from the null sender (and double_bounce_sender).
+    pub bounce_lifetime: Duration,
+    pub delay_warning: Duration,
     pub queue_run_delay: Duration,
     pub ipc_timeout: Duration,
+    /// For the per-transport scheduling parameters, looked up on first use.
+    pub params: Params,
 }
 
 impl Limits {
     pub fn from_params(p: &rpost_config::Params) -> Result<Limits, rpost_config::ConfigError> {
+        // Fail at start-up, not at the first delivery, if the defaults are unusable.
+        Policy::from_params(p, "default")?;
         Ok(Limits {
-            destination_concurrency: p.get_int("default_destination_concurrency_limit")?.max(1) as usize,
             active_limit: p.get_int("qmgr_message_active_limit")?.max(1) as usize,
             minimal_backoff: p.get_time("minimal_backoff_time")?,
             maximal_backoff: p.get_time("maximal_backoff_time")?,
             queue_lifetime: p.get_time("maximal_queue_lifetime")?,
+            bounce_lifetime: p.get_time("bounce_queue_lifetime")?,
+            delay_warning: p.get_time("delay_warning_time")?,
             queue_run_delay: p.get_time("queue_run_delay")?,
             ipc_timeout: p.get_time("ipc_timeout")?,
+            params: p.clone(),
         })
     }
+}
+
+/// A destination: what concurrency is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub transport: String,
+    /// The next hop, or the recipient when the transport takes one recipient per request.
+    pub name: String,
 }
 
 /// What the scheduler reacts to.
@@ -63,25 +92,34 @@ pub enum Event {
     /// `rmaster queue flush` ('F', or Postfix's 'D' and 'A'): scan deferred/ now.
     Flush,
     /// One delivery attempt finished.
-    Done { id: QueueId, route: Route, statuses: Vec<RecipientStatus> },
+    Done { id: QueueId, route: Route, dest: DestKey, statuses: Vec<RecipientStatus>, feedback: feedback::Outcome },
 }
 
 /// A message in the active queue.
 #[derive(Debug)]
 struct Active {
     file: QueueFile,
-    /// Attempts still running for it.
+    /// Attempts still running (or waiting) for it.
     running: usize,
-    /// Recipients that failed for good, for the non-delivery notification.
-    failures: Vec<Failure>,
+    /// Recipients that failed for good in this pass and want to hear about it.
+    failures: Vec<Entry>,
+    /// Recipients delivered in this pass that asked for NOTIFY=SUCCESS.
+    successes: Vec<Entry>,
+    /// The last deferral of each recipient in this pass (reasons for delay warnings and
+    /// expiry reports).
+    deferrals: HashMap<usize, RecipientStatus>,
 }
 
 impl Active {
+    fn new(file: QueueFile) -> Active {
+        Active { file, running: 0, failures: Vec::new(), successes: Vec::new(), deferrals: HashMap::new() }
+    }
+
     /// Remembers a final failure, unless the sender asked not to hear about it.
-    fn failed(&mut self, status: RecipientStatus, expired: bool) {
-        let Some(r) = self.file.envelope.recipients.get(status.index as usize) else { return };
+    fn failed(&mut self, index: usize, dsn: &str, relay: &str, reason: &str) {
+        let Some(r) = self.file.envelope.recipients.get(index) else { return };
         if bounce::wants_failure_notice(r.notify) {
-            self.failures.push(Failure { address: r.address.clone(), orcpt: r.orcpt.clone(), status, expired });
+            self.failures.push(Entry::new(r, Action::Failed, dsn, relay, reason));
         }
     }
 }
@@ -91,6 +129,7 @@ impl Active {
 struct Job {
     id: QueueId,
     route: Route,
+    dest: DestKey,
     recipients: Vec<DeliveryRecipient>,
 }
 
@@ -102,9 +141,10 @@ pub struct Qmgr {
     limits: Limits,
     active: HashMap<QueueId, Active>,
     waiting: VecDeque<Job>,
-    busy: HashMap<Route, usize>,
+    dests: HashMap<DestKey, Dest>,
+    policies: HashMap<String, Policy>,
     tx: mpsc::UnboundedSender<Event>,
-    last_deferred_scan: Option<std::time::Instant>,
+    last_deferred_scan: Option<Instant>,
     reporter: Reporter,
 }
 
@@ -123,7 +163,8 @@ impl Qmgr {
             reporter,
             active: HashMap::new(),
             waiting: VecDeque::new(),
-            busy: HashMap::new(),
+            dests: HashMap::new(),
+            policies: HashMap::new(),
             tx,
             last_deferred_scan: None,
         }
@@ -153,22 +194,44 @@ impl Qmgr {
                 Event::Trigger => self.intake(),
                 Event::Flush => {
                     self.last_deferred_scan = None;
+                    // A flush also retries dead destinations at once (as `postqueue -f`).
+                    self.dests.retain(|_, d| d.busy() > 0);
                     self.intake();
                 }
-                Event::Done { id, route, statuses } => self.done(id, route, statuses),
+                Event::Done { id, route, dest, statuses, feedback } => {
+                    self.feedback(&dest, feedback);
+                    self.apply(&id, &route, statuses);
+                }
             }
             self.dispatch();
         }
     }
 
+    /// The scheduling parameters of a transport (Postfix's defaults if main.cf's are bad).
+    fn policy(&mut self, transport: &str) -> Policy {
+        if let Some(p) = self.policies.get(transport) {
+            return p.clone();
+        }
+        let p = Policy::from_params(&self.limits.params, transport).unwrap_or_else(|e| {
+            tracing::warn!("transport {transport}: {e}; using the default scheduling parameters");
+            Policy::from_params(&self.limits.params, "default").unwrap_or_default()
+        });
+        self.policies.insert(transport.to_string(), p.clone());
+        p
+    }
+
     /// Moves new and due messages into the active queue.
     fn intake(&mut self) {
+        // Destinations with nothing running, waiting or suspended are forgotten, as Postfix
+        // deletes empty queues: the next message starts at the initial concurrency.
+        let waiting: HashSet<&DestKey> = self.waiting.iter().map(|j| &j.dest).collect();
+        self.dests.retain(|k, d| d.busy() > 0 || d.dead().is_some() || waiting.contains(k));
         let due_deferred = self
             .last_deferred_scan
             .is_none_or(|t| t.elapsed() >= self.limits.queue_run_delay.min(Duration::from_secs(60)));
         let mut sources = vec![QueueDir::Incoming];
         if due_deferred {
-            self.last_deferred_scan = Some(std::time::Instant::now());
+            self.last_deferred_scan = Some(Instant::now());
             sources.push(QueueDir::Deferred);
         }
         let now = SystemTime::now();
@@ -220,9 +283,18 @@ impl Qmgr {
             file.content_len(),
             env.recipients.len()
         );
+        let age = delay_secs(env.arrival);
+        let double_bounce_local = self.reporter.double_bounce.split('@').next().unwrap_or_default().to_string();
         let mut groups: HashMap<Route, Vec<DeliveryRecipient>> = HashMap::new();
         let mut unroutable = Vec::new();
+        let mut discarded = Vec::new();
         for (index, r) in file.pending() {
+            // Mail to the local double-bounce address goes nowhere, so the system needs no
+            // mailbox for it and a returned postmaster notice cannot loop (Postfix's qmgr).
+            if self.resolver.is_local_address(&r.address, &double_bounce_local) {
+                discarded.push((index, r.address.clone()));
+                continue;
+            }
             match self.resolver.resolve(&r.address) {
                 Ok(route) => groups.entry(route).or_default().push(DeliveryRecipient {
                     index: index as u32,
@@ -233,21 +305,34 @@ impl Qmgr {
                 Err(u) => unroutable.push((index, r.address.clone(), u)),
             }
         }
-        let mut active = Active { file, running: 0, failures: Vec::new() };
+        let mut active = Active::new(file);
         let mut updates = Vec::new();
+        for (index, address) in discarded {
+            tracing::info!(
+                "{id}: to=<{address}>, relay=none, delay={age}, dsn=2.0.0, status=sent (undeliverable postmaster notification discarded)"
+            );
+            tracing::warn!("{id}: undeliverable postmaster notification discarded");
+            updates.push((index, RcptStatus::Delivered));
+        }
         for (index, address, u) in unroutable {
             let status = if u.permanent { "bounced" } else { "deferred" };
-            tracing::info!("{id}: to=<{address}>, relay=none, dsn={}, status={status} ({})", u.dsn, u.reason);
+            tracing::info!(
+                "{id}: to=<{address}>, relay=none, delay={age}, dsn={}, status={status} ({})",
+                u.dsn,
+                u.reason
+            );
             if u.permanent {
                 updates.push((index, RcptStatus::Bounced));
-                let status = RecipientStatus {
+                active.failed(index, u.dsn, "none", &u.reason);
+            } else {
+                let s = RecipientStatus {
                     index: index as u32,
-                    outcome: Outcome::Bounced,
+                    outcome: Outcome::Deferred,
                     dsn: u.dsn.into(),
                     relay: "none".into(),
                     reason: u.reason,
                 };
-                active.failed(status, false);
+                active.deferrals.insert(index, s);
             }
         }
         if !updates.is_empty()
@@ -258,8 +343,17 @@ impl Qmgr {
         let mut routes: Vec<_> = groups.into_iter().collect();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
         for (route, recipients) in routes {
-            active.running += 1;
-            self.waiting.push_back(Job { id: id.clone(), route, recipients });
+            let policy = self.policy(&route.transport);
+            // Postfix: with a recipient limit of 1 the "destination" is the recipient, so
+            // concurrency is counted per recipient (local_destination_recipient_limit = 1).
+            let per_recipient = policy.recipient_limit == 1;
+            let chunk = if policy.recipient_limit == 0 { recipients.len().max(1) } else { policy.recipient_limit };
+            for part in recipients.chunks(chunk) {
+                let name = if per_recipient { part[0].address.to_ascii_lowercase() } else { route.nexthop.clone() };
+                let dest = DestKey { transport: route.transport.clone(), name };
+                active.running += 1;
+                self.waiting.push_back(Job { id: id.clone(), route: route.clone(), dest, recipients: part.to_vec() });
+            }
         }
         let nothing_to_do = active.running == 0;
         self.active.insert(id.clone(), active);
@@ -268,16 +362,29 @@ impl Qmgr {
         }
     }
 
-    /// Starts waiting jobs whose route has a free slot.
+    /// Starts waiting jobs whose destination has a free slot; defers those whose
+    /// destination is dead, without an attempt.
     fn dispatch(&mut self) {
+        let now = Instant::now();
         let mut still_waiting = VecDeque::new();
+        let mut suspended = Vec::new();
         while let Some(job) = self.waiting.pop_front() {
-            let busy = self.busy.entry(job.route.clone()).or_insert(0);
-            if *busy >= self.limits.destination_concurrency {
+            if !self.active.contains_key(&job.id) {
+                continue;
+            }
+            let policy = self.policy(&job.route.transport);
+            let dest = self.dests.entry(job.dest.clone()).or_insert_with(|| Dest::new(&policy));
+            dest.resume_if_due(&policy, now);
+            if let Some(dead) = dest.dead() {
+                let (dsn, reason) = (dead.dsn.clone(), dead.reason.clone());
+                suspended.push((job, dsn, reason));
+                continue;
+            }
+            if !dest.has_slot() {
                 still_waiting.push_back(job);
                 continue;
             }
-            *busy += 1;
+            dest.start();
             let Some(active) = self.active.get(&job.id) else { continue };
             let env = &active.file.envelope;
             let request = DeliveryRequest {
@@ -295,21 +402,61 @@ impl Qmgr {
             let socket = self.queue.root().join("private").join(&job.route.transport);
             let tx = self.tx.clone();
             let timeout = self.limits.ipc_timeout;
-            let (id, route) = (job.id, job.route);
+            let (id, route, dest) = (job.id, job.route, job.dest);
             tokio::spawn(async move {
-                let statuses = deliver(&socket, &request, timeout).await;
-                let _ = tx.send(Event::Done { id, route, statuses });
+                let (statuses, agent_answered) = deliver(&socket, &request, timeout).await;
+                let feedback = site_feedback(&statuses, agent_answered);
+                let _ = tx.send(Event::Done { id, route, dest, statuses, feedback });
             });
         }
         self.waiting = still_waiting;
+        for (job, dsn, reason) in suspended {
+            let Some(active) = self.active.get(&job.id) else { continue };
+            let age = delay_secs(active.file.envelope.arrival);
+            let reason = format!("delivery temporarily suspended: {reason}");
+            let statuses = job
+                .recipients
+                .iter()
+                .map(|r| {
+                    tracing::info!(
+                        "{}: to=<{}>, relay=none, delay={age}, delays={age}/0/0/0, dsn={dsn}, status=deferred ({reason})",
+                        job.id,
+                        r.address
+                    );
+                    RecipientStatus {
+                        index: r.index,
+                        outcome: Outcome::Deferred,
+                        dsn: dsn.clone(),
+                        relay: "none".into(),
+                        reason: reason.clone(),
+                    }
+                })
+                .collect();
+            self.apply(&job.id, &job.route, statuses);
+        }
     }
 
-    /// Applies the results of one attempt.
-    fn done(&mut self, id: QueueId, route: Route, statuses: Vec<RecipientStatus>) {
-        if let Some(n) = self.busy.get_mut(&route) {
-            *n = n.saturating_sub(1);
+    /// Feeds one attempt's result into its destination's concurrency window.
+    fn feedback(&mut self, key: &DestKey, outcome: feedback::Outcome) {
+        let policy = self.policy(&key.transport);
+        let resume_after = self.limits.minimal_backoff;
+        let Some(dest) = self.dests.get_mut(key) else { return };
+        if dest.finish(&policy, outcome, Instant::now(), resume_after)
+            && let Some(dead) = dest.dead()
+        {
+            tracing::info!(
+                "{}:{}: destination dead, delivery suspended for {}s: {}",
+                key.transport,
+                key.name,
+                resume_after.as_secs(),
+                dead.reason
+            );
         }
-        let Some(active) = self.active.get_mut(&id) else { return };
+    }
+
+    /// Applies the results of one attempt (or of a suspended one).
+    fn apply(&mut self, id: &QueueId, route: &Route, statuses: Vec<RecipientStatus>) {
+        let Some(active) = self.active.get_mut(id) else { return };
         active.running = active.running.saturating_sub(1);
         let updates: Vec<(usize, RcptStatus)> = statuses
             .iter()
@@ -326,12 +473,24 @@ impl Qmgr {
             tracing::warn!("{id}: mark recipients: {e}");
         }
         for s in statuses {
-            if s.outcome == Outcome::Bounced {
-                active.failed(s, false);
+            let index = s.index as usize;
+            match s.outcome {
+                Outcome::Bounced => active.failed(index, &s.dsn, &s.relay, &s.reason),
+                Outcome::Sent => {
+                    if let Some(r) = active.file.envelope.recipients.get(index)
+                        && bounce::wants_success_notice(r.notify)
+                    {
+                        let entry = Entry::new(r, success_action(route), &s.dsn, &s.relay, &s.reason);
+                        active.successes.push(entry);
+                    }
+                }
+                Outcome::Deferred => {
+                    active.deferrals.insert(index, s);
+                }
             }
         }
         if active.running == 0 {
-            self.finish(&id);
+            self.finish(id);
         }
     }
 
@@ -339,12 +498,16 @@ impl Qmgr {
     fn finish(&mut self, id: &QueueId) {
         let Some(mut active) = self.active.remove(id) else { return };
         if active.file.all_done() {
-            self.notify_sender(&mut active);
+            self.notify(&mut active);
             self.remove(id);
             return;
         }
-        let age = SystemTime::now().duration_since(active.file.envelope.arrival).unwrap_or_default();
-        if age >= self.limits.queue_lifetime {
+        let env = &active.file.envelope;
+        let age = SystemTime::now().duration_since(env.arrival).unwrap_or_default();
+        // Bounces (and postmaster notices) give up sooner: bounce_queue_lifetime.
+        let notification = env.sender.is_empty() || self.reporter.is_double_bounce(&env.sender);
+        let lifetime = if notification { self.limits.bounce_lifetime } else { self.limits.queue_lifetime };
+        if age >= lifetime {
             let expired: Vec<(usize, RcptStatus)> =
                 active.file.pending().map(|(i, _)| (i, RcptStatus::Expired)).collect();
             for (i, _) in &expired {
@@ -358,21 +521,25 @@ impl Qmgr {
                 tracing::warn!("{id}: mark expired: {e}");
             }
             for (i, _) in expired {
-                let status = RecipientStatus {
-                    index: i as u32,
-                    outcome: Outcome::Bounced,
-                    dsn: "4.4.7".into(),
-                    relay: "none".into(),
-                    reason: "message expired".into(),
+                // The report gives the last reason it was deferred, as Postfix's does.
+                let (dsn, relay, reason) = match active.deferrals.get(&i) {
+                    Some(s) => (s.dsn.clone(), s.relay.clone(), format!("message expired: {}", s.reason)),
+                    None => ("4.4.7".to_string(), "none".to_string(), "message expired".to_string()),
                 };
-                active.failed(status, true);
+                active.failed(i, &dsn, &relay, &reason);
             }
-            self.notify_sender(&mut active);
+            self.notify(&mut active);
             self.remove(id);
             return;
         }
+        if !self.limits.delay_warning.is_zero()
+            && age >= self.limits.delay_warning
+            && active.file.envelope.attr(DELAY_WARNING_ATTR).is_none()
+        {
+            self.warn_delayed(&mut active);
+        }
         // Failures found in this pass are reported now; the rest of the message waits.
-        self.notify_sender(&mut active);
+        self.notify(&mut active);
         let backoff =
             age.clamp(self.limits.minimal_backoff, self.limits.maximal_backoff.max(self.limits.minimal_backoff));
         if let Err(e) = self.queue.move_to(id, QueueDir::Active, QueueDir::Deferred) {
@@ -385,6 +552,31 @@ impl Qmgr {
             tracing::warn!("{id}: set retry time: {e}");
         }
     }
+
+    /// Sends the one delay warning of a message, then records it in the queue file. A
+    /// crash in between means a second warning, never none.
+    fn warn_delayed(&mut self, active: &mut Active) {
+        let id = active.file.id.clone();
+        let entries: Vec<Entry> = active
+            .file
+            .pending()
+            .filter(|(_, r)| bounce::wants_delay_notice(r.notify))
+            .map(|(i, r)| match active.deferrals.get(&i) {
+                Some(s) => Entry::new(r, Action::Delayed, &s.dsn, &s.relay, &s.reason),
+                None => Entry::new(r, Action::Delayed, "4.0.0", "none", "delivery deferred"),
+            })
+            .collect();
+        if let Some(n) = bounce::delays(&self.reporter, &active.file, &entries, SystemTime::now())
+            && !self.queue_notice(&id, n)
+        {
+            // Not recorded: the next pass tries again.
+            return;
+        }
+        let when = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if let Err(e) = active.file.set_attr(DELAY_WARNING_ATTR, &when.to_string()) {
+            tracing::warn!("{id}: could not record the delay warning: {e}");
+        }
+    }
 }
 
 impl Qmgr {
@@ -395,30 +587,83 @@ impl Qmgr {
         }
     }
 
-    /// Queues the non-delivery notification for the failures collected so far. If that
-    /// fails the message is not lost: the failures are logged, as Postfix logs them too.
-    fn notify_sender(&self, active: &mut Active) {
+    /// Queues the notifications for the failures and successes collected so far. If that
+    /// fails the message is not lost: the results are logged, as Postfix logs them too.
+    fn notify(&self, active: &mut Active) {
         let failures = std::mem::take(&mut active.failures);
+        let successes = std::mem::take(&mut active.successes);
         let id = &active.file.id;
-        let Some((env, content)) = bounce::build(&self.reporter, &active.file, &failures, SystemTime::now()) else {
-            return;
-        };
-        let queued = self.queue.create(&env).and_then(|mut m| {
-            m.write_content(&content)?;
+        let now = SystemTime::now();
+        if !failures.is_empty() {
+            match bounce::failures(&self.reporter, &active.file, &failures, now) {
+                Plan::Discard => tracing::warn!("{id}: undeliverable postmaster notification discarded"),
+                Plan::Send(notices) => {
+                    for n in notices {
+                        self.queue_notice(id, n);
+                    }
+                }
+            }
+        }
+        if let Some(n) = bounce::successes(&self.reporter, &active.file, &successes, now) {
+            self.queue_notice(id, n);
+        }
+    }
+
+    /// Queues one notification; true when it is safely in incoming/.
+    fn queue_notice(&self, id: &QueueId, n: Notice) -> bool {
+        let queued = self.queue.create(&n.envelope).and_then(|mut m| {
+            m.write_content(&n.content)?;
             m.commit()
         });
         match queued {
             Ok(new) => {
-                tracing::info!("{id}: sender non-delivery notification: {new}");
+                tracing::info!("{id}: {}: {new}", n.what);
                 let _ = self.tx.send(Event::Trigger);
+                true
             }
-            Err(e) => tracing::warn!("{id}: could not queue the non-delivery notification: {e}"),
+            Err(e) => {
+                tracing::warn!("{id}: could not queue the {}: {e}", n.what);
+                false
+            }
         }
     }
 }
 
+/// Seconds since arrival, for log lines.
+fn delay_secs(arrival: SystemTime) -> u64 {
+    SystemTime::now().duration_since(arrival).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Delivered or relayed: SMTP to another MTA is "relayed" (RFC 3464: the next hop may not
+/// report further), LMTP and local delivery are final. The delivery protocol does not say
+/// whether the next hop took over DSN duties, so SMTP is always "relayed".
+fn success_action(route: &Route) -> Action {
+    let smtp = matches!(route.transport.as_str(), "smtp" | "relay");
+    let lmtp_target = route.nexthop.starts_with("unix:") || route.nexthop.starts_with("inet:");
+    if smtp && !lmtp_target { Action::Relayed } else { Action::Delivered }
+}
+
+/// What an attempt says about its destination: reached when any recipient got an answer
+/// from the next hop, unreachable when nobody answered at all (Postfix's "connection or
+/// handshake failure"), nothing when the delivery agent itself failed.
+fn site_feedback(statuses: &[RecipientStatus], agent_answered: bool) -> feedback::Outcome {
+    if !agent_answered {
+        return feedback::Outcome::Neutral;
+    }
+    let unanswered = |s: &RecipientStatus| s.outcome == Outcome::Deferred && (s.relay.is_empty() || s.relay == "none");
+    match statuses.first() {
+        Some(first) if statuses.iter().all(unanswered) => {
+            feedback::Outcome::Unreachable { dsn: first.dsn.clone(), reason: first.reason.clone() }
+        }
+        Some(_) => feedback::Outcome::Reached,
+        None => feedback::Outcome::Neutral,
+    }
+}
+
 /// One request to a delivery agent; any failure to get an answer defers every recipient.
-async fn deliver(socket: &PathBuf, request: &DeliveryRequest, timeout: Duration) -> Vec<RecipientStatus> {
+/// The flag says whether the agent answered (else its failure says nothing about the
+/// destination).
+async fn deliver(socket: &PathBuf, request: &DeliveryRequest, timeout: Duration) -> (Vec<RecipientStatus>, bool) {
     let exchange = async {
         let mut s = tokio::net::UnixStream::connect(socket).await.map_err(|e| (e, true))?;
         let frame = rpost_ipc::encode(request).map_err(|e| (std::io::Error::other(e), false))?;
@@ -437,14 +682,14 @@ async fn deliver(socket: &PathBuf, request: &DeliveryRequest, timeout: Duration)
         }
     };
     let reason = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(resp)) if resp.statuses.len() == request.recipients.len() => return resp.statuses,
+        Ok(Ok(resp)) if resp.statuses.len() == request.recipients.len() => return (resp.statuses, true),
         Ok(Ok(_)) => "delivery agent answered for the wrong recipients".to_string(),
         // Postfix's words when the transport's service does not answer.
         Ok(Err((_, true))) => "mail transport unavailable".to_string(),
         Ok(Err((e, false))) => format!("delivery agent failed: {e}"),
         Err(_) => "delivery agent timed out".to_string(),
     };
-    request
+    let statuses = request
         .recipients
         .iter()
         .map(|r| {
@@ -461,5 +706,40 @@ async fn deliver(socket: &PathBuf, request: &DeliveryRequest, timeout: Duration)
                 reason: reason.clone(),
             }
         })
-        .collect()
+        .collect();
+    (statuses, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(outcome: Outcome, relay: &str) -> RecipientStatus {
+        RecipientStatus { index: 0, outcome, dsn: "4.4.1".into(), relay: relay.into(), reason: "why".into() }
+    }
+
+    #[test]
+    fn feedback_from_statuses() {
+        let refused = status(Outcome::Deferred, "none");
+        assert!(matches!(site_feedback(std::slice::from_ref(&refused), true), feedback::Outcome::Unreachable { .. }));
+        // A 4xx or 5xx from a server that answered is still a reached destination.
+        assert_eq!(site_feedback(&[status(Outcome::Deferred, "mx[192.0.2.1]:25")], true), feedback::Outcome::Reached);
+        assert_eq!(
+            site_feedback(&[refused.clone(), status(Outcome::Sent, "mx[192.0.2.1]:25")], true),
+            feedback::Outcome::Reached
+        );
+        assert_eq!(site_feedback(&[status(Outcome::Bounced, "none")], true), feedback::Outcome::Reached);
+        // The agent itself did not answer: no verdict on the destination.
+        assert_eq!(site_feedback(&[refused], false), feedback::Outcome::Neutral);
+        assert_eq!(site_feedback(&[], true), feedback::Outcome::Neutral);
+    }
+
+    #[test]
+    fn smtp_relays_lmtp_delivers() {
+        let r = |t: &str, n: &str| Route { transport: t.into(), nexthop: n.into() };
+        assert_eq!(success_action(&r("smtp", "example.test")), Action::Relayed);
+        assert_eq!(success_action(&r("relay", "[10.0.0.1]:25")), Action::Relayed);
+        assert_eq!(success_action(&r("lmtp", "unix:private/lmtp-deliver")), Action::Delivered);
+        assert_eq!(success_action(&r("local", "mail.example.test")), Action::Delivered);
+    }
 }

@@ -181,7 +181,7 @@ fn a_missing_transport_defers_and_bounces_are_final() {
     for needle in [
         "From: MAILER-DAEMON@mail.example.test (Mail Delivery System)",
         "Subject: Undelivered Mail Returned to Sender",
-        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Content-Type: multipart/report; report-type=\"delivery-status\";",
         "Content-Type: message/delivery-status",
         "Final-Recipient: rfc822; carol@example.test",
         "Action: failed",
