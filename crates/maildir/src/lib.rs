@@ -373,6 +373,11 @@ impl Maildir {
             self.owner,
             UIDLIST_LOCK_TIMEOUT,
         )?;
+        if let Some((uid, file)) = lock.append_new(filename)? {
+            drop(lock);
+            file.sync_data().map_err(io)?;
+            return Ok(uid);
+        }
         let mut list = lock.load()?;
         let uid = list.assign(filename);
         lock.save(&list)?;

@@ -48,8 +48,8 @@ fn delivery_names_sizes_and_lf_storage() {
     let uv = list.uid_validity;
     assert_eq!(
         text,
-        format!("3 V{uv} N3 G{}\n1 :{}\n2 :{}\n", list.guid, d.filename, d2.filename),
-        "Dovecot's v3 layout"
+        format!("3 V{uv} N2 G{}\n1 :{}\n2 :{}\n", list.guid, d.filename, d2.filename),
+        "Dovecot's v3 layout; the second record was appended, as Dovecot does, so N lags"
     );
     assert_eq!(std::fs::read_to_string(root.join("dovecot-uidvalidity")).unwrap(), format!("{uv:08x}"));
     assert!(root.join(format!("dovecot-uidvalidity.{uv:08x}")).exists());
@@ -261,4 +261,32 @@ fn keywords_round_trip_on_disk() {
     m.save_keywords(&k).unwrap();
     assert_eq!(std::fs::read_to_string(t.path().join("M/dovecot-keywords")).unwrap(), "0 $Junk\n");
     assert_eq!(m.keywords().unwrap(), k);
+}
+
+#[test]
+fn new_mail_is_appended_to_the_uidlist() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("M");
+    let m = Maildir::open(&root);
+    let list_path = root.join("dovecot-uidlist");
+    m.deliver(&mut &b"a\n"[..], "").unwrap();
+    let before = std::fs::read_to_string(&list_path).unwrap();
+    let b = m.deliver(&mut &b"b\n"[..], "").unwrap();
+    assert_eq!(std::fs::read_to_string(&list_path).unwrap(), format!("{before}2 :{}\n", b.filename));
+
+    // A header N ahead of the last record (expunged mail): the next UID follows N.
+    let guid = m.uidlist().unwrap().unwrap().guid;
+    std::fs::write(&list_path, format!("3 V7 N50 G{guid}\n1 :a\n")).unwrap();
+    assert_eq!(m.deliver(&mut &b"c\n"[..], "").unwrap().uid, Some(50));
+    // A header N behind the last record (appended by Dovecot): the record wins.
+    std::fs::write(&list_path, format!("3 V7 N2 G{guid}\n1 :a\n60 :b\n")).unwrap();
+    assert_eq!(m.deliver(&mut &b"d\n"[..], "").unwrap().uid, Some(61));
+
+    // An append torn by a crash: readers skip the broken line, the next delivery rewrites.
+    std::fs::write(&list_path, format!("3 V7 N2 G{guid}\n1 :a\n60 :b\n6")).unwrap();
+    assert_eq!(m.uidlist().unwrap().unwrap().records.len(), 2);
+    let e = m.deliver(&mut &b"e\n"[..], "").unwrap();
+    assert_eq!(e.uid, Some(61));
+    let text = std::fs::read_to_string(&list_path).unwrap();
+    assert_eq!(text, format!("3 V7 N62 G{guid}\n1 :a\n60 :b\n61 :{}\n", e.filename));
 }

@@ -14,8 +14,11 @@
 //! Version 1 (`1 <uidvalidity> <nextuid>`, records `<uid> <file name>`, as Courier's
 //! courierimapuiddb) is read too and written back as version 3, as Dovecot does.
 //!
-//! The file is never modified in place: a writer holds `dovecot-uidlist.lock` and replaces
-//! the file with rename(). Readers need no lock.
+//! A writer holds `dovecot-uidlist.lock`. A new message gets its record appended to the end of
+//! the file, as Dovecot does (the header's `N` may then lag behind: a reader takes the highest
+//! UID plus one when that is larger); any other change replaces the file with rename().
+//! Readers need no lock: a last line without its newline that does not parse is an append
+//! still being written (or torn by a crash) and is ignored; the next writer rewrites the file.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -46,6 +49,47 @@ impl UidRecord {
     pub fn base(&self) -> &str {
         base_of(&self.filename)
     }
+}
+
+/// One record line of a version 1 or 3 list; `prev` is the UID of the record before it.
+fn parse_record(line: &str, version: &str, prev: u32) -> Result<UidRecord, String> {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    let uid: u32 = line[..digits].parse().unwrap_or(0);
+    let rest = &line[digits..];
+    if uid == 0 || !rest.starts_with(' ') {
+        return Err("invalid data".into());
+    }
+    if uid <= prev {
+        return Err(format!("UIDs not ordered ({uid} <= {prev})"));
+    }
+    if uid == u32::MAX {
+        return Err("UID too high".into());
+    }
+    let rest = rest.trim_start_matches(' ');
+    let mut ext = Vec::new();
+    let filename = if version == "3" {
+        let mut r = rest;
+        loop {
+            if let Some(f) = r.strip_prefix(':') {
+                break f;
+            }
+            if r.is_empty() {
+                return Err("invalid extended fields".into());
+            }
+            let (field, tail) = r.split_once(' ').unwrap_or((r, ""));
+            if field.as_bytes()[0].is_ascii_uppercase() {
+                ext.push(field.to_string());
+            }
+            r = tail.trim_start_matches(' ');
+        }
+    } else {
+        rest
+    };
+    // The base name (before any ":2,flags") is what identifies the file.
+    if base_of(filename).is_empty() || filename.contains('/') {
+        return Err("broken filename".into());
+    }
+    Ok(UidRecord { uid, ext, filename: filename.to_string() })
 }
 
 fn base_of(name: &str) -> &str {
@@ -107,49 +151,22 @@ impl Uidlist {
             return Err(format!("broken header (uidvalidity = {}, next_uid={})", list.uid_validity, list.next_uid));
         }
         let mut prev = 0u32;
-        for (n, line) in lines.enumerate() {
+        let complete = text.ends_with('\n');
+        let mut lines = lines.enumerate().peekable();
+        while let Some((n, line)) = lines.next() {
             if line.is_empty() {
                 continue;
             }
-            let lineno = n + 2;
-            let digits = line.bytes().take_while(u8::is_ascii_digit).count();
-            let uid: u32 = line[..digits].parse().unwrap_or(0);
-            let rest = &line[digits..];
-            if uid == 0 || !rest.starts_with(' ') {
-                return Err(format!("line {lineno}: invalid data"));
-            }
-            if uid <= prev {
-                return Err(format!("line {lineno}: UIDs not ordered ({uid} <= {prev})"));
-            }
-            if uid == u32::MAX {
-                return Err(format!("line {lineno}: UID too high"));
-            }
-            prev = uid;
-            let rest = rest.trim_start_matches(' ');
-            let mut ext = Vec::new();
-            let filename = if version == "3" {
-                let mut r = rest;
-                loop {
-                    if let Some(f) = r.strip_prefix(':') {
-                        break f;
-                    }
-                    if r.is_empty() {
-                        return Err(format!("line {lineno}: invalid extended fields"));
-                    }
-                    let (field, tail) = r.split_once(' ').unwrap_or((r, ""));
-                    if field.as_bytes()[0].is_ascii_uppercase() {
-                        ext.push(field.to_string());
-                    }
-                    r = tail.trim_start_matches(' ');
+            match parse_record(line, version, prev) {
+                Ok(record) => {
+                    prev = record.uid;
+                    list.records.push(record);
                 }
-            } else {
-                rest
-            };
-            // The base name (before any ":2,flags") is what identifies the file.
-            if base_of(filename).is_empty() || filename.contains('/') {
-                return Err(format!("line {lineno}: broken filename"));
+                // A last line without its newline that does not parse is an append cut short
+                // (by a crash, or still being written): the record is not there yet.
+                Err(_) if !complete && lines.peek().is_none() => {}
+                Err(e) => return Err(format!("line {}: {e}", n + 2)),
             }
-            list.records.push(UidRecord { uid, ext, filename: filename.to_string() });
         }
         if list.next_uid <= prev {
             list.next_uid = prev + 1;
@@ -426,6 +443,66 @@ impl UidlistLock {
     /// Replaces the uidlist with `list`.
     pub fn save(&self, list: &Uidlist) -> Result<(), MaildirError> {
         write_uidlist(&self.mbox, list, self.owner)
+    }
+
+    /// Appends a record for `filename`, a file new to the mailbox, without rewriting the list
+    /// (Dovecot does the same for new mail). Returns its UID and the list's file, which the
+    /// caller fdatasyncs after dropping the lock, so that concurrent deliveries share one
+    /// journal commit. `None` when the list has to be written whole instead: it is missing,
+    /// version 1, broken, or does not end with a complete line.
+    pub(crate) fn append_new(&self, filename: &str) -> Result<Option<(u32, std::fs::File)>, MaildirError> {
+        use std::os::unix::fs::FileExt;
+        const WINDOW: u64 = 4096;
+        let path = self.mbox.path().join(UIDLIST_NAME);
+        let io = |e| MaildirError::io(path.clone(), e);
+        let f = match self.mbox.open_update(UIDLIST_NAME, self.owner) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let len = f.metadata().map_err(io)?.len();
+        let read_at = |off: u64, n: u64| -> io::Result<Vec<u8>> {
+            let mut buf = vec![0; n as usize];
+            f.read_exact_at(&mut buf, off)?;
+            Ok(buf)
+        };
+        let head = read_at(0, len.min(WINDOW)).map_err(io)?;
+        let Some(hdr_end) = head.iter().position(|&b| b == b'\n') else { return Ok(None) };
+        let Ok(header) = std::str::from_utf8(&head[..=hdr_end]) else { return Ok(None) };
+        if !header.starts_with("3 ") {
+            return Ok(None);
+        }
+        let Ok(hdr) = Uidlist::parse(header) else { return Ok(None) };
+        // The last record's UID: the line before the final newline.
+        let tail_off = len.saturating_sub(WINDOW);
+        let tail = read_at(tail_off, len - tail_off).map_err(io)?;
+        if tail.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        let body = &tail[..tail.len() - 1];
+        let last_uid = match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) if tail_off + i as u64 == hdr_end as u64 => 0,
+            Some(i) => {
+                let line = &body[i + 1..];
+                let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
+                match std::str::from_utf8(&line[..digits]).ok().and_then(|d| d.parse::<u32>().ok()) {
+                    Some(uid) if uid > 0 && line.get(digits) == Some(&b' ') => uid,
+                    _ => return Ok(None),
+                }
+            }
+            None if tail_off == 0 => 0,
+            None => return Ok(None),
+        };
+        let uid = hdr.next_uid.max(last_uid.saturating_add(1));
+        if uid >= u32::MAX - 1 {
+            return Ok(None);
+        }
+        let name = base_of(filename);
+        if name.is_empty() || name.contains(['/', '\n']) {
+            return Err(MaildirError::Corrupt { path, reason: "bad file name for the uidlist".into() });
+        }
+        f.write_all_at(format!("{uid} :{name}\n").as_bytes(), len).map_err(io)?;
+        Ok(Some((uid, f)))
     }
 
     /// The directory of the mailbox (for keyword files and the like).
