@@ -2,7 +2,8 @@
 //! session, log one line per recipient in Postfix's shape, answer with one status per
 //! recipient. The queue file is only read; qmgr marks recipients done.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rpost_ipc::{DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome, RecipientStatus};
@@ -10,19 +11,38 @@ use rpost_queue::{QueueDir, QueueFile, QueueId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use crate::driver::{Content, converse, limit};
+use crate::cache::{Cache, Conn};
+use crate::driver::{Content, converse, converse_from, limit, rset};
+use crate::mx::{self, Policy};
 use crate::nexthop::{self, Target};
-use crate::session::{self, RcptResult, Session};
+use crate::session::{self, Caps, RcptResult, Session};
 use crate::settings::{ProtoSettings, Settings};
+
+/// Everything a delivery needs that lives as long as the process.
+#[derive(Debug)]
+pub struct Agent {
+    pub settings: Settings,
+    pub dns: crate::dns::Resolver,
+    pub cache: Arc<Cache>,
+}
+
+impl Agent {
+    pub fn new(settings: Settings) -> Agent {
+        let dns = crate::dns::Resolver::new(&settings.dns_servers);
+        let cache = Arc::new(Cache::new(settings.cache.clone()));
+        Agent { settings, dns, cache }
+    }
+}
 
 /// Longest reason kept in a response when the full ones do not fit in one IPC frame.
 const SHORT_REASON: usize = 200;
 
 /// Serves one qmgr connection: one [`DeliveryRequest`] in, one [`DeliveryResponse`] out.
-pub async fn serve<S>(settings: &Settings, mut stream: S)
+pub async fn serve<S>(agent: &Agent, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let settings = &agent.settings;
     let mut dec = FrameDecoder::new();
     let mut buf = vec![0u8; 8192];
     let req: DeliveryRequest = loop {
@@ -52,7 +72,7 @@ where
             }
         }
     };
-    let resp = deliver(settings, &req).await;
+    let resp = deliver(agent, &req).await;
     let frame = match rpost_ipc::encode(&resp) {
         Ok(f) => f,
         Err(_) => {
@@ -117,8 +137,23 @@ struct Attempt<'a> {
     origs: Vec<Option<String>>,
 }
 
+/// The final word on one recipient: the result, the server it came from and how many
+/// deliveries that connection had made (`conn_use=` when more than one).
+#[derive(Debug, Clone)]
+struct Final {
+    result: RcptResult,
+    relay: String,
+    conn_use: u32,
+}
+
+impl Final {
+    fn new(result: RcptResult, relay: &str, conn_use: u32) -> Final {
+        Final { result, relay: relay.to_owned(), conn_use }
+    }
+}
+
 impl Attempt<'_> {
-    fn respond(&self, results: Vec<RcptResult>, relay: &str, handshake: Option<Instant>) -> DeliveryResponse {
+    fn respond(&self, results: Vec<Final>, handshake: Option<Instant>) -> DeliveryResponse {
         let end = Instant::now();
         let (conn, xfer) = match handshake {
             Some(h) => (h.saturating_duration_since(self.started), end.saturating_duration_since(h)),
@@ -131,20 +166,23 @@ impl Attempt<'_> {
             .iter()
             .zip(results)
             .zip(&self.origs)
-            .map(|((rcpt, r), orig)| {
+            .map(|((rcpt, f), orig)| {
                 let orig_to = match orig {
                     Some(o) if !o.is_empty() && *o != rcpt.address => format!("orig_to=<{o}>, "),
                     _ => String::new(),
                 };
+                let conn_use = if f.conn_use > 1 { format!("conn_use={}, ", f.conn_use) } else { String::new() };
+                let r = f.result;
                 let status = match r.outcome {
                     Outcome::Sent => "sent",
                     Outcome::Deferred => "deferred",
                     Outcome::Bounced => "bounced",
                 };
                 tracing::info!(
-                    "{}: to=<{}>, {orig_to}relay={relay}, delay={}, delays={}/0/{}/{}, dsn={}, status={status} ({})",
+                    "{}: to=<{}>, {orig_to}relay={}, {conn_use}delay={}, delays={}/0/{}/{}, dsn={}, status={status} ({})",
                     self.req.queue_id,
                     rcpt.address,
+                    f.relay,
                     fmt_delay(total),
                     fmt_delay(self.before),
                     fmt_delay(conn),
@@ -152,13 +190,7 @@ impl Attempt<'_> {
                     r.dsn,
                     r.reason,
                 );
-                RecipientStatus {
-                    index: rcpt.index,
-                    outcome: r.outcome,
-                    dsn: r.dsn,
-                    relay: relay.to_owned(),
-                    reason: r.reason,
-                }
+                RecipientStatus { index: rcpt.index, outcome: r.outcome, dsn: r.dsn, relay: f.relay, reason: r.reason }
             })
             .collect();
         DeliveryResponse { statuses }
@@ -166,7 +198,7 @@ impl Attempt<'_> {
 
     fn fail_all(&self, outcome: Outcome, dsn: &str, reason: &str, relay: &str) -> DeliveryResponse {
         let r = RcptResult { outcome, dsn: dsn.into(), reason: reason.into() };
-        self.respond(vec![r; self.req.recipients.len()], relay, None)
+        self.respond(vec![Final::new(r, relay, 1); self.req.recipients.len()], None)
     }
 }
 
@@ -184,8 +216,18 @@ async fn open_queue_file(settings: &Settings, req: &DeliveryRequest) -> Result<Q
         .map_err(|e| e.to_string())
 }
 
+/// A random number for shuffling equal MX preferences (std's per-instance random keys;
+/// nothing here needs to be unpredictable to an attacker).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
 /// Delivers one request and logs the outcome of each recipient.
-pub async fn deliver(settings: &Settings, req: &DeliveryRequest) -> DeliveryResponse {
+pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
+    let settings = &agent.settings;
     let started = Instant::now();
     if req.recipients.is_empty() {
         return DeliveryResponse { statuses: Vec::new() };
@@ -217,16 +259,11 @@ pub async fn deliver(settings: &Settings, req: &DeliveryRequest) -> DeliveryResp
         }
     };
     let proto = settings.proto(hop.protocol);
+    // The seam for STARTTLS (issue 5): a level that requires TLS defers until it exists.
     if proto.tls_required {
         let reason = "TLS is required but not implemented yet";
         return attempt.fail_all(Outcome::Deferred, "4.7.4", reason, "none");
     }
-    let content: Content = match file.content_reader() {
-        Ok(r) => Box::new(r),
-        Err(e) => {
-            return attempt.fail_all(Outcome::Deferred, "4.3.0", &format!("cannot read the queue file: {e}"), "none");
-        }
-    };
     let cfg = session::Config {
         protocol: hop.protocol,
         helo_name: proto.helo_name.clone(),
@@ -234,6 +271,7 @@ pub async fn deliver(settings: &Settings, req: &DeliveryRequest) -> DeliveryResp
         nexthop: req.nexthop.clone(),
         skip_5xx_greeting: proto.skip_5xx_greeting,
         skip_quit_response: proto.skip_quit_response,
+        keep_open: false,
     };
     let msg = session::Message {
         sender: req.sender.clone(),
@@ -250,17 +288,21 @@ pub async fn deliver(settings: &Settings, req: &DeliveryRequest) -> DeliveryResp
     };
     let t = &proto.timeouts;
     match &hop.target {
-        Target::Domain(domain) => {
-            let reason = format!("MX lookup for {domain} not implemented yet (use relayhost = [host]:port)");
-            attempt.fail_all(Outcome::Deferred, "4.4.3", &reason, "none")
-        }
         Target::Unix { shown, path } => {
+            let content: Content = match file.content_reader() {
+                Ok(r) => Box::new(r),
+                Err(e) => {
+                    let reason = format!("cannot read the queue file: {e}");
+                    return attempt.fail_all(Outcome::Deferred, "4.3.0", &reason, "none");
+                }
+            };
             let peer = format!("{}[{shown}]", settings.myhostname);
             match limit(t.connect, UnixStream::connect(path)).await {
                 Ok(Ok(mut stream)) => {
                     let mut session = Session::new(cfg, msg, peer.clone());
                     let hs = converse(&mut stream, &mut session, content, t).await;
-                    attempt.respond(session.results(), &peer, hs)
+                    let results = session.results().into_iter().map(|r| Final::new(r, &peer, 1)).collect();
+                    attempt.respond(results, hs)
                 }
                 Ok(Err(e)) => {
                     let reason = format!("connect to {peer}: {}", os_error(&e));
@@ -272,16 +314,228 @@ pub async fn deliver(settings: &Settings, req: &DeliveryRequest) -> DeliveryResp
                 }
             }
         }
-        Target::Tcp { host, port } => match connect_tcp(settings, proto, host, *port).await {
-            Ok((mut stream, addr)) => {
-                let peer = format!("{host}[{}]", addr.ip());
-                let relay = format!("{peer}:{}", addr.port());
-                let mut session = Session::new(cfg, msg, peer);
-                let hs = converse(&mut stream, &mut session, content, t).await;
-                attempt.respond(session.results(), &relay, hs)
+        Target::Tcp { .. } | Target::Domain(_) => {
+            let mut tcp = TcpDelivery {
+                agent,
+                attempt: &attempt,
+                file: &file,
+                proto,
+                cfg,
+                msg,
+                open: (0..req.recipients.len()).collect(),
+                finals: vec![None; req.recipients.len()],
+                soft: vec![None; req.recipients.len()],
+                handshake: None,
+            };
+            tcp.run(&hop.target, hop.protocol).await;
+            let last = tcp.last_failure();
+            let TcpDelivery { finals, soft, handshake, .. } = tcp;
+            let results = finals.into_iter().zip(soft).map(|(f, s)| f.or(s).unwrap_or_else(|| last.clone())).collect();
+            attempt.respond(results, handshake)
+        }
+    }
+}
+
+/// One request over TCP: a cached connection, else the next hop's addresses in turn.
+struct TcpDelivery<'a> {
+    agent: &'a Agent,
+    attempt: &'a Attempt<'a>,
+    file: &'a QueueFile,
+    proto: &'a ProtoSettings,
+    cfg: session::Config,
+    msg: session::Message,
+    /// Recipients (request indexes) no server has given a final answer for.
+    open: Vec<usize>,
+    finals: Vec<Option<Final>>,
+    /// The latest temporary failure of each open recipient, used when no server is left.
+    soft: Vec<Option<Final>>,
+    handshake: Option<Instant>,
+}
+
+/// Where a session runs.
+struct Server {
+    stream: TcpStream,
+    host: String,
+    addr: SocketAddr,
+    born: Instant,
+    /// Deliveries before this one.
+    uses: u32,
+    /// EHLO capabilities of a cached connection (the session skips the handshake).
+    resume: Option<Caps>,
+}
+
+impl TcpDelivery<'_> {
+    async fn run(&mut self, target: &Target, protocol: nexthop::Protocol) {
+        let settings = &self.agent.settings;
+        let cache = &self.agent.cache;
+        let caching = cache.enabled() && protocol == nexthop::Protocol::Smtp;
+        let key = format!("{}:{}", protocol.name(), self.attempt.req.nexthop);
+        if caching {
+            while let Some(mut conn) = cache.take(&key) {
+                if !cache.reusable(conn.born, conn.uses) || !rset(&mut conn.stream, cache.rset_timeout()).await {
+                    // Too old, or the server went away while it was idle: a fresh connection.
+                    continue;
+                }
+                self.handshake = Some(Instant::now());
+                let server = Server {
+                    stream: conn.stream,
+                    host: conn.host,
+                    addr: conn.addr,
+                    born: conn.born,
+                    uses: conn.uses,
+                    resume: Some(conn.caps),
+                };
+                self.session(server, false, caching.then_some(key.as_str())).await;
+                break;
             }
-            Err((dsn, reason)) => attempt.fail_all(Outcome::Deferred, dsn, &reason, "none"),
-        },
+            if self.open.is_empty() {
+                return;
+            }
+        }
+        let port = match target {
+            Target::Tcp { port, .. } => *port,
+            _ => settings.ports.smtp,
+        };
+        let is_self = |ip| settings.own.contains(ip);
+        let policy = Policy {
+            ipv4: settings.ipv4,
+            ipv6: settings.ipv6,
+            address_limit: settings.address_limit,
+            dns: settings.lookup_dns,
+            native: settings.lookup_native,
+            defer_if_no_mx_address: settings.defer_if_no_mx_address,
+            is_self: &is_self,
+            random: &random,
+        };
+        let candidates = match target {
+            Target::Domain(domain) => mx::resolve_domain(&self.agent.dns, domain, &policy).await,
+            Target::Tcp { host, .. } => mx::resolve_host(&self.agent.dns, host, &policy).await,
+            Target::Unix { .. } => return,
+        };
+        let candidates = match candidates {
+            Ok(c) => c,
+            Err(f) => {
+                let r = RcptResult { outcome: f.outcome, dsn: f.dsn, reason: f.reason };
+                for &i in &self.open {
+                    if f.outcome == Outcome::Bounced || self.soft[i].is_none() {
+                        self.finals[i] = Some(Final::new(r.clone(), "none", 1));
+                    }
+                }
+                self.open.clear();
+                return;
+            }
+        };
+        let mut sessions = 0;
+        let mut connect_error: Option<String> = None;
+        for (n, c) in candidates.iter().enumerate() {
+            if self.open.is_empty() || (settings.session_limit > 0 && sessions >= settings.session_limit) {
+                break;
+            }
+            let addr = SocketAddr::new(c.addr, port);
+            let stream = match limit(self.proto.timeouts.connect, connect_one(self.proto, addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let why = format!("connect to {}[{}]:{port}: {}", c.host, c.addr, os_error(&e));
+                    tracing::info!("{why}");
+                    connect_error = Some(why);
+                    continue;
+                }
+                Err(()) => {
+                    let why = format!("connect to {}[{}]:{port}: Connection timed out", c.host, c.addr);
+                    tracing::info!("{why}");
+                    connect_error = Some(why);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let last =
+                n + 1 == candidates.len() || (settings.session_limit > 0 && sessions + 1 >= settings.session_limit);
+            let server = Server { stream, host: c.host.clone(), addr, born: Instant::now(), uses: 0, resume: None };
+            if self.session(server, last, caching.then_some(key.as_str())).await {
+                sessions += 1;
+            }
+        }
+        // Recipients no server answered for and never reached one: the last connect error.
+        if let Some(why) = connect_error {
+            let r = RcptResult { outcome: Outcome::Deferred, dsn: "4.4.1".into(), reason: why };
+            for &i in &self.open {
+                if self.soft[i].is_none() {
+                    self.soft[i] = Some(Final::new(r.clone(), "none", 1));
+                }
+            }
+        }
+    }
+
+    /// Runs one session with the open recipients. Returns whether it got past the
+    /// handshake (it counts against smtp_mx_session_limit).
+    async fn session(&mut self, mut server: Server, last: bool, cache_key: Option<&str>) -> bool {
+        let content: Content = match self.file.content_reader() {
+            Ok(r) => Box::new(r),
+            Err(e) => {
+                let r = RcptResult {
+                    outcome: Outcome::Deferred,
+                    dsn: "4.3.0".into(),
+                    reason: format!("cannot read the queue file: {e}"),
+                };
+                for i in std::mem::take(&mut self.open) {
+                    self.finals[i] = Some(Final::new(r.clone(), "none", 1));
+                }
+                return false;
+            }
+        };
+        let peer = format!("{}[{}]", server.host, server.addr.ip());
+        let relay = format!("{peer}:{}", server.addr.port());
+        let mut msg = self.msg.clone();
+        msg.recipients = self.open.iter().map(|&i| self.msg.recipients[i].clone()).collect();
+        let mut cfg = self.cfg.clone();
+        cfg.keep_open = cache_key.is_some();
+        let mut session = Session::new(cfg, msg, peer);
+        let t = &self.proto.timeouts;
+        let step = match server.resume.take() {
+            Some(caps) => session.resume(caps),
+            None => session.start(),
+        };
+        let resumed = server.uses > 0;
+        let hs = converse_from(&mut server.stream, &mut session, step, content, t).await;
+        if !resumed {
+            self.handshake = hs.or(self.handshake);
+        }
+        let handshake = resumed || hs.is_some();
+        let uses = server.uses + 1;
+        let mut logged = Vec::new();
+        let open = std::mem::take(&mut self.open);
+        for (&i, r) in open.iter().zip(session.results()) {
+            if r.outcome == Outcome::Deferred {
+                // Another server may take it (Postfix keeps soft failures for the next MX).
+                if !last && !logged.contains(&r.reason) {
+                    tracing::info!("{}: {}", self.attempt.req.queue_id, r.reason);
+                    logged.push(r.reason.clone());
+                }
+                self.soft[i] = Some(Final::new(r, &relay, uses));
+                self.open.push(i);
+            } else {
+                self.finals[i] = Some(Final::new(r, &relay, uses));
+            }
+        }
+        if let Some(key) = cache_key
+            && session.reusable()
+        {
+            let caps = session.caps().clone();
+            let conn =
+                Conn { stream: server.stream, host: server.host, addr: server.addr, caps, born: server.born, uses };
+            self.agent.cache.put(key, conn);
+        }
+        handshake
+    }
+
+    /// What recipients that no server settled get when nothing else is known.
+    fn last_failure(&self) -> Final {
+        let r = RcptResult {
+            outcome: Outcome::Deferred,
+            dsn: "4.4.1".into(),
+            reason: format!("no server for {} could be reached", self.attempt.req.nexthop),
+        };
+        Final::new(r, "none", 1)
     }
 }
 
@@ -292,56 +546,6 @@ fn os_error(e: &std::io::Error) -> String {
         Some(i) if s.ends_with(')') => s[..i].to_owned(),
         _ => s,
     }
-}
-
-/// Resolves `host` and connects to its addresses in turn. Errors are `(dsn, reason)`.
-async fn connect_tcp(
-    settings: &Settings,
-    proto: &ProtoSettings,
-    host: &str,
-    port: u16,
-) -> Result<(TcpStream, SocketAddr), (&'static str, String)> {
-    let mut addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(it) => it.collect(),
-            Err(e) => {
-                return Err((
-                    "4.4.3",
-                    format!("Host or domain name not found. Name service error for name={host}: {}", os_error(&e)),
-                ));
-            }
-        },
-    };
-    addrs.retain(|a| (a.is_ipv4() && settings.ipv4) || (a.is_ipv6() && settings.ipv6));
-    let mut seen = Vec::new();
-    addrs.retain(|a| {
-        let new = !seen.contains(a);
-        seen.push(*a);
-        new
-    });
-    if settings.address_limit > 0 {
-        addrs.truncate(settings.address_limit);
-    }
-    if addrs.is_empty() {
-        let reason = format!("Host or domain name not found. Name service error for name={host}: no usable address");
-        return Err(("4.4.3", reason));
-    }
-    let mut last = String::new();
-    for addr in addrs {
-        match limit(proto.timeouts.connect, connect_one(proto, addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, addr));
-            }
-            Ok(Err(e)) => {
-                last = format!("connect to {host}[{}]:{}: {}", addr.ip(), addr.port(), os_error(&e));
-            }
-            Err(()) => last = format!("connect to {host}[{}]:{}: Connection timed out", addr.ip(), addr.port()),
-        }
-        tracing::info!("{last}");
-    }
-    Err(("4.4.1", last))
 }
 
 async fn connect_one(proto: &ProtoSettings, addr: SocketAddr) -> std::io::Result<TcpStream> {

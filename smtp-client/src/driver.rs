@@ -1,5 +1,6 @@
 //! The tokio driver: moves bytes between the socket, the reply parser and the session, and
-//! streams the message body from the queue file through the dot-stuffer.
+//! streams the message body from the queue file through the dot-stuffer. [`rset`] checks
+//! that a cached connection is still alive before it is reused.
 
 use std::future::Future;
 use std::io::Read;
@@ -120,11 +121,27 @@ pub async fn converse<S>(stream: &mut S, session: &mut Session, content: Content
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let step = session.start();
+    converse_from(stream, session, step, content, t).await
+}
+
+/// As [`converse`], from a first step already taken (e.g. [`Session::resume`] on a cached
+/// connection). A session that ends [`Session::reusable`] leaves the connection open.
+pub async fn converse_from<S>(
+    stream: &mut S,
+    session: &mut Session,
+    first: Step,
+    content: Content,
+    t: &Timeouts,
+) -> Option<Instant>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut content = Some(content);
     let mut parser = ReplyParser::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut handshake = None;
-    let mut step = session.start();
+    let mut step = first;
     loop {
         for w in session.take_warnings() {
             tracing::warn!("{w}");
@@ -168,6 +185,33 @@ where
             }
         };
     }
-    let _ = limit(Some(Duration::from_secs(5)), stream.shutdown()).await;
+    if !session.reusable() {
+        let _ = limit(Some(Duration::from_secs(5)), stream.shutdown()).await;
+    }
     handshake
+}
+
+/// Sends RSET and waits for a 2xx reply: a cached connection is alive and back in the
+/// initial transaction state. False on anything else (the caller closes it).
+pub async fn rset<S>(stream: &mut S, d: Duration) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if write(stream, b"RSET\r\n", Some(d)).await.is_err() {
+        return false;
+    }
+    let mut parser = ReplyParser::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            if let Some(r) = parser.next_reply() {
+                return r.is_ok_and(|r| r.class() == 2);
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => parser.feed(&buf[..n]),
+            }
+        }
+    };
+    limit(Some(d), read).await.unwrap_or(false)
 }

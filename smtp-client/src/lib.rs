@@ -13,8 +13,29 @@
 //!
 //! * Next hops ([`nexthop`]): `unix:PATH` (LMTP over a UNIX-domain socket, PATH relative to
 //!   `queue_directory`), `inet:host:port` (LMTP over TCP), `[host]:port`, `[host]`,
-//!   `host:port` (SMTP, or LMTP for the `lmtp` service), and bare domains, which need MX
-//!   lookups that do not exist yet: such mail is deferred (4.4.3), never bounced.
+//!   `host:port` (SMTP, or LMTP for the `lmtp` service; the host's A/AAAA records, no MX
+//!   lookup), and bare domains (SMTP to their MX hosts).
+//! * MX delivery ([`mx`], sans I/O, fed by [`dns`]: hickory-resolver asking the servers of
+//!   `dns_resolver_servers`, else those of /etc/resolv.conf): MX records by preference,
+//!   equal preferences shuffled, no MX: the domain's own A/AAAA (implicit MX); NXDOMAIN
+//!   bounces (5.4.4, "Host or domain name not found. Name service error for name=D
+//!   type=MX: Host not found"), SERVFAIL/timeouts defer (4.4.3), a null MX (RFC 7505)
+//!   bounces (5.1.10 "Domain D does not accept mail (nullMX)"). MX hosts at our own
+//!   addresses (`inet_interfaces`, `proxy_interfaces`; exact addresses, so instances on
+//!   127.0.0.2 and 127.0.0.3 are strangers) and every worse MX are dropped; none left:
+//!   "mail for D loops back to myself" (5.4.6), or 4.4.4 when we are only a backup.
+//!   Addresses are tried in turn up to `smtp_mx_address_limit`, at most
+//!   `smtp_mx_session_limit` sessions past EHLO: a refused or timed-out connection, a 4xx
+//!   (or, with `smtp_skip_5xx_greeting`, 5xx) greeting or HELO, a lost connection, and a
+//!   4xx to RCPT or DATA leave the recipient for the next address, as Postfix does; the
+//!   last server's word is the reason. `smtp_host_lookup = native` or
+//!   `disable_dns_lookups = yes`: getaddrinfo only, no MX.
+//! * Connection cache ([`cache`]): an SMTP session that ended cleanly stays open, idle,
+//!   under its next hop for `smtp_connection_cache_time_limit`; the next request for that
+//!   next hop checks it with RSET and goes straight to MAIL FROM (logged `conn_use=N`),
+//!   until `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit`.
+//!   qmgr sends no backlog hint, so `smtp_connection_cache_on_demand = yes` caches after
+//!   every delivery. LMTP connections are not cached.
 //! * The protocol is LMTP when the service is named `lmtp`, when the command line has the
 //!   argument `lmtp` (`dovecot unix - - n - - smtp-client lmtp`), or when the next hop is
 //!   `unix:` or `inet:`; otherwise SMTP.
@@ -31,15 +52,19 @@
 //!   `connect to mx[192.0.2.1]:25: Connection refused`, `conversation with ... timed out
 //!   while ...`, `lost connection with ... while ...`).
 //! * One log line per recipient, as Postfix: `QUEUEID: to=<rcpt>, orig_to=<alias>,
-//!   relay=host[addr]:port, delay=1.2, delays=a/b/c/d, dsn=2.0.0, status=sent (250 ...)`.
+//!   relay=host[addr]:port, conn_use=2, delay=1.2, delays=a/b/c/d, dsn=2.0.0, status=sent
+//!   (250 ...)` (`conn_use` only on a reused connection).
 //!   The program logs as `smtp` or `lmtp` (e.g. `rpost/lmtp[pid]`).
 //!
-//! Not yet: STARTTLS (a TLS level that requires it defers the mail with 4.7.4), SASL
-//! authentication, MX lookups, connection caching (one connection per request).
+//! Not yet: STARTTLS (a TLS level that requires it defers the mail with 4.7.4; the seam is
+//! in `deliver`, before any connection, and [`session::Caps::starttls`] is parsed), SASL
+//! authentication, DNSSEC/DANE, fallback relays.
 //!
 //! # SECURITY
 //! Runs as `mail_owner` (unpriv column `-`/`y`), optionally chrooted to the queue directory.
-//! Server replies are untrusted: lines are cut at [`reply::MAX_LINE`] bytes, replies at
+//! DNS answers are untrusted too: only MX/A/AAAA data is used, names are compared in lower
+//! case, an MX at one of our own addresses never gets mail. Queries go to the configured
+//! servers only. Server replies are untrusted: lines are cut at [`reply::MAX_LINE`] bytes, replies at
 //! [`reply::MAX_LINES`] lines, control characters never reach logs or reasons, every wait
 //! has a time limit. Envelope addresses with control characters or angle brackets are never
 //! put on the wire. Content line endings are repaired to CRLF while dot-stuffing, so a
@@ -50,16 +75,24 @@
 //! lmtp_lhlo_name, smtp_tcp_port, lmtp_tcp_port, smtp_connect_timeout, smtp_helo_timeout,
 //! smtp_mail_timeout, smtp_rcpt_timeout, smtp_data_init_timeout, smtp_data_xfer_timeout,
 //! smtp_data_done_timeout, smtp_quit_timeout and their lmtp_* twins (lmtp_lhlo_timeout),
-//! smtp_skip_5xx_greeting, smtp_mx_address_limit (addresses tried per host),
+//! smtp_skip_5xx_greeting, smtp_mx_address_limit, smtp_mx_session_limit,
+//! smtp_host_lookup, disable_dns_lookups, dns_resolver_servers (rpost), inet_interfaces,
+//! proxy_interfaces, smtp_defer_if_no_mx_address_found, smtp_connection_cache_on_demand,
+//! smtp_connection_cache_destinations, smtp_connection_cache_time_limit,
+//! smtp_connection_reuse_time_limit, smtp_connection_reuse_count_limit, smtp_rset_timeout,
 //! smtp_bind_address, smtp_bind_address6, lmtp_bind_address, smtp_tls_security_level,
 //! lmtp_tls_security_level, smtp_tls_wrappermode.
 //!
 //! # STANDARDS
-//! RFC 5321 (SMTP), RFC 2033 (LMTP), RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152
+//! RFC 5321 (SMTP; 5.1 for MX and implicit MX), RFC 7505 (null MX), RFC 1035 (DNS),
+//! RFC 2033 (LMTP), RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152
 //! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 (DSN), RFC 2034/3463 (enhanced status codes).
 
+pub mod cache;
 pub mod deliver;
+pub mod dns;
 pub mod driver;
+pub mod mx;
 pub mod nexthop;
 pub mod reply;
 pub mod session;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rpost_daemon::{Client, Stream};
+use smtp_client::deliver::Agent;
 use smtp_client::settings::Settings;
 
 /// LMTP for plain host next hops: the `lmtp` service, or the `lmtp` argument in master.cf.
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     };
     let lmtp = lmtp_service(&daemon.env().service, daemon.args());
     let settings = match Settings::from_params(daemon.params(), lmtp, queue_root) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(e) => {
             tracing::error!("fatal: {e}");
             return ExitCode::FAILURE;
@@ -46,12 +47,14 @@ fn main() -> ExitCode {
             );
         }
     }
+    // Before serve(): the resolver configuration is read before a chroot hides it.
+    let agent = Arc::new(Agent::new(settings));
     daemon.serve(rpost_daemon::Options::default(), move |client| {
-        let settings = settings.clone();
+        let agent = agent.clone();
         async move {
             match client {
-                Client::Stream(Stream::Unix(stream)) => smtp_client::deliver::serve(&settings, stream).await,
-                Client::Stream(Stream::Tcp { stream, .. }) => smtp_client::deliver::serve(&settings, stream).await,
+                Client::Stream(Stream::Unix(stream)) => smtp_client::deliver::serve(&agent, stream).await,
+                Client::Stream(Stream::Tcp { stream, .. }) => smtp_client::deliver::serve(&agent, stream).await,
                 Client::Trigger(_) => {}
             }
         }

@@ -6,8 +6,8 @@
 //! | `unix:PATH` | LMTP | UNIX-domain socket; a relative PATH is below `queue_directory` (`unix:private/dovecot-lmtp`) |
 //! | `inet:host:port`, `inet:[host]:port`, `inet:host` | LMTP | TCP, port default `lmtp_tcp_port` (24) |
 //! | `[host]:port`, `[host]` | SMTP (LMTP for the `lmtp` service) | TCP to that host, no MX lookup |
-//! | `host:port` | same | TCP to that host's addresses (Postfix would look up MX records first) |
-//! | `domain` | same | needs an MX lookup: not implemented yet, so such mail is deferred |
+//! | `host:port` | same | TCP to that host's addresses, no MX lookup |
+//! | `domain` | same | the domain's MX hosts ([`crate::mx`]) on `smtp_tcp_port` |
 //!
 //! Ports are numbers or one of the service names `smtp`, `submission`, `smtps`,
 //! `submissions`, `lmtp`. IPv6 addresses are written `[2001:db8::1]` or `[ipv6:2001:db8::1]`.

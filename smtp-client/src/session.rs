@@ -71,6 +71,9 @@ pub struct Config {
     pub skip_5xx_greeting: bool,
     /// Do not wait for the reply to QUIT (Postfix's `smtp_skip_quit_response`).
     pub skip_quit_response: bool,
+    /// End a session that completed its handshake without QUIT, so the connection can be
+    /// cached for the next delivery ([`Session::reusable`]).
+    pub keep_open: bool,
 }
 
 /// One recipient to deliver.
@@ -231,6 +234,8 @@ pub struct Session {
     mail_ok: bool,
     handshake_done: bool,
     quit_sent: bool,
+    /// Ended without QUIT, every reply read: the connection may serve another delivery.
+    reusable: bool,
     warnings: Vec<String>,
 }
 
@@ -280,6 +285,7 @@ impl Session {
             mail_ok: false,
             handshake_done: false,
             quit_sent: false,
+            reusable: false,
             warnings: Vec::new(),
         }
     }
@@ -288,6 +294,20 @@ impl Session {
     pub fn start(&mut self) -> Step {
         self.pending.push_back(Cmd::Greeting);
         Step { send: Vec::new(), body: false, wait: Some(Stage::Helo) }
+    }
+
+    /// The first step on a cached connection whose EHLO reply (`caps`) was read by an
+    /// earlier session and which answered RSET just now: straight to MAIL FROM.
+    pub fn resume(&mut self, caps: Caps) -> Step {
+        self.caps = caps;
+        self.handshake_done = true;
+        self.begin_transaction()
+    }
+
+    /// True when the session ended without QUIT after a clean conversation
+    /// ([`Config::keep_open`]): the caller may cache the connection.
+    pub fn reusable(&self) -> bool {
+        self.reusable
     }
 
     /// The server's capabilities (after EHLO).
@@ -593,6 +613,13 @@ impl Session {
         if self.quit_sent {
             return Step::done();
         }
+        if self.cfg.keep_open && self.handshake_done && self.pending.is_empty() {
+            // The next delivery starts with RSET, which also ends whatever transaction
+            // state the server still has (e.g. after every RCPT was refused).
+            self.unsent.clear();
+            self.reusable = true;
+            return Step::done();
+        }
         self.quit_sent = true;
         self.unsent.clear();
         let mut send = Vec::new();
@@ -664,6 +691,7 @@ mod tests {
             nexthop: "[mx.example]:25".into(),
             skip_5xx_greeting: true,
             skip_quit_response: protocol == Protocol::Smtp,
+            keep_open: false,
         }
     }
 

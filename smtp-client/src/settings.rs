@@ -53,8 +53,22 @@ pub struct Settings {
     /// `inet_protocols`.
     pub ipv4: bool,
     pub ipv6: bool,
-    /// `smtp_mx_address_limit`: addresses of one host tried per delivery (0 = no limit).
+    /// `smtp_mx_address_limit`: addresses tried per delivery (0 = no limit).
     pub address_limit: usize,
+    /// `smtp_mx_session_limit`: sessions (past the EHLO handshake) per delivery (0 = no limit).
+    pub session_limit: usize,
+    /// `smtp_host_lookup` has `dns` and `disable_dns_lookups` is off.
+    pub lookup_dns: bool,
+    /// `smtp_host_lookup` has `native` (or `disable_dns_lookups = yes`).
+    pub lookup_native: bool,
+    /// `smtp_defer_if_no_mx_address_found`.
+    pub defer_if_no_mx_address: bool,
+    /// `dns_resolver_servers` (empty: /etc/resolv.conf).
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Our own addresses, for the MX loop check (`inet_interfaces`, `proxy_interfaces`).
+    pub own: OwnAddrs,
+    /// The connection cache (`smtp_connection_cache_*`, `smtp_connection_reuse_*`).
+    pub cache: CacheSettings,
     /// `ipc_timeout`: how long qmgr may take to send its request.
     pub ipc_timeout: Duration,
 }
@@ -77,6 +91,23 @@ impl Settings {
             let value = p.get(name)?;
             parse_port(&value).ok_or(SettingsError::Invalid { name, value, why: "not a port number or service name" })
         };
+        let lookup = p.get_list("smtp_host_lookup")?;
+        let no_dns = p.get_bool("disable_dns_lookups")?;
+        let lookup_dns = !no_dns && lookup.iter().any(|m| m.eq_ignore_ascii_case("dns"));
+        let lookup_native = no_dns || lookup.iter().any(|m| m.eq_ignore_ascii_case("native"));
+        if let Some(bad) = lookup.iter().find(|m| !m.eq_ignore_ascii_case("dns") && !m.eq_ignore_ascii_case("native")) {
+            return Err(SettingsError::Invalid {
+                name: "smtp_host_lookup",
+                value: bad.clone(),
+                why: "not dns or native",
+            });
+        }
+        let servers = p.get_list("dns_resolver_servers")?;
+        let dns_servers = crate::dns::parse_servers(&servers).map_err(|_| SettingsError::Invalid {
+            name: "dns_resolver_servers",
+            value: servers.join(" "),
+            why: "not a list of ip or ip:port",
+        })?;
         Ok(Settings {
             myhostname: p.get("myhostname")?,
             queue_root,
@@ -87,8 +118,91 @@ impl Settings {
             ipv4: ipv4 || !ipv6,
             ipv6,
             address_limit: p.get_int("smtp_mx_address_limit")?.max(0) as usize,
+            session_limit: p.get_int("smtp_mx_session_limit")?.max(0) as usize,
+            lookup_dns,
+            lookup_native,
+            defer_if_no_mx_address: p.get_bool("smtp_defer_if_no_mx_address_found")?,
+            dns_servers,
+            own: OwnAddrs::from_params(&p.get_list("inet_interfaces")?, &p.get_list("proxy_interfaces")?),
+            cache: CacheSettings {
+                enabled: p.get_bool("smtp_connection_cache_on_demand")?
+                    || !p.get_list("smtp_connection_cache_destinations")?.is_empty(),
+                idle: p.get_time("smtp_connection_cache_time_limit")?,
+                reuse_time: p.get_time("smtp_connection_reuse_time_limit")?,
+                reuse_count: p.get_int("smtp_connection_reuse_count_limit")?.max(0) as u32,
+                rset_timeout: p.get_time("smtp_rset_timeout")?,
+            },
             ipc_timeout: p.get_time("ipc_timeout")?,
         })
+    }
+}
+
+/// The connection cache: idle sessions kept per destination after a delivery.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `smtp_connection_cache_on_demand` (qmgr sends no backlog hint, so "on demand" is
+    /// every delivery) or a non-empty `smtp_connection_cache_destinations`.
+    pub enabled: bool,
+    /// `smtp_connection_cache_time_limit`: longest idle time.
+    pub idle: Duration,
+    /// `smtp_connection_reuse_time_limit`: no reuse once a connection is this old.
+    pub reuse_time: Duration,
+    /// `smtp_connection_reuse_count_limit` (0 = no limit).
+    pub reuse_count: u32,
+    /// `smtp_rset_timeout`: the liveness check before reuse.
+    pub rset_timeout: Duration,
+}
+
+/// Which addresses are ours, as Postfix's own_inet_addr()/proxy_inet_addr() see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnAddrs {
+    /// `inet_interfaces = all`: every address of this host's interfaces.
+    pub all: bool,
+    /// Listed addresses (loopback-only: 127.0.0.1 and ::1), proxy_interfaces included.
+    pub listed: Vec<IpAddr>,
+}
+
+impl OwnAddrs {
+    /// Names in the lists are resolved once, here (Postfix does the same at start-up).
+    pub fn from_params(inet: &[String], proxy: &[String]) -> OwnAddrs {
+        let mut own = OwnAddrs { all: false, listed: Vec::new() };
+        for item in inet.iter().chain(proxy) {
+            let item = item.trim_start_matches('[').trim_end_matches(']');
+            match item.to_ascii_lowercase().as_str() {
+                "all" => own.all = true,
+                "loopback-only" | "localhost" => {
+                    own.listed.extend([IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)])
+                }
+                _ => match item.parse::<IpAddr>() {
+                    Ok(ip) => own.listed.push(ip),
+                    Err(_) => {
+                        use std::net::ToSocketAddrs;
+                        match (item, 0).to_socket_addrs() {
+                            Ok(it) => own.listed.extend(it.map(|a| a.ip())),
+                            Err(e) => tracing::warn!("inet_interfaces/proxy_interfaces: {item}: {e}"),
+                        }
+                    }
+                },
+            }
+        }
+        own
+    }
+
+    /// Is `ip` one of ours? With `all`, an address is ours when a socket can be bound to
+    /// it (it is on one of our interfaces); on loopback only 127.0.0.1 and ::1 count, as
+    /// Postfix compares exact interface addresses, so test instances on 127.0.0.2 and
+    /// 127.0.0.3 are not each other.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        if self.listed.contains(&ip) {
+            return true;
+        }
+        if !self.all {
+            return false;
+        }
+        if ip.is_loopback() {
+            return ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        }
+        !ip.is_unspecified() && !ip.is_multicast() && std::net::UdpSocket::bind((ip, 0)).is_ok()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rpost_config::Params;
 use rpost_ipc::{DeliveryRecipient, DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome};
 use rpost_queue::{Envelope, Queue, QueueDir, Recipient};
-use smtp_client::deliver::{deliver, serve};
+use smtp_client::deliver::{Agent, deliver, serve};
 use smtp_client::settings::Settings;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
@@ -124,14 +124,18 @@ fn queue_message(rcpts: &[&str], body: &[u8]) -> Env {
     Env { dir, queue_id: id.as_str().to_owned() }
 }
 
-fn settings(root: &Path, lmtp: bool, extra: &[(&str, &str)]) -> Settings {
+/// An agent without connection caching (each test server expects its QUIT) whose DNS
+/// server is a closed loopback port, so no test asks a real resolver.
+fn settings(root: &Path, lmtp: bool, extra: &[(&str, &str)]) -> Agent {
     let mut p = Params::empty();
     p.set("myhostname", "mail.example.test");
     p.set("inet_protocols", "ipv4");
+    p.set("smtp_connection_cache_on_demand", "no");
+    p.set("dns_resolver_servers", "127.0.0.1:1");
     for (k, v) in extra {
         p.set(k, v);
     }
-    Settings::from_params(&p, lmtp, root.to_path_buf()).unwrap()
+    Agent::new(Settings::from_params(&p, lmtp, root.to_path_buf()).unwrap())
 }
 
 fn request(env: &Env, nexthop: &str, rcpts: &[&str]) -> DeliveryRequest {
@@ -314,13 +318,35 @@ async fn a_server_that_hangs_up_defers() {
     assert_eq!(st.reason, "lost connection with 127.0.0.1[127.0.0.1] while sending MAIL FROM");
 }
 
+/// A DNS server on loopback UDP that answers every query with SERVFAIL.
+fn servfail_dns() -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, ResponseCode};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut r = Message::error_msg(q.metadata.id, q.metadata.op_code, ResponseCode::ServFail);
+            r.queries = q.queries.clone();
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
 #[tokio::test]
 async fn what_cannot_be_delivered_yet_is_deferred_honestly() {
     let env = queue_message(&["a@example.com"], BODY);
-    let s = settings(env.dir.path(), false, &[]);
+    // The DNS server answers SERVFAIL: the MX lookup fails for now.
+    let dns = servfail_dns();
+    let s = settings(env.dir.path(), false, &[("dns_resolver_servers", &dns.to_string())]);
     let st = deliver(&s, &request(&env, "example.com", &["a@example.com"])).await.statuses.remove(0);
     assert_eq!((st.outcome, st.dsn.as_str(), st.relay.as_str()), (Outcome::Deferred, "4.4.3", "none"));
-    assert!(st.reason.contains("MX lookup") && st.reason.contains("relayhost = [host]:port"), "{}", st.reason);
+    assert_eq!(
+        st.reason,
+        "Host or domain name not found. Name service error for name=example.com type=MX: Host not found, try again"
+    );
 
     let s = settings(env.dir.path(), false, &[("smtp_tls_security_level", "encrypt")]);
     let st = deliver(&s, &request(&env, "[127.0.0.1]:1", &["a@example.com"])).await.statuses.remove(0);
@@ -375,4 +401,63 @@ async fn one_request_one_response_over_ipc() {
     assert!(dec.is_empty());
     agent_task.await.unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_are_reused_with_rset() {
+    // One accepted connection serves both deliveries: the second starts with RSET and goes
+    // straight to MAIL FROM, and the idle connection is closed with QUIT after the cache
+    // time limit.
+    let first = queue_message(&["a@example.com"], BODY);
+    let root = first.dir.path().to_path_buf();
+    let second = {
+        let q = Queue::new(&root);
+        let mut env = Envelope::new("alice@example.test");
+        env.recipients.push(Recipient::new("b@example.com"));
+        let mut msg = q.create(&env).unwrap();
+        msg.write_content(BODY).unwrap();
+        let id = msg.commit().unwrap();
+        q.move_to(&id, QueueDir::Incoming, QueueDir::Active).unwrap();
+        id.as_str().to_owned()
+    };
+    let mut answers = smtp_answers(accept_all);
+    let (port, captured, task) =
+        tcp_server(
+            "220 fake.example ESMTP",
+            move |l: &str| {
+                if l == "RSET" { "250 2.0.0 Ok\r\n".into() } else { answers(l) }
+            },
+        )
+        .await;
+    let s = settings(
+        &root,
+        false,
+        &[("smtp_connection_cache_on_demand", "yes"), ("smtp_connection_cache_time_limit", "1s")],
+    );
+    let nexthop = format!("[127.0.0.1]:{port}");
+    let resp = deliver(&s, &request(&first, &nexthop, &["a@example.com"])).await;
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent, "{resp:?}");
+    assert_eq!(s.cache.idle_count(), 1);
+    let env2 = Env { dir: tempfile::tempdir().unwrap(), queue_id: second };
+    let resp = deliver(&s, &request(&env2, &nexthop, &["b@example.com"])).await;
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent, "{resp:?}");
+    // The server quits after the idle limit; its task ends then.
+    tokio::time::timeout(std::time::Duration::from_secs(30), task).await.unwrap().unwrap();
+    let got = captured.lock().unwrap().clone();
+    let size = BODY.len();
+    assert_eq!(
+        got.commands,
+        [
+            "EHLO mail.example.test".to_string(),
+            format!("MAIL FROM:<alice@example.test> SIZE={size}"),
+            "RCPT TO:<a@example.com>".into(),
+            "DATA".into(),
+            "RSET".into(),
+            format!("MAIL FROM:<alice@example.test> SIZE={size}"),
+            "RCPT TO:<b@example.com>".into(),
+            "DATA".into(),
+            "QUIT".into(),
+        ]
+    );
+    assert_eq!(s.cache.idle_count(), 0);
 }

@@ -23,6 +23,7 @@
 //! # STANDARDS
 //! None.
 
+pub mod dns;
 pub mod smtp;
 
 use std::io::{Read, Write};
@@ -63,6 +64,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// A TCP port free on every one of `addrs` (loopback addresses such as 127.0.0.2), for
+/// suites that must listen on the same port at different addresses (MX relaying uses one
+/// `smtp_tcp_port` for every server).
+pub fn free_port_on(addrs: &[Ipv4Addr]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if addrs.iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addrs:?}");
+}
+
 /// Builds a [`Suite`].
 #[derive(Debug, Default)]
 pub struct SuiteBuilder {
@@ -71,6 +85,8 @@ pub struct SuiteBuilder {
     master: Vec<String>,
     inet: Vec<String>,
     env: Vec<(String, String)>,
+    /// Services added with [`SuiteBuilder::inet_at`]: their name and chosen port.
+    fixed_ports: Vec<(String, u16)>,
 }
 
 impl SuiteBuilder {
@@ -85,6 +101,16 @@ impl SuiteBuilder {
     pub fn inet(mut self, name: &str, rest: &str) -> Self {
         self.inet.push(name.into());
         self.master.push(format!("127.0.0.1:{{port:{name}}} inet {rest}"));
+        self
+    }
+
+    /// Adds an inet service on a chosen address and port (e.g. 127.0.0.2 and a port from
+    /// [`free_port_on`]); `rest` as in [`SuiteBuilder::inet`]. [`Suite::port`]`(name)` is
+    /// `port`. Pair it with `.main("inet_interfaces", "127.0.0.2")` so the instance knows
+    /// its own address.
+    pub fn inet_at(mut self, name: &str, addr: Ipv4Addr, port: u16, rest: &str) -> Self {
+        self.fixed_ports.push((name.into(), port));
+        self.master.push(format!("{addr}:{port} inet {rest}"));
         self
     }
 
@@ -141,10 +167,11 @@ impl SuiteBuilder {
         let root = tmp.path().to_path_buf();
         let config_dir = root.join("etc");
         std::fs::create_dir_all(&config_dir).expect("config dir");
-        let ports: Vec<(String, u16)> = self.inet.iter().map(|n| (n.clone(), free_port())).collect();
+        let mut ports: Vec<(String, u16)> = self.inet.iter().map(|n| (n.clone(), free_port())).collect();
+        ports.extend(self.fixed_ports.iter().cloned());
         let suite = Suite { tmp, root, config_dir, ports, master: None };
         let mut main = format!(
-            "# written by rpost-testkit\nqueue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nmyhostname = mail.example.test\ninet_interfaces = loopback-only\ninet_protocols = ipv4\nmail_owner = {}\nmaster_stop_timeout = 5s\n",
+            "# written by rpost-testkit\nqueue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nmyhostname = mail.example.test\ninet_interfaces = loopback-only\ninet_protocols = ipv4\nmail_owner = {}\nmaster_stop_timeout = 5s\n# no DNS queries leave a test: a closed loopback port (tests with a DnsServer override it)\ndns_resolver_servers = 127.0.0.1:1\n",
             suite.root.join("spool").display(),
             bin_dir().display(),
             suite.log_path().display(),

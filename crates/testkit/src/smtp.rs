@@ -32,6 +32,11 @@ impl SmtpClient {
         Self::from_stream(TcpStream::from(fd))
     }
 
+    /// Connects to any address (e.g. a suite listening on 127.0.0.2).
+    pub fn connect_to(addr: SocketAddr) -> SmtpClient {
+        Self::connect_addr(addr)
+    }
+
     fn connect_addr(addr: SocketAddr) -> SmtpClient {
         Self::from_stream(TcpStream::connect(addr).expect("connect"))
     }

@@ -1,0 +1,190 @@
+//! The connection cache (Postfix's scache, kept inside the smtp-client process): after a
+//! delivery, an SMTP session that ended cleanly stays open, idle, under the next hop it
+//! served. The next request for that next hop takes it (newest first), checks it with
+//! RSET (`smtp_rset_timeout`) and goes straight to MAIL FROM, skipping DNS, connect,
+//! greeting and EHLO. An idle connection is closed with QUIT after
+//! `smtp_connection_cache_time_limit`; none is cached again once it is older than
+//! `smtp_connection_reuse_time_limit` or has served `smtp_connection_reuse_count_limit`
+//! deliveries.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::session::Caps;
+use crate::settings::CacheSettings;
+
+/// One open session between deliveries.
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    /// The server as `host[addr]`, and its port.
+    pub host: String,
+    pub addr: SocketAddr,
+    /// Capabilities from the EHLO reply at connect time.
+    pub caps: Caps,
+    /// When the connection was made.
+    pub born: Instant,
+    /// Deliveries made over it so far.
+    pub uses: u32,
+}
+
+#[derive(Debug)]
+struct Idle {
+    id: u64,
+    conn: Conn,
+}
+
+/// Idle connections by destination key.
+#[derive(Debug)]
+pub struct Cache {
+    settings: CacheSettings,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    next_id: AtomicU64,
+}
+
+impl Cache {
+    pub fn new(settings: CacheSettings) -> Cache {
+        Cache { settings, idle: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled && !self.settings.idle.is_zero()
+    }
+
+    pub fn rset_timeout(&self) -> Duration {
+        self.settings.rset_timeout
+    }
+
+    /// May a connection of this age and use count be cached again?
+    pub fn reusable(&self, born: Instant, uses: u32) -> bool {
+        self.enabled()
+            && born.elapsed() < self.settings.reuse_time
+            && (self.settings.reuse_count == 0 || uses < self.settings.reuse_count)
+    }
+
+    /// Takes the most recently cached connection for `key`.
+    pub fn take(&self, key: &str) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        let conn = list.pop().map(|i| i.conn);
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        conn
+    }
+
+    /// Caches `conn` under `key` (when its age and uses allow) and arranges for it to be
+    /// closed after the idle time limit unless a delivery takes it first.
+    pub fn put(self: &Arc<Self>, key: &str, conn: Conn) {
+        if !self.reusable(conn.born, conn.uses) {
+            tokio::spawn(quit(conn.stream));
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default().push(Idle { id, conn });
+        let cache = Arc::clone(self);
+        let key = key.to_owned();
+        let wait = self.settings.idle;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let expired = {
+                let mut idle = cache.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(list) = idle.get_mut(&key) else { return };
+                let found = list.iter().position(|i| i.id == id).map(|pos| list.remove(pos));
+                if list.is_empty() {
+                    idle.remove(&key);
+                }
+                found
+            };
+            if let Some(i) = expired {
+                quit(i.conn.stream).await;
+            }
+        });
+    }
+
+    /// Connections idle right now (for tests and logs).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+/// Says goodbye without waiting for the reply (as `smtp_skip_quit_response`).
+async fn quit(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(b"QUIT\r\n").await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn settings(idle_ms: u64, count: u32) -> CacheSettings {
+        CacheSettings {
+            enabled: true,
+            idle: Duration::from_millis(idle_ms),
+            reuse_time: Duration::from_secs(300),
+            reuse_count: count,
+            rset_timeout: Duration::from_secs(20),
+        }
+    }
+
+    async fn pair() -> (Conn, tokio::net::TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let conn = Conn {
+            stream: client,
+            host: "mx[127.0.0.1]".into(),
+            addr,
+            caps: Caps::default(),
+            born: Instant::now(),
+            uses: 1,
+        };
+        (conn, server)
+    }
+
+    #[test]
+    fn idle_connections_are_taken_or_closed_with_quit() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let cache = Arc::new(Cache::new(settings(60_000, 0)));
+            let (conn, _server) = pair().await;
+            cache.put("b.test", conn);
+            assert_eq!(cache.idle_count(), 1);
+            assert!(cache.take("a.test").is_none());
+            let conn = cache.take("b.test").expect("cached");
+            assert_eq!(cache.idle_count(), 0);
+            drop(conn);
+
+            // After the idle time limit the connection is closed with QUIT.
+            let cache = Arc::new(Cache::new(settings(10, 0)));
+            let (conn, mut server) = pair().await;
+            cache.put("b.test", conn);
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), server.read_to_end(&mut got)).await.unwrap().unwrap();
+            assert_eq!(got, b"QUIT\r\n");
+            assert!(cache.take("b.test").is_none());
+
+            // smtp_connection_reuse_count_limit: a connection that served its count is closed.
+            let cache = Arc::new(Cache::new(settings(60_000, 1)));
+            let (conn, mut server) = pair().await;
+            cache.put("b.test", conn);
+            assert!(cache.take("b.test").is_none());
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), server.read_to_end(&mut got)).await.unwrap().unwrap();
+            assert_eq!(got, b"QUIT\r\n");
+        });
+    }
+}
