@@ -5,6 +5,10 @@
 //! `lmtp-deliver unix - n n - - lmtp-deliver`; qmgr's LMTP client (or a real Postfix with
 //! `virtual_transport = lmtp:unix:private/lmtp-deliver`) delivers to it.
 //!
+//! The crate's second binary, `local`, is the local delivery agent (Postfix's local(8)) for
+//! the master.cf service `local unix - n n - - local`: qmgr hands it the recipients in
+//! `mydestination` (`local_transport = local:$myhostname`); see "local" below.
+//!
 //! # DESCRIPTION
 //! An LMTP server (RFC 2033) that stores each message into the recipient's Maildir, as
 //! Dovecot's LMTP does:
@@ -25,6 +29,51 @@
 //!   `detail` when it exists (or, with `lda_mailbox_autocreate = yes`, after creating it,
 //!   subscribed with `lda_mailbox_autosubscribe`); otherwise to INBOX.
 //!
+//! ## local (Postfix local(8))
+//!
+//! qmgr connects to `private/local` and sends one `DeliveryRequest`; `local` reads the
+//! queue file and answers one `DeliveryResponse` with a status per recipient, logging
+//! `local[pid]: QID: to=<root@host>, orig_to=<root>, relay=local, delay=0.1,
+//! delays=0.05/0/0/0.05, dsn=2.0.0, status=sent (delivered to command: ...)`. For each
+//! recipient, as Postfix does ([`local::expand`]):
+//!
+//! * The local part (lower case) is looked up in `alias_maps`, first whole, then without
+//!   its `recipient_delimiter` extension. A value lists addresses, `/file/name` (mbox;
+//!   `/dir/` is a Maildir), `"|command"` and `:include:/file`; local addresses recurse in
+//!   process, others are forwarded. An alias that lists itself means its mailbox. With
+//!   `owner_request_special`, an `owner-NAME` alias makes `owner-NAME@$myorigin` (or its
+//!   value with `expand_owner_alias`) the sender of NAME's expansion.
+//! * Otherwise the system user (getpwnam) of the local part without extension; unknown is
+//!   `5.1.1 unknown user: "name"` and qmgr bounces. `forward_path` (default
+//!   `$home/.forward${recipient_delimiter}${extension}, $home/.forward`) is tried; a forward
+//!   file must be the user's and not group/world-writable, else it is ignored with a
+//!   warning; `\user` in it means the mailbox.
+//! * Mailbox: `mailbox_command` when set; else `home_mailbox` (ending in `/`, e.g.
+//!   `Maildir/`: a Maildir in the home written with rpost-maildir, so Dovecot sees it;
+//!   otherwise an mbox file there); else `mail_spool_directory/USER` in mbox format: `From `
+//!   line, `Return-Path:`, `Delivered-To:`, `>From ` quoting, a blank line; locked with
+//!   `mailbox_delivery_lock` (fcntl, dotlock, flock), fsync'd, truncated back on error,
+//!   bounded by `mailbox_size_limit`.
+//! * Commands run with `/bin/sh -c`, the message (with its `From ` line) on stdin,
+//!   environment HOME USER LOGNAME SHELL SENDER RECIPIENT LOCAL EXTENSION DOMAIN
+//!   ORIGINAL_RECIPIENT PATH plus `export_environment`, `command_time_limit` (then the
+//!   process group is killed); exit codes are mapped as sysexits.h (75 and 71 defer, 64-78
+//!   with their DSN codes, others bounce with the command's output in the reason).
+//! * Loops: a local address that recurs among its own ancestors, or a message that already
+//!   carries a `Delivered-To:` for it, bounces with `5.4.6 mail forwarding loop for ADDR`;
+//!   nesting is bounded (100). The same destination is delivered once per recipient.
+//! * Forwarded addresses go into a new queue file in `incoming/` ([`local::requeue`]):
+//!   virtual-alias expanded as cleanup(8) would, sender kept (or the owner- alias),
+//!   `Delivered-To:` prepended, committed with rpost-queue's writer (fsync, complete mark,
+//!   directory fsync) and chowned to `mail_owner`; then `public/qmgr` is triggered. Logged
+//!   as `status=sent (forwarded as NEWQID)`.
+//! * A recipient is deferred if any of its deliveries deferred, bounced if any bounced,
+//!   sent otherwise.
+//!
+//! Not yet: `luser_relay`, `mailbox_transport`, `fallback_transport`,
+//! `mailbox_command_maps`, `biff`; errors of an owner- expansion's local deliveries still
+//! go to the original sender (Postfix sends them to the owner).
+//!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
 //! the spool and the per-recipient store call, [`userdb`] the user lookups, [`settings`] the
 //! parameters.
@@ -37,6 +86,24 @@
 //! `mail_gid`; never uid 0 or below `first_valid_uid`/`first_valid_gid`), and it works inside
 //! the store through directory descriptors without following links a mail user could plant
 //! (rpost-maildir's owner mode). Not running as root, it writes as itself and chowns nothing.
+//!
+//! `local` also runs as root (unpriv `n`) but never writes, reads a user's file or runs a
+//! command as root: each mbox/file/Maildir write and each `.forward`/`:include:` read runs
+//! in a short-lived copy of itself (`local --local-helper ...`, [`local::helper`]) started
+//! with the target's uid and gid through std's `CommandExt::uid/gid` (which also drops the
+//! supplementary groups), and each command in `/bin/sh` started the same way; no unsafe
+//! code. Rights: the recipient for mailboxes, `.forward` and its deliveries; for alias
+//! files and commands the owner of the alias database file, or `default_privs` when that
+//! is root; the owner of an `:include:` file when not root. Never uid 0: root's own
+//! mailbox is deferred with a hint to alias root. Only the mailbox file and dot-lock in
+//! `mail_spool_directory` are created by root (as Postfix does: the spool is root's), with
+//! `O_EXCL|O_NOFOLLOW`, then chowned. Writes refuse symlinks (`O_NOFOLLOW`), non-regular
+//! files and files with more than one link; with `strict_mailbox_ownership` a mailbox not
+//! owned by its user is deferred; `..` in file destinations is refused.
+//! `allow_mail_to_commands` / `allow_mail_to_files` (default `alias, forward`) decide
+//! which sources may name commands and files (`include` is not allowed by default).
+//! Address extensions put into `forward_path` pass a character filter without `/`. Not
+//! running as root, `local` delivers everything as itself and says so once.
 //!
 //! Addresses are untrusted: the local part and domain in `home`, `mail_home` and
 //! `mail_location` templates must be single safe path components (no `/`, `.` or `..`, no
@@ -53,12 +120,22 @@
 //! mailbox_size_limit, mail_temp_dir, line_length_limit; userdb fields uid, gid, home, mail,
 //! quota_rule (`*:storage=1G`). Plus the rpost-daemon parameters.
 //!
+//! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
+//! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_size_limit,
+//! mailbox_delivery_lock, deliver_lock_attempts, deliver_lock_delay, stale_lock_time,
+//! strict_mailbox_ownership, command_time_limit, allow_mail_to_commands,
+//! allow_mail_to_files, default_privs, owner_request_special, expand_owner_alias,
+//! prepend_delivered_header, export_environment, virtual_alias_maps (forwarded mail),
+//! mail_owner, queue_directory, ipc_timeout.
+//!
 //! # STANDARDS
 //! RFC 2033 (LMTP), RFC 5321, RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 2034/3463
 //! (enhanced status codes), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8); Maildir as Dovecot
-//! stores it (see rpost-maildir).
+//! stores it (see rpost-maildir). local: aliases(5) and local(8) semantics, RFC 3463
+//! status codes, mbox as Postfix writes it (`>From ` quoting of `From ` lines), sysexits.h.
 
 pub mod deliver;
+pub mod local;
 pub mod server;
 pub mod session;
 pub mod settings;

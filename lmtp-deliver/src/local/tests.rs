@@ -1,0 +1,161 @@
+//! Alias and forward expansion without the helper program: addresses, loops, owner-
+//! aliases, restrictions and command deliveries (which need no helper).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use rpost_config::Params;
+use rpost_ipc::Outcome;
+
+use super::expand::{AliasTable, Expander, Forward};
+use super::settings::{Account, Settings};
+use super::{Message, delivered_to_headers};
+
+fn params(extra: &[(&str, &str)]) -> Params {
+    let mut p = Params::empty();
+    p.set("myhostname", "mail.example.test");
+    p.set("mydestination", "$myhostname, localhost");
+    p.set("recipient_delimiter", "+");
+    p.set("forward_path", "/nonexistent/.forward");
+    for (k, v) in extra {
+        p.set(k, v);
+    }
+    p
+}
+
+fn me() -> Account {
+    Account::by_uid(nix::unistd::geteuid().as_raw()).unwrap().unwrap()
+}
+
+fn aliases(inline: &str) -> Vec<AliasTable> {
+    vec![AliasTable { table: rpost_lookup::open(&format!("inline:{{ {inline} }}")).unwrap(), privs: Ok(me()) }]
+}
+
+fn message(content: &str) -> Message {
+    let c = content.replace('\n', "\r\n").into_bytes();
+    Message {
+        queue_id: "0123456789ABCDEF".into(),
+        sender: "sender@example.org".into(),
+        delivered_to: delivered_to_headers(&c),
+        content: c,
+        original: "root@mail.example.test".into(),
+        envelope: rpost_queue::Envelope::new("sender@example.org"),
+    }
+}
+
+/// Runs the expansion of `rcpt` unprivileged; returns (leaves, forwards).
+fn run(
+    extra: &[(&str, &str)],
+    table: &str,
+    content: &str,
+    rcpt: &str,
+) -> (Vec<(String, super::expand::Status)>, Vec<Forward>) {
+    let p = params(extra);
+    let s = Settings::from_params(&p, PathBuf::from("/nonexistent"), false).unwrap();
+    let domains = rpost_address::Domains::from_params(&p).unwrap();
+    let t = aliases(table);
+    let msg = message(content);
+    let mut ex = Expander::new(&s, &domains, &t, &msg);
+    ex.deliver(rcpt);
+    (ex.leaves, ex.forwards)
+}
+
+#[test]
+fn aliases_expand_to_addresses_commands_and_unknown_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmd.out");
+    let table = format!(
+        "{{ root = alice@virtual.test, nosuchuser-xyz, \"|cat > {}\", Bob@Remote.Test }}, {{ Admin = root }}",
+        out.display()
+    );
+    let (leaves, forwards) = run(&[], &table, "Subject: hi\n\nFrom me\n", "admin+ext@mail.example.test");
+    let fw: Vec<&str> = forwards.iter().map(|f| f.address.as_str()).collect();
+    assert_eq!(fw, ["alice@virtual.test", "Bob@Remote.Test"]);
+    assert!(forwards.iter().all(|f| f.delivered == "root@mail.example.test" && f.sender == "sender@example.org"));
+    assert_eq!(leaves.len(), 2, "{leaves:?}");
+    assert_eq!(leaves[0].0, "nosuchuser-xyz@mail.example.test");
+    assert_eq!((leaves[0].1.outcome, leaves[0].1.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
+    assert_eq!(leaves[0].1.reason, "unknown user: \"nosuchuser-xyz\"");
+    assert_eq!(leaves[1].1.outcome, Outcome::Sent, "{leaves:?}");
+    assert!(leaves[1].1.reason.starts_with("delivered to command: cat > "));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("From sender@example.org  "), "{text}");
+    assert!(
+        text.contains(
+            "\nReturn-Path: <sender@example.org>\nDelivered-To: root@mail.example.test\nSubject: hi\n\nFrom me\n"
+        ),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn loops_are_bounced() {
+    let (leaves, _) = run(&[], "{ a = b }, { b = c, a }, { c = x@remote.test }", "", "a@mail.example.test");
+    assert_eq!(leaves.len(), 1, "{leaves:?}");
+    assert_eq!(leaves[0].1.dsn, "5.4.6");
+    assert_eq!(leaves[0].1.reason, "mail forwarding loop for a@mail.example.test");
+    // A message that was delivered to this address before.
+    let (leaves, forwards) = run(
+        &[],
+        "{ a = x@remote.test }",
+        "Delivered-To: other@x\nDelivered-To:\n A@mail.example.test\n\nbody\n",
+        "a@mail.example.test",
+    );
+    assert!(forwards.is_empty());
+    assert_eq!(leaves[0].1.reason, "mail forwarding loop for a@mail.example.test");
+    assert_eq!(leaves[0].1.outcome, Outcome::Bounced);
+}
+
+#[test]
+fn an_alias_listing_itself_means_its_mailbox() {
+    let (leaves, forwards) =
+        run(&[], "{ ghost-user-q = ghost-user-q, copy@remote.test }", "", "ghost-user-q@localhost");
+    assert_eq!(forwards.len(), 1);
+    // Not a loop: the mailbox of a user that does not exist.
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0].1.reason, "unknown user: \"ghost-user-q\"");
+}
+
+#[test]
+fn owner_alias_becomes_the_sender() {
+    let table = "{ list = a@remote.test, b@remote.test }, { owner-list = admin@remote.test }";
+    let (_, forwards) = run(&[], table, "", "list@mail.example.test");
+    assert_eq!(forwards.len(), 2);
+    assert!(forwards.iter().all(|f| f.sender == "owner-list@mail.example.test"), "{forwards:?}");
+    let (_, forwards) = run(&[("expand_owner_alias", "yes")], table, "", "list@mail.example.test");
+    assert!(forwards.iter().all(|f| f.sender == "admin@remote.test"), "{forwards:?}");
+    let (_, forwards) = run(&[("owner_request_special", "no")], table, "", "list@mail.example.test");
+    assert!(forwards.iter().all(|f| f.sender == "sender@example.org"), "{forwards:?}");
+}
+
+#[test]
+fn commands_and_files_can_be_restricted() {
+    let table = "{ root = \"|true\", /tmp/never-written-by-this-test }";
+    let (leaves, _) =
+        run(&[("allow_mail_to_commands", "forward"), ("allow_mail_to_files", "include")], table, "", "root@localhost");
+    let reasons: Vec<&str> = leaves.iter().map(|l| l.1.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "mail to command is restricted (from alias)",
+            "mail to file is restricted: /tmp/never-written-by-this-test (from alias)"
+        ]
+    );
+    assert!(leaves.iter().all(|l| l.1.dsn == "5.7.1"));
+}
+
+#[test]
+fn command_exit_codes_reach_the_status() {
+    let (leaves, _) = run(&[], "{ t = \"|exit 75\" }, { b = \"|echo nope; exit 1\" }", "", "t@localhost");
+    assert_eq!((leaves[0].1.outcome, leaves[0].1.dsn.as_str()), (Outcome::Deferred, "4.3.0"));
+    let (leaves, _) = run(&[], "{ t = \"|exit 75\" }, { b = \"|echo nope; exit 1\" }", "", "b@localhost");
+    assert_eq!(leaves[0].1.outcome, Outcome::Bounced);
+    assert_eq!(leaves[0].1.reason, "Command died with status 1. Command output: nope");
+}
+
+#[test]
+fn delivered_to_headers_stop_at_the_body() {
+    let c = b"Delivered-To: A@X\r\nSubject: s\r\nDelivered-to: b@y\r\n\r\nDelivered-To: c@z\r\n";
+    let got = delivered_to_headers(c);
+    assert_eq!(got, HashSet::from(["a@x".to_string(), "b@y".to_string()]));
+}
