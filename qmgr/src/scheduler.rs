@@ -172,7 +172,11 @@ impl Qmgr {
 
     /// Runs until the event channel closes.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
-        // Recovery: whatever a previous qmgr left in active/ is delivered again.
+        // Recovery: whatever a previous qmgr left in active/ is delivered again (and a queue
+        // file rewrite it did not finish is thrown away: the original is intact).
+        if let Err(e) = self.queue.remove_stale_rewrites(QueueDir::Active) {
+            tracing::warn!("active: {e}");
+        }
         match self.queue.scan(QueueDir::Active) {
             Ok(ids) => {
                 for id in ids {

@@ -10,6 +10,9 @@ use nix::fcntl::OFlag;
 use crate::format::{self, BLOCK};
 use crate::{Envelope, QueueError, QueueId, RcptStatus, Recipient};
 
+/// Name suffix of the temporary file [`QueueFile::set_attr`] writes (`.ID.rewrite`).
+pub(crate) const REWRITE_SUFFIX: &str = ".rewrite";
+
 /// A verified queue file: its envelope in memory, its content on disk.
 #[derive(Debug, Clone)]
 pub struct QueueFile {
@@ -136,7 +139,7 @@ impl QueueFile {
         let header = format::encode_header(&env)?;
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         // Not a queue ID, so scan() and cleanup never take it for a message.
-        let tmp = dir.join(format!(".{}.rewrite", self.id));
+        let tmp = dir.join(format!(".{}{REWRITE_SUFFIX}", self.id));
         let _ = std::fs::remove_file(&tmp);
         let result = (|| -> io::Result<()> {
             let out = OpenOptions::new()
@@ -263,7 +266,13 @@ mod tests {
         assert_eq!(g.envelope.recipients[1].status, RcptStatus::Delivered);
         assert_eq!(g.content().unwrap(), b"Subject: x\r\n\r\nbody\r\n");
         // Still committed (scan sees it), and no temporary file is left behind.
-        assert_eq!(q.scan(QueueDir::Incoming).unwrap(), vec![id]);
+        assert_eq!(q.scan(QueueDir::Incoming).unwrap(), vec![id.clone()]);
         assert_eq!(std::fs::read_dir(q.dir(QueueDir::Incoming)).unwrap().count(), 1);
+        // What an interrupted rewrite leaves behind is cleaned up; nothing else is touched.
+        std::fs::write(q.dir(QueueDir::Incoming).join(format!(".{id}.rewrite")), b"partial").unwrap();
+        std::fs::write(q.dir(QueueDir::Incoming).join(".other.rewrite"), b"not ours").unwrap();
+        assert_eq!(q.remove_stale_rewrites(QueueDir::Incoming).unwrap(), 1);
+        assert_eq!(std::fs::read_dir(q.dir(QueueDir::Incoming)).unwrap().count(), 2);
+        assert_eq!(q.scan(QueueDir::Incoming).unwrap(), vec![id]);
     }
 }

@@ -195,6 +195,31 @@ impl Queue {
         Ok(removed)
     }
 
+    /// Removes temporary files that [`QueueFile::set_attr`] left in `d` when it was
+    /// interrupted before its rename (the original file is intact then). Only the owner of
+    /// the directory's files (qmgr, at start-up) may call this. Returns how many it removed.
+    pub fn remove_stale_rewrites(&self, d: QueueDir) -> Result<usize, QueueError> {
+        let dir = self.dir(d);
+        let rd = fs::read_dir(&dir).map_err(|e| QueueError::io(&dir, e))?;
+        let mut removed = 0;
+        for ent in rd {
+            let ent = ent.map_err(|e| QueueError::io(&dir, e))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_rewrite = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(crate::reader::REWRITE_SUFFIX))
+                .is_some_and(|id| QueueId::parse(id).is_ok());
+            if is_rewrite && fs::remove_file(ent.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
+
     /// Regular files named by a queue ID in `d`, with their mark and mtime.
     fn entries(&self, d: QueueDir) -> Result<Vec<Entry>, QueueError> {
         let dir = self.dir(d);
