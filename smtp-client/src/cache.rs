@@ -53,8 +53,11 @@ impl Cache {
         Cache { settings, idle: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.settings.enabled && !self.settings.idle.is_zero()
+    /// Is caching on for this next hop (on demand, or listed in
+    /// `smtp_connection_cache_destinations`)?
+    pub fn enabled_for(&self, nexthop: &str) -> bool {
+        !self.settings.idle.is_zero()
+            && (self.settings.enabled || self.settings.destinations.iter().any(|d| d.eq_ignore_ascii_case(nexthop)))
     }
 
     pub fn rset_timeout(&self) -> Duration {
@@ -63,7 +66,7 @@ impl Cache {
 
     /// May a connection of this age and use count be cached again?
     pub fn reusable(&self, born: Instant, uses: u32) -> bool {
-        self.enabled()
+        !self.settings.idle.is_zero()
             && born.elapsed() < self.settings.reuse_time
             && (self.settings.reuse_count == 0 || uses < self.settings.reuse_count)
     }
@@ -132,6 +135,7 @@ mod tests {
     fn settings(idle_ms: u64, count: u32) -> CacheSettings {
         CacheSettings {
             enabled: true,
+            destinations: Vec::new(),
             idle: Duration::from_millis(idle_ms),
             reuse_time: Duration::from_secs(300),
             reuse_count: count,
@@ -167,6 +171,12 @@ mod tests {
             let conn = cache.take("b.test").expect("cached");
             assert_eq!(cache.idle_count(), 0);
             drop(conn);
+            // Off on demand, on for listed destinations only.
+            let mut s = settings(60_000, 0);
+            s.enabled = false;
+            s.destinations = vec!["[relay.example]:587".into()];
+            let listed = Cache::new(s);
+            assert!(listed.enabled_for("[RELAY.example]:587") && !listed.enabled_for("example.com"));
 
             // After the idle time limit the connection is closed with QUIT.
             let cache = Arc::new(Cache::new(settings(10, 0)));

@@ -368,7 +368,7 @@ impl TcpDelivery<'_> {
     async fn run(&mut self, target: &Target, protocol: nexthop::Protocol) {
         let settings = &self.agent.settings;
         let cache = &self.agent.cache;
-        let caching = cache.enabled() && protocol == nexthop::Protocol::Smtp;
+        let caching = protocol == nexthop::Protocol::Smtp && cache.enabled_for(&self.attempt.req.nexthop);
         let key = format!("{}:{}", protocol.name(), self.attempt.req.nexthop);
         if caching {
             while let Some(mut conn) = cache.take(&key) {

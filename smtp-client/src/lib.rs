@@ -35,7 +35,8 @@
 //!   next hop checks it with RSET and goes straight to MAIL FROM (logged `conn_use=N`),
 //!   until `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit`.
 //!   qmgr sends no backlog hint, so `smtp_connection_cache_on_demand = yes` caches after
-//!   every delivery. LMTP connections are not cached.
+//!   every delivery; with it off, only next hops in `smtp_connection_cache_destinations`
+//!   are cached. LMTP connections are not cached.
 //! * The protocol is LMTP when the service is named `lmtp`, when the command line has the
 //!   argument `lmtp` (`dovecot unix - - n - - smtp-client lmtp`), or when the next hop is
 //!   `unix:` or `inet:`; otherwise SMTP.

@@ -942,6 +942,47 @@ mod tests {
     }
 
     #[test]
+    fn kept_open_sessions_end_without_quit_and_resume_at_mail() {
+        let mut c = cfg(Protocol::Smtp);
+        c.keep_open = true;
+        let mut s = Session::new(c.clone(), msg(&["a@x"]), PEER);
+        let r = {
+            let mut steps = Vec::new();
+            let mut step = s.start();
+            for wire in ["220 mx.example", "250-mx.example\r\n250 PIPELINING", "250 ok", "250 ok", "354 go", "250 ok"] {
+                step = s.reply(ServerReply::parse(&format!("{wire}\r\n")).unwrap());
+                steps.push(String::from_utf8(step.send.clone()).unwrap());
+            }
+            assert_eq!(step, Step::default(), "no QUIT: {steps:?}");
+            steps
+        };
+        assert!(!r.iter().any(|s| s.contains("QUIT")));
+        assert!(s.reusable() && s.finished());
+        assert_eq!(s.results()[0].outcome, Outcome::Sent);
+        let caps = s.caps().clone();
+        assert!(caps.pipelining);
+        // The next delivery on that connection starts at MAIL FROM.
+        let mut s = Session::new(c, msg(&["b@x"]), PEER);
+        let step = s.resume(caps);
+        assert_eq!(step.send, b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<b@x>\r\nDATA\r\n");
+        assert!(s.handshake_done());
+        // A session that failed its handshake is never reusable, nor one that lost its server.
+        let mut c = cfg(Protocol::Smtp);
+        c.keep_open = true;
+        let mut s = Session::new(c.clone(), msg(&["a@x"]), PEER);
+        s.start();
+        let step = s.reply(ServerReply::parse("554 5.7.1 go away\r\n").unwrap());
+        assert_eq!(step.send, b"QUIT\r\n");
+        assert!(!s.reusable());
+        let mut s = Session::new(c, msg(&["a@x"]), PEER);
+        s.start();
+        s.reply(ServerReply::parse("220 mx.example\r\n").unwrap());
+        s.reply(ServerReply::parse("250 mx.example\r\n").unwrap());
+        s.io_error(IoFailure::Lost, false);
+        assert!(!s.reusable());
+    }
+
+    #[test]
     fn loops_are_detected() {
         let r = run(
             session(Protocol::Smtp, &["a@x"]),

@@ -125,8 +125,12 @@ impl Settings {
             dns_servers,
             own: OwnAddrs::from_params(&p.get_list("inet_interfaces")?, &p.get_list("proxy_interfaces")?),
             cache: CacheSettings {
-                enabled: p.get_bool("smtp_connection_cache_on_demand")?
-                    || !p.get_list("smtp_connection_cache_destinations")?.is_empty(),
+                enabled: p.get_bool("smtp_connection_cache_on_demand")?,
+                destinations: p
+                    .get_list("smtp_connection_cache_destinations")?
+                    .into_iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect(),
                 idle: p.get_time("smtp_connection_cache_time_limit")?,
                 reuse_time: p.get_time("smtp_connection_reuse_time_limit")?,
                 reuse_count: p.get_int("smtp_connection_reuse_count_limit")?.max(0) as u32,
@@ -141,8 +145,11 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// `smtp_connection_cache_on_demand` (qmgr sends no backlog hint, so "on demand" is
-    /// every delivery) or a non-empty `smtp_connection_cache_destinations`.
+    /// every delivery).
     pub enabled: bool,
+    /// `smtp_connection_cache_destinations`: next hops cached even without on-demand
+    /// caching, compared without case (`example.com`, `[relay.example]:587`).
+    pub destinations: Vec<String>,
     /// `smtp_connection_cache_time_limit`: longest idle time.
     pub idle: Duration,
     /// `smtp_connection_reuse_time_limit`: no reuse once a connection is this old.
@@ -294,5 +301,49 @@ mod tests {
         assert_eq!(s.smtp.bind4, Some("127.0.0.1".parse().unwrap()));
         p.set("smtp_bind_address", "nowhere");
         assert!(Settings::from_params(&p, true, "/q".into()).is_err());
+    }
+
+    #[test]
+    fn lookups_and_the_cache() {
+        let mut p = Params::empty();
+        p.set("myhostname", "mail.example.test");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert!(s.lookup_dns && !s.lookup_native && s.dns_servers.is_empty());
+        assert_eq!((s.address_limit, s.session_limit), (5, 2));
+        assert!(s.cache.enabled && s.cache.destinations.is_empty() && !s.defer_if_no_mx_address);
+        assert_eq!(s.cache.idle, Duration::from_secs(2));
+        assert_eq!(s.cache.reuse_time, Duration::from_secs(300));
+        assert_eq!(s.cache.reuse_count, 0);
+        p.set("smtp_host_lookup", "dns, native");
+        p.set("dns_resolver_servers", "127.0.0.1:5353 [::1]:53");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert!(s.lookup_dns && s.lookup_native);
+        assert_eq!(s.dns_servers, ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        p.set("disable_dns_lookups", "yes");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert!(!s.lookup_dns && s.lookup_native);
+        p.set("smtp_host_lookup", "dns, nis");
+        assert!(Settings::from_params(&p, false, "/q".into()).is_err());
+        p.set("smtp_host_lookup", "dns");
+        p.set("dns_resolver_servers", "dns.example");
+        assert!(Settings::from_params(&p, false, "/q".into()).is_err());
+    }
+
+    #[test]
+    fn own_addresses_are_exact() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let own = OwnAddrs::from_params(&l(&["127.0.0.2"]), &l(&["192.0.2.7"]));
+        assert!(own.contains("127.0.0.2".parse().unwrap()));
+        assert!(own.contains("192.0.2.7".parse().unwrap()), "proxy_interfaces count");
+        assert!(!own.contains("127.0.0.3".parse().unwrap()));
+        assert!(!own.contains("127.0.0.1".parse().unwrap()));
+        let own = OwnAddrs::from_params(&l(&["loopback-only"]), &[]);
+        assert!(own.contains("127.0.0.1".parse().unwrap()) && own.contains("::1".parse().unwrap()));
+        assert!(!own.contains("127.0.0.2".parse().unwrap()));
+        // all: interface addresses; on loopback only 127.0.0.1 itself, as Postfix sees lo.
+        let own = OwnAddrs::from_params(&l(&["all"]), &[]);
+        assert!(own.contains("127.0.0.1".parse().unwrap()));
+        assert!(!own.contains("127.0.0.3".parse().unwrap()));
+        assert!(!own.contains("192.0.2.1".parse().unwrap()), "TEST-NET-1 is nobody's interface");
     }
 }

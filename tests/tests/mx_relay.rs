@@ -1,7 +1,8 @@
 //! MX delivery end to end: two rpost instances, A on 127.0.0.2 and B on 127.0.0.3, both
 //! listening on the same SMTP port (their `smtp_tcp_port`), find each other through MX
-//! records served by a loopback DNS server (`rpost_testkit::dns`). A third address has an
-//! in-test SMTP server that refuses every recipient; a fourth has nothing listening.
+//! records served by a loopback DNS server (`rpost_testkit::dns`). Two more addresses have
+//! in-test SMTP servers that refuse (550) or greylist (450) every recipient; another has
+//! nothing listening.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -19,6 +20,8 @@ const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const DOWN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 /// An SMTP server that refuses every recipient with 550.
 const REJECT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+/// An SMTP server that greylists every recipient with 450.
+const GREY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 fn zone() -> Zone {
     Zone::new()
@@ -32,6 +35,10 @@ fn zone() -> Zone {
         .mx("two.test", 20, "mx.b.test")
         .mx("reject.test", 10, "mx.reject.test")
         .a("mx.reject.test", REJECT)
+        // The first MX greylists, the second is B.
+        .mx("grey.test", 10, "mx.grey.test")
+        .a("mx.grey.test", GREY)
+        .mx("grey.test", 20, "mx.b.test")
         // Someone points their MX at A.
         .mx("loop.test", 10, "mx.a.test")
         .null_mx("nomail.test")
@@ -90,9 +97,10 @@ fn submit(suite: &Suite, at: Ipv4Addr, from: &str, to: &str, subject: &str) -> S
     c.send_mail(from, &[to], &format!("Subject: {subject}\r\n\r\nhello\r\n")).expect("queued")
 }
 
-/// Refuses every recipient, like a server that knows nobody. Serves until the test ends.
-fn rejecting_server(port: u16) {
-    let listener = TcpListener::bind((REJECT, port)).expect("bind 127.0.0.5");
+/// Answers every RCPT with `rcpt_reply` (a server that knows nobody, or greylists).
+/// Serves until the test ends.
+fn refusing_server(addr: Ipv4Addr, port: u16, rcpt_reply: &'static str) {
+    let listener = TcpListener::bind((addr, port)).expect("bind a loopback address");
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
@@ -112,7 +120,7 @@ fn rejecting_server(port: u16) {
                 } else if cmd.starts_with("MAIL") || cmd == "RSET" {
                     "250 2.1.0 Ok\r\n"
                 } else if cmd.starts_with("RCPT") {
-                    "550 5.1.1 <nobody@reject.test>: Recipient address rejected: User unknown\r\n"
+                    rcpt_reply
                 } else if cmd == "QUIT" {
                     let _ = out.write_all(b"221 2.0.0 Bye\r\n");
                     break;
@@ -139,21 +147,22 @@ struct World {
 }
 
 fn world() -> Option<World> {
-    if !loopback_aliases_work(&[A, B, DOWN, REJECT]) {
-        eprintln!("127.0.0.2-5 cannot be bound here: skipped");
+    if !loopback_aliases_work(&[A, B, DOWN, REJECT, GREY]) {
+        eprintln!("127.0.0.2-6 cannot be bound here: skipped");
         return None;
     }
     let dns = DnsServer::start(zone());
-    let port = rpost_testkit::free_port_on(&[A, B, DOWN, REJECT]);
-    rejecting_server(port);
+    let port = rpost_testkit::free_port_on(&[A, B, DOWN, REJECT, GREY]);
+    refusing_server(REJECT, port, "550 5.1.1 <nobody@reject.test>: Recipient address rejected: User unknown\r\n");
+    refusing_server(GREY, port, "450 4.7.1 <bob@grey.test>: Recipient address rejected: Greylisted\r\n");
     let a = instance(A, "a", port, &dns, "a.test", "alice@a.test:{PLAIN}secret::::::\n");
     let b = instance(
         B,
         "b",
         port,
         &dns,
-        "b.test two.test",
-        "bob@b.test:{PLAIN}secret::::::\nbob@two.test:{PLAIN}secret::::::\n",
+        "b.test two.test grey.test",
+        "bob@b.test:{PLAIN}secret::::::\nbob@two.test:{PLAIN}secret::::::\nbob@grey.test:{PLAIN}secret::::::\n",
     );
     Some(World { dns, a, b })
 }
@@ -196,6 +205,19 @@ fn the_second_mx_takes_the_mail_when_the_first_is_down() {
     assert!(got[0].contains("Subject: via backup"), "{}", got[0]);
     let log = w.a.wait_log(&format!("{id}: to=<bob@two.test>, relay=mx.b.test[127.0.0.3]:{port}"), T);
     assert!(log.contains(&format!("connect to down.two.test[127.0.0.4]:{port}: Connection refused")), "{log}");
+
+    // A 4xx to RCPT at the first MX: Postfix tries the next MX, and so do we.
+    let id = submit(&w.a, A, "alice@a.test", "bob@grey.test", "past the greylist");
+    let got = wait_for_mail(&w.b, "grey.test", "bob", 1);
+    assert!(got[0].contains("Subject: past the greylist"), "{}", got[0]);
+    let log = w.a.wait_log(&format!("{id}: to=<bob@grey.test>, relay=mx.b.test[127.0.0.3]:{port}"), T);
+    assert!(
+        log.contains(&format!(
+            "{id}: host mx.grey.test[127.0.0.6] said: 450 4.7.1 <bob@grey.test>: Recipient address rejected: \
+             Greylisted (in reply to RCPT TO command)"
+        )),
+        "{log}"
+    );
 }
 
 #[test]
