@@ -461,3 +461,120 @@ async fn connections_are_reused_with_rset() {
     );
     assert_eq!(s.cache.idle_count(), 0);
 }
+
+/// A DNS server on loopback UDP answering from `zone` (name, record); NXDOMAIN otherwise.
+fn zone_dns(zone: Vec<(&'static str, hickory_proto::rr::RData)>) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::Record;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            r.queries = q.queries.clone();
+            let Some(query) = q.queries.first() else { continue };
+            let name = query.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+            let known = zone.iter().any(|(n, _)| *n == name);
+            for (n, data) in &zone {
+                if *n == name && data.record_type() == query.query_type {
+                    r.answers.push(Record::from_rdata(query.name.clone(), 1, data.clone()));
+                }
+            }
+            if !known {
+                r.metadata.response_code = ResponseCode::NXDomain;
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
+/// One scripted server on `addr:port` for one connection.
+async fn server_at<F>(
+    addr: &str,
+    port: u16,
+    greeting: &'static str,
+    answer: F,
+) -> (Arc<Mutex<Captured>>, tokio::task::JoinHandle<()>)
+where
+    F: FnMut(&str) -> String + Send + 'static,
+{
+    let listener = TcpListener::bind((addr, port)).await.unwrap();
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let c = captured.clone();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        fake(stream, greeting, answer, c).await;
+    });
+    (captured, task)
+}
+
+#[tokio::test]
+async fn the_next_mx_after_temporary_trouble_not_after_a_refusal() {
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::{A, MX};
+    let mx = |p: u16, h: &str| RData::MX(MX::new(p, hickory_proto::rr::Name::from_ascii(format!("{h}.")).unwrap()));
+    let a = |ip: [u8; 4]| RData::A(A(ip.into()));
+    let hosts = ["127.0.0.7", "127.0.0.8", "127.0.0.9", "127.0.0.10", "127.0.0.11"];
+    let Some(port) = (0..50).find_map(|_| {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        hosts.iter().all(|h| std::net::TcpListener::bind((*h, p)).is_ok()).then_some(p)
+    }) else {
+        eprintln!("no port free on 127.0.0.7-11: skipped");
+        return;
+    };
+    let dns = zone_dns(vec![
+        ("busy.test", mx(10, "s1.test")),
+        ("busy.test", mx(20, "s2.test")),
+        ("grey.test", mx(10, "s3.test")),
+        ("grey.test", mx(20, "s4.test")),
+        ("grey.test", mx(30, "s5.test")),
+        ("refuse.test", mx(10, "s3.test")),
+        ("refuse.test", mx(20, "s5.test")),
+        ("s1.test", a([127, 0, 0, 7])),
+        ("s2.test", a([127, 0, 0, 8])),
+        ("s3.test", a([127, 0, 0, 9])),
+        ("s4.test", a([127, 0, 0, 10])),
+        ("s5.test", a([127, 0, 0, 11])),
+    ]);
+    let env = queue_message(&["a@x.test"], BODY);
+    let s = settings(
+        env.dir.path(),
+        false,
+        &[("dns_resolver_servers", &dns.to_string()), ("smtp_tcp_port", &port.to_string())],
+    );
+
+    // 421 greeting at the best MX: the next one takes it.
+    let (c1, t1) = server_at("127.0.0.7", port, "421 4.3.2 s1 busy", |_: &str| String::new()).await;
+    let (c2, t2) = server_at("127.0.0.8", port, "220 s2 ESMTP", smtp_answers(accept_all)).await;
+    let st = deliver(&s, &request(&env, "busy.test", &["a@x.test"])).await.statuses.remove(0);
+    t1.await.unwrap();
+    t2.await.unwrap();
+    assert_eq!((st.outcome, st.relay.as_str()), (Outcome::Sent, format!("s2.test[127.0.0.8]:{port}").as_str()));
+    assert!(c1.lock().unwrap().commands.is_empty());
+    assert_eq!(c2.lock().unwrap().commands.last().unwrap(), "QUIT");
+
+    // 4xx to RCPT twice: smtp_mx_session_limit = 2 stops there, the third MX is not tried,
+    // and the last server's words are the reason.
+    let greylist = |_: &str| "450 4.7.1 Greylisted\r\n".to_string();
+    let (_c3, t3) = server_at("127.0.0.9", port, "220 s3 ESMTP", smtp_answers(greylist)).await;
+    let (_c4, t4) = server_at("127.0.0.10", port, "220 s4 ESMTP", smtp_answers(greylist)).await;
+    let s5 = std::net::TcpListener::bind(("127.0.0.11", port)).unwrap();
+    s5.set_nonblocking(true).unwrap();
+    let st = deliver(&s, &request(&env, "grey.test", &["a@x.test"])).await.statuses.remove(0);
+    t3.await.unwrap();
+    t4.await.unwrap();
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.7.1"));
+    assert_eq!(st.reason, "host s4.test[127.0.0.10] said: 450 4.7.1 Greylisted (in reply to RCPT TO command)");
+    assert!(s5.accept().is_err(), "the third MX is beyond smtp_mx_session_limit");
+
+    // 5xx is final: no other MX is asked.
+    let refuse = |_: &str| "550 5.1.1 No such user\r\n".to_string();
+    let (_c3, t3) = server_at("127.0.0.9", port, "220 s3 ESMTP", smtp_answers(refuse)).await;
+    let st = deliver(&s, &request(&env, "refuse.test", &["a@x.test"])).await.statuses.remove(0);
+    t3.await.unwrap();
+    assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
+    assert!(s5.accept().is_err(), "no second MX after a 5xx");
+}
