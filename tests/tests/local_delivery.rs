@@ -313,3 +313,23 @@ fn home_maildir_is_the_users() {
     }
     assert!(suite.log().contains("status=sent (delivered to maildir)"));
 }
+
+#[test]
+fn include_files_deliver_addresses_but_not_files_by_default() {
+    let suite = builder().start_with(|s| {
+        let etc = s.config_dir().display().to_string();
+        common(s, &format!("staff: :include:{etc}/staff.list\n"));
+        s.write_config("staff.list", &format!("# the team\nbob@example.test\n{etc}/never-written\n"));
+    });
+    let id = send(&suite, "alice@example.test", "staff@mail.example.test", "Subject: team\r\n\r\nhi all");
+    wait_settled(&suite, &id);
+    let bob = wait_mail(&suite, &virtual_new(&suite, "bob"), 1);
+    assert!(bob[0].1.contains("\nDelivered-To: staff@mail.example.test\n"), "{}", bob[0].1);
+    assert!(!suite.config_dir().join("never-written").exists());
+    let log = suite.log();
+    assert!(log.contains("dsn=5.7.1, status=bounced (mail to file is restricted: "), "{log}");
+    // The file's failure bounces the recipient: one notification to the sender.
+    let alice = new_mail(&virtual_new(&suite, "alice"));
+    assert_eq!(alice.len(), 1, "{log}");
+    assert!(alice[0].1.contains("mail to file is restricted"), "{}", alice[0].1);
+}
