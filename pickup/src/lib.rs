@@ -45,17 +45,22 @@
 //! refused (a hard link to another user's file would lend us its owner; Linux's
 //! protected_hardlinks forbids creating those in the first place), it opens with O_NOFOLLOW
 //! and O_NONBLOCK and checks that the opened file is the regular file it examined, reads at
-//! most the size limit, and validates every record. The sender address is taken from the
-//! file as Postfix takes `sendmail -f` (its default `local_login_sender_maps = static:*`
-//! lets any user set any sender); the Received: header and the log name the real uid, so
-//! a forged sender is always traceable. `public/` is mode 0711 (Postfix: 0710 group postdrop)
+//! most the size limit, and validates every record. Policy is enforced here, where the user
+//! cannot skip it: the owner's login name must be in `authorized_submit_users` (root and
+//! mail_owner always are) and the file's sender (or, without one, the login name) must be
+//! allowed for that login by `local_login_sender_maps` ([`policy`]; the default `static:*`
+//! allows any sender, as in Postfix); a refused file goes to corrupt/ with the reason, and a
+//! table that cannot be read stops pickup (files wait) rather than skip the check. The
+//! Received: header and the log name the real uid, so any sender stays traceable. `public/` is mode 0711 (Postfix: 0710 group postdrop)
 //! so local users can reach the public sockets (pickup, showq, qmgr triggers), which is what
 //! the setgid programs give them in Postfix; no one can list it.
 //!
 //! # CONFIGURATION
 //! `queue_directory`, `message_size_limit`, `myhostname`, `myorigin`, `mail_name`,
 //! `undisclosed_recipients_header`, `virtual_alias_maps` and the expansion limits,
-//! `mail_owner`.
+//! `mail_owner`, `authorized_submit_users`, `local_login_sender_maps`,
+//! `empty_address_local_login_sender_maps_lookup_key`; showq: `authorized_mailq_users`
+//! (checked against the client's SO_PEERCRED uid).
 //!
 //! # STANDARDS
 //! RFC 5322 (Date, Message-ID, From), RFC 5321 section 4.4 (Received), RFC 3461 (DSN
@@ -64,6 +69,7 @@
 pub mod headers;
 pub mod maildrop;
 pub mod pickup;
+pub mod policy;
 pub mod showq;
 
 pub use pickup::{Outcome, Pickup, PickupError, Settings};

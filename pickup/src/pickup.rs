@@ -29,6 +29,15 @@ pub struct Settings {
     pub undisclosed: String,
     pub domains: rpost_address::Domains,
     pub expand: rpost_lookup::ExpandOptions,
+    /// authorized_submit_users (root and mail_owner are always allowed).
+    pub submit_users: Vec<String>,
+    /// local_login_sender_maps; `Err` when a table failed to open (then nothing is taken
+    /// until a reload fixes it: unchecked senders would be a silent policy bypass).
+    pub login_sender_maps: Result<Vec<Box<dyn rpost_lookup::Table>>, String>,
+    /// empty_address_local_login_sender_maps_lookup_key.
+    pub null_sender_key: String,
+    /// mail_owner's uid, when it exists.
+    pub owner_uid: Option<u32>,
 }
 
 /// Why pickup cannot start.
@@ -52,6 +61,13 @@ impl Settings {
             undisclosed: p.get("undisclosed_recipients_header")?,
             domains: rpost_address::Domains::from_params(p)?,
             expand: rpost_lookup::ExpandOptions::from_params(p)?,
+            submit_users: p.get_list("authorized_submit_users")?,
+            login_sender_maps: rpost_lookup::open_param(p, "local_login_sender_maps").map_err(|e| {
+                tracing::warn!("local_login_sender_maps: {e}");
+                format!("local_login_sender_maps: {e}")
+            }),
+            null_sender_key: p.get("empty_address_local_login_sender_maps_lookup_key")?,
+            owner_uid: nix::unistd::User::from_name(&p.get("mail_owner")?).ok().flatten().map(|u| u.uid.as_raw()),
         })
     }
 }
@@ -178,6 +194,11 @@ impl Pickup {
             Ok(Some(u)) => u,
             _ => return self.corrupt(&path, name, &shown, format!("uid={uid}: no such user in the password file")),
         };
+        match self.authorize(&parsed, uid, &user.name) {
+            Ok(None) => {}
+            Ok(Some(refusal)) => return self.corrupt(&path, name, &shown, refusal),
+            Err(e) => return Outcome::Deferred(e),
+        }
         match self.enqueue(&parsed, uid, &user) {
             Ok(id) => {
                 if let Err(e) = fs::remove_file(&path).and_then(|()| sync_dir(&self.maildrop())) {
@@ -190,6 +211,24 @@ impl Pickup {
             }
             Err(e) => Outcome::Deferred(e),
         }
+    }
+
+    /// authorized_submit_users and local_login_sender_maps, as Postfix's postdrop/sendmail
+    /// apply them: `Ok(Some(why))` refuses, `Err` is a table failure (try again later).
+    fn authorize(&self, d: &DropFile, uid: u32, login: &str) -> Result<Option<String>, String> {
+        let s = &self.settings;
+        let privileged = uid == 0 || Some(uid) == s.owner_uid;
+        if !privileged && !crate::policy::user_listed(&s.submit_users, login).map_err(|e| e.to_string())? {
+            return Ok(Some(format!("User {login}({uid}) is not allowed to submit mail")));
+        }
+        let maps = s.login_sender_maps.as_ref().map_err(Clone::clone)?;
+        let sender = d.sender.as_deref().unwrap_or(login);
+        if !crate::policy::sender_allowed(maps, login, sender, &s.null_sender_key).map_err(|e| e.to_string())? {
+            return Ok(Some(format!(
+                "User {login}({uid}) is not allowed to submit mail as <{sender}> (local_login_sender_maps)"
+            )));
+        }
+        Ok(None)
     }
 
     /// Builds the envelope and writes the queue file, durable before this returns.
@@ -340,6 +379,10 @@ mod tests {
             undisclosed: String::new(),
             domains: rpost_address::Domains::default(),
             expand: rpost_lookup::ExpandOptions::default(),
+            submit_users: vec!["static:anyone".into()],
+            login_sender_maps: Ok(vec![rpost_lookup::open("static:*").unwrap()]),
+            null_sender_key: "<>".into(),
+            owner_uid: None,
         };
         let p = Pickup::new(dir.0.clone(), settings);
         (dir, p)
@@ -389,6 +432,31 @@ mod tests {
         assert!(text.starts_with("Received: by mail.example.test (rpost, from userid "), "{text}");
         assert!(text.contains(&format!("\tid {id}; ")) && text.contains("\r\nSubject: s\r\nDate: "), "{text}");
         assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+    }
+
+    #[test]
+    fn sender_policy_is_enforced() {
+        let (_d, mut p) = setup();
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
+        let spec = format!("inline:{{ {{ {me} = {me} @example.test }} }}");
+        p.settings.login_sender_maps = Ok(vec![rpost_lookup::open(&spec).unwrap()]);
+        // a@x.test is not among the senders this login may use.
+        put(&p, "P1", &good("x\n"), 0o744);
+        match p.take(OsStr::new("P1")) {
+            Outcome::Corrupt(why) => assert!(why.contains("is not allowed to submit mail as <a@x.test>"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let own = "RPOSTDROP 1\nsender any@example.test\nrcpt bob\nsize 2\n\nx\nEND\n";
+        put(&p, "P2", own.as_bytes(), 0o744);
+        assert!(matches!(p.take(OsStr::new("P2")), Outcome::Queued(_)));
+        // No sender line: the login name itself, which is allowed.
+        put(&p, "P3", b"RPOSTDROP 1\nrcpt bob\nsize 2\n\nx\nEND\n", 0o744);
+        assert!(matches!(p.take(OsStr::new("P3")), Outcome::Queued(_)));
+        // A broken table stops pickup from taking anything rather than skipping the check.
+        p.settings.login_sender_maps = Err("local_login_sender_maps: broken".into());
+        put(&p, "P4", &good("x\n"), 0o744);
+        assert!(matches!(p.take(OsStr::new("P4")), Outcome::Deferred(_)));
+        assert!(p.maildrop().join("P4").exists());
     }
 
     #[test]

@@ -41,15 +41,19 @@
 //!
 //! Exit status (sysexits): 0; EX_USAGE 64 (bad command line, no recipients); EX_DATAERR 65
 //! (message too big, bad address); EX_NOUSER 67 (-bv); EX_UNAVAILABLE 69 (maildrop or
-//! showq not reachable); EX_TEMPFAIL 75 (write error, try again); EX_CONFIG 78.
+//! showq not reachable); EX_CANTCREAT 73 (newaliases); EX_TEMPFAIL 75 (write error, try
+//! again); EX_NOPERM 77 (not authorized); EX_CONFIG 78.
 //!
 //! # SECURITY
 //! sendmail runs with the invoking user's privileges; it is not setuid or setgid. It can
 //! write into `maildrop/` (mode 1733, owned by mail_owner) but not list or read it, nor
 //! any other queue directory. The file's owner is the identity pickup records
 //! (`Received: ... from userid UID`, `pickup: QID: uid=UID from=<...>`); nothing the user
-//! writes can claim another uid. Any user may set any envelope sender with `-f`, as Postfix
-//! allows with its default `local_login_sender_maps = static:*`; the uid stays on record.
+//! writes can claim another uid. `authorized_submit_users` and `local_login_sender_maps`
+//! (which senders each login may use with `-f` or `MAIL FROM`; default `static:*`, any, as in
+//! Postfix) are checked here for a prompt error (EX_NOPERM 77, or 553 5.7.1 in -bs) and
+//! enforced by pickup, which the user cannot bypass. mailq's `authorized_mailq_users` is
+//! enforced by showq from the socket's peer credentials.
 //! Names of maildrop files are 128 random bits, so other users cannot guess and open them.
 //! Envelope values are checked before writing (no control characters, no angle brackets,
 //! bounded lengths), and pickup checks them again. The size limit is message_size_limit.
@@ -57,8 +61,9 @@
 //! # CONFIGURATION
 //! `-C DIR` (or a main.cf path), else `RPOST_CONFIG`, else `/etc/rpost`. Parameters:
 //! `queue_directory`, `message_size_limit`, `myhostname`, `myorigin`, `smtpd_banner`,
-//! `alias_database`, `mail_owner`, and for `-bv` the address class and transport
-//! parameters.
+//! `alias_database`, `mail_owner`, `authorized_submit_users`, `local_login_sender_maps`,
+//! `empty_address_local_login_sender_maps_lookup_key`, and for `-bv` the address class and
+//! transport parameters.
 //!
 //! # STANDARDS
 //! RFC 5321 (-bs), RFC 5322 (address lists, Resent- fields for -t), RFC 3461 (DSN
@@ -67,6 +72,10 @@
 pub mod drop;
 pub mod input;
 pub mod options;
+/// The rules pickup enforces (authorized_submit_users, local_login_sender_maps), checked here
+/// first for a prompt error: one source file, compiled into both crates.
+#[path = "../../pickup/src/policy.rs"]
+pub mod policy;
 pub mod smtp;
 pub mod verify;
 
@@ -77,6 +86,7 @@ pub mod sysexits {
     pub const EX_NOUSER: i32 = 67;
     pub const EX_UNAVAILABLE: i32 = 69;
     pub const EX_CANTCREAT: i32 = 73;
+    pub const EX_NOPERM: i32 = 77;
     pub const EX_IOERR: i32 = 74;
     pub const EX_TEMPFAIL: i32 = 75;
     pub const EX_CONFIG: i32 = 78;
@@ -187,6 +197,69 @@ fn dsn(o: &Options) -> Result<(Option<String>, Option<String>), Fatal> {
     ))
 }
 
+/// Who is running us, for the policy checks.
+struct Submitter {
+    uid: u32,
+    login: String,
+    /// root or mail_owner: exempt from authorized_submit_users.
+    privileged: bool,
+}
+
+fn submitter(p: &rpost_config::Params) -> Result<Submitter, Fatal> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten().ok_or_else(|| {
+        fatal(sysexits::EX_NOPERM, format!("no password file entry for uid {uid}: pickup would refuse the message"))
+    })?;
+    let owner = p.get("mail_owner").ok().and_then(|o| nix::unistd::User::from_name(&o).ok().flatten());
+    let privileged = uid.is_root() || owner.is_some_and(|o| o.uid == uid);
+    Ok(Submitter { uid: uid.as_raw(), login: user.name, privileged })
+}
+
+/// authorized_submit_users, as pickup will check it. A table we cannot read here is left to
+/// pickup (it runs as mail_owner and may read what we cannot).
+fn check_submit_user(program: &str, verbose: bool, p: &rpost_config::Params, who: &Submitter) -> Result<(), Fatal> {
+    if who.privileged {
+        return Ok(());
+    }
+    let list = p.get_list("authorized_submit_users").map_err(|e| fatal(sysexits::EX_CONFIG, e.to_string()))?;
+    match policy::user_listed(&list, &who.login) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err(fatal(sysexits::EX_NOPERM, format!("User {}({}) is not allowed to submit mail", who.login, who.uid)))
+        }
+        Err(e) => {
+            if verbose {
+                eprintln!("{program}: authorized_submit_users: {e}; pickup will check");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// local_login_sender_maps for `sender` (None: the login name). `Ok(true)` also when the
+/// tables cannot be read here: pickup enforces them.
+fn sender_permitted(
+    program: &str,
+    verbose: bool,
+    p: &rpost_config::Params,
+    who: &Submitter,
+    sender: Option<&str>,
+) -> bool {
+    let null_key = p.get("empty_address_local_login_sender_maps_lookup_key").unwrap_or_else(|_| "<>".into());
+    let sender = sender.unwrap_or(&who.login);
+    match rpost_lookup::open_param(p, "local_login_sender_maps")
+        .and_then(|maps| policy::sender_allowed(&maps, &who.login, sender, &null_key))
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            if verbose {
+                eprintln!("{program}: local_login_sender_maps: {e}; pickup will check");
+            }
+            true
+        }
+    }
+}
+
 fn submit(program: &str, verbose: bool, queue_dir: &Path, s: &drop::Submission) -> Result<String, Fatal> {
     let name = drop::write(queue_dir, s).map_err(|e| fatal(e.exit_code(), e.to_string()))?;
     if verbose {
@@ -203,6 +276,7 @@ fn submit(program: &str, verbose: bool, queue_dir: &Path, s: &drop::Submission) 
 
 fn deliver(program: &str, o: &Options, p: &rpost_config::Params, queue_dir: &Path) -> Result<i32, Fatal> {
     let (notify, ret) = dsn(o)?;
+    check_submit_user(program, o.verbose > 0, p, &submitter(p)?)?;
     let mut recipients: Vec<String> = o.recipients.iter().flat_map(|r| input::parse_address_list(r)).collect();
     let limit = size_limit(p)?;
     let stdin = std::io::stdin();
@@ -228,8 +302,21 @@ fn deliver(program: &str, o: &Options, p: &rpost_config::Params, queue_dir: &Pat
             "Recipient addresses must be specified on the command line or via the -t option",
         ));
     }
+    let sender = o.sender.as_deref().map(input::sender_arg);
+    let who = submitter(p)?;
+    if !sender_permitted(program, o.verbose > 0, p, &who, sender.as_deref()) {
+        return Err(fatal(
+            sysexits::EX_NOPERM,
+            format!(
+                "User {}({}) is not allowed to submit mail as <{}>",
+                who.login,
+                who.uid,
+                sender.as_deref().unwrap_or(&who.login)
+            ),
+        ));
+    }
     let s = drop::Submission {
-        sender: o.sender.as_deref().map(input::sender_arg),
+        sender,
         fullname: o.fullname.clone(),
         notify,
         ret,
@@ -243,12 +330,23 @@ fn deliver(program: &str, o: &Options, p: &rpost_config::Params, queue_dir: &Pat
 
 fn smtp_session(program: &str, o: &Options, p: &rpost_config::Params, queue_dir: &Path) -> Result<i32, Fatal> {
     let get = |name: &str| p.get(name).map_err(|e| fatal(sysexits::EX_CONFIG, e.to_string()));
+    let who = submitter(p)?;
+    check_submit_user(program, o.verbose > 0, p, &who)?;
     let mut session = smtp::Session::new(&get("myhostname")?, &get("smtpd_banner")?, size_limit(p)?);
+    let verbose = o.verbose > 0;
+    let policy_params = p.clone();
+    let prog = program.to_string();
+    session.set_sender_check(Box::new(move |sender: &str| {
+        if sender_permitted(&prog, verbose, &policy_params, &who, Some(sender)) {
+            Ok(())
+        } else {
+            Err(format!("not owned by user {}", who.login))
+        }
+    }));
     let mut out = std::io::stdout().lock();
     let mut input = std::io::stdin().lock();
     let io = |e: std::io::Error| fatal(sysexits::EX_IOERR, e.to_string());
     out.write_all(&session.greeting()).and_then(|()| out.flush()).map_err(io)?;
-    let verbose = o.verbose > 0;
     let mut submit_one = |s: drop::Submission| submit(program, verbose, queue_dir, &s).map_err(|e| e.message);
     let mut buf = vec![0u8; 64 * 1024];
     while !session.closed() {
@@ -273,6 +371,9 @@ fn mailq(queue_dir: &Path) -> Result<i32, Fatal> {
     s.read_to_end(&mut text).map_err(down)?;
     if text.is_empty() {
         return Err(fatal(sysexits::EX_UNAVAILABLE, "Queue report unavailable - mail system is down"));
+    }
+    if let Some(refusal) = text.strip_prefix(b"fatal: ") {
+        return Err(fatal(sysexits::EX_NOPERM, String::from_utf8_lossy(refusal).trim_end().to_string()));
     }
     std::io::stdout().write_all(&text).map_err(|e| fatal(sysexits::EX_IOERR, e.to_string()))?;
     Ok(0)

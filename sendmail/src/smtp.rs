@@ -18,8 +18,10 @@ struct Tx {
     rcpts: Vec<(String, Option<String>)>,
 }
 
+/// Decides whether the submitting user may use an envelope sender (`Err`: why not).
+pub type SenderCheck = Box<dyn Fn(&str) -> Result<(), String>>;
+
 /// One session.
-#[derive(Debug)]
 pub struct Session {
     codec: ServerCodec,
     hostname: String,
@@ -32,6 +34,17 @@ pub struct Session {
     closed: bool,
     /// Turns bare LF into CRLF before the codec (local clients and scripts send LF).
     last_cr: bool,
+    sender_check: Option<SenderCheck>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("hostname", &self.hostname)
+            .field("tx", &self.tx)
+            .field("closed", &self.closed)
+            .finish()
+    }
 }
 
 fn r(code: u16, enhanced: &str, text: &str) -> Reply {
@@ -52,7 +65,13 @@ impl Session {
             bare: false,
             closed: false,
             last_cr: false,
+            sender_check: None,
         }
+    }
+
+    /// local_login_sender_maps for MAIL FROM.
+    pub fn set_sender_check(&mut self, check: SenderCheck) {
+        self.sender_check = Some(check);
     }
 
     pub fn greeting(&self) -> Vec<u8> {
@@ -200,6 +219,11 @@ impl Session {
                 if !sender.is_empty() && !crate::input::valid_address(&sender) {
                     return r(501, "5.1.7", "Bad sender address syntax");
                 }
+                if let Some(check) = &self.sender_check
+                    && let Err(why) = check(&sender)
+                {
+                    return r(553, "5.7.1", &format!("<{sender}>: Sender address rejected: {why}"));
+                }
                 let ret = params.ret.map(|x| match x {
                     rpost_smtp_proto::Ret::Full => "FULL".to_string(),
                     rpost_smtp_proto::Ret::Hdrs => "HDRS".to_string(),
@@ -325,6 +349,19 @@ mod tests {
             "{out}"
         );
         assert!(got.is_empty());
+    }
+
+    #[test]
+    fn sender_policy_refuses_mail_from() {
+        let mut s = Session::new("h", "h ESMTP rpost", 0);
+        s.set_sender_check(Box::new(|a: &str| if a == "me@x" { Ok(()) } else { Err("not owned by user me".into()) }));
+        let mut submit = |_: Submission| Ok("F".to_string());
+        let out = s.feed(b"HELO c\nMAIL FROM:<boss@x>\nMAIL FROM:<me@x>\n", &mut submit);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("553 5.7.1 <boss@x>: Sender address rejected: not owned by user me\r\n250 2.1.0 Ok\r\n"),
+            "{out}"
+        );
     }
 
     #[test]

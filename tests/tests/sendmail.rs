@@ -23,12 +23,22 @@ fn builder() -> rpost_testkit::SuiteBuilder {
 }
 
 fn delivering_suite() -> Suite {
-    builder()
-        .master_line("qmgr unix n - n 300 1 qmgr")
+    delivering_suite_with(&[], &[])
+}
+
+fn delivering_suite_with(extra: &[(&str, &str)], files: &[(&str, &str)]) -> Suite {
+    let mut b = builder();
+    for (k, v) in extra {
+        b = b.main(k, v);
+    }
+    b.master_line("qmgr unix n - n 300 1 qmgr")
         .master_line("lmtp unix - - n - - smtp-client")
         .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
         .start_with(|s| {
             s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n");
+            for (name, text) in files {
+                s.write_config(name, text);
+            }
         })
 }
 
@@ -144,7 +154,14 @@ fn another_user_submits_and_is_on_record() {
         eprintln!("skipped: submitting as another user needs root to switch uid");
         return;
     }
-    let suite = delivering_suite();
+    let suite = delivering_suite_with(
+        &[
+            ("local_login_sender_maps", "texthash:{root}/etc/login_senders, static:*"),
+            ("authorized_submit_users", "!bin, static:anyone"),
+            ("authorized_mailq_users", "daemon"),
+        ],
+        &[("login_senders", "daemon daemon, daemon@mail.example.test, <>\n")],
+    );
     // `daemon` (uid 1): not root, not mail_owner (nobody), cannot read the queue.
     let user = nix::unistd::User::from_name("daemon").unwrap().expect("a daemon user");
     let ids = (user.uid.as_raw(), user.gid.as_raw());
@@ -164,6 +181,25 @@ fn another_user_submits_and_is_on_record() {
     assert!(out.status.success(), "mailq as daemon: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Mail queue is empty") || text(&out.stdout).contains("-Queue ID-"));
     assert!(std::fs::read_dir(suite.queue_dir().join("maildrop")).is_ok());
+    // local_login_sender_maps: daemon may not pose as someone else, on the command line or
+    // in -bs; authorized_submit_users and authorized_mailq_users keep `bin` out.
+    let out = run(&suite, "sendmail", &["-f", "boss@x.test", "bob@example.test"], b"Subject: forged\n\nx\n", Some(ids));
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not allowed to submit mail as <boss@x.test>"), "{}", text(&out.stderr));
+    let out = run(&suite, "sendmail", &["-bs"], b"HELO me\r\nMAIL FROM:<boss@x.test>\r\nQUIT\r\n", Some(ids));
+    assert!(
+        text(&out.stdout).contains("553 5.7.1 <boss@x.test>: Sender address rejected: not owned by user daemon"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bin = nix::unistd::User::from_name("bin").unwrap().expect("a bin user");
+    let bin = (bin.uid.as_raw(), bin.gid.as_raw());
+    let out = run(&suite, "sendmail", &["bob@example.test"], b"Subject: no\n\nx\n", Some(bin));
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("User bin(2) is not allowed to submit mail"), "{}", text(&out.stderr));
+    let out = run(&suite, "mailq", &[], b"", Some(bin));
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("User bin(2) is not allowed to view the mail queue"), "{}", text(&out.stderr));
     // And -bs works for them too.
     let out = run(
         &suite,
