@@ -33,7 +33,9 @@
 //! with a flush request; when run by root or mail_owner it first marks every deferred
 //! message due, as `rmaster queue flush` (postqueue -f) does, otherwise qmgr retries the
 //! deferred messages whose time has come. `-qINTERVAL` is ignored (qmgr schedules queue
-//! runs itself); `-qR`/`-qS` flush everything.
+//! runs itself); `-qR`/`-qS` flush everything. `authorized_flush_users` is checked here;
+//! qmgr's trigger socket itself is open to local users (as Postfix's postqueue is), so it
+//! is advice to honest clients rather than a barrier.
 //!
 //! Ignored for compatibility, as in Postfix: `-B -G -L -U -c -e -h -m -p -x` and `-o`
 //! options other than `-oi`, `-oA`, `-oF` (reported with `-v`); `-O` and `-X` are ignored
@@ -181,7 +183,20 @@ fn run_inner(program: &str, argv0: &str, args: &[String]) -> Result<i32, Fatal> 
                 sysexits::EX_NOUSER
             })
         }
-        Mode::Flush => flush(program, &o, &queue_dir),
+        Mode::Flush => {
+            let who = submitter(p)?;
+            if !who.privileged {
+                let acl =
+                    p.get_list("authorized_flush_users").map_err(|e| fatal(sysexits::EX_CONFIG, e.to_string()))?;
+                if !policy::user_listed(&acl, &who.login).unwrap_or(true) {
+                    return Err(fatal(
+                        sysexits::EX_NOPERM,
+                        format!("User {}({}) is not allowed to flush the mail queue", who.login, who.uid),
+                    ));
+                }
+            }
+            flush(program, &o, &queue_dir)
+        }
     }
 }
 

@@ -134,6 +134,10 @@ fn sendmail_f_and_t_deliver_into_the_maildir() {
     let me = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
     assert!(bob[0].starts_with(&format!("Return-Path: <{me}@mail.example.test>\n")), "{}", bob[0]);
 
+    // -q asks qmgr to flush.
+    let out = run(&suite, "sendmail", &["-q"], b"", None);
+    assert!(out.status.success(), "sendmail -q: {}", text(&out.stderr));
+
     // Usage errors are EX_USAGE, and nothing is submitted.
     let out = run(&suite, "sendmail", &[], b"Subject: x\n\nx\n", None);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
@@ -275,6 +279,11 @@ fn mailq_lists_held_mail_and_newaliases_builds_the_db() {
     let q = suite.rmaster(&["map", "query", &format!("hash:{}", aliases.display()), "root"]);
     assert!(q.status.success(), "{}", text(&q.stderr));
     assert_eq!(text(&q.stdout).trim(), "alice@example.test, bob@example.test");
+    // No qmgr in this suite: a flush request has nobody to go to.
+    let out = run(&suite, "sendmail", &["-q"], b"", None);
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Cannot flush mail queue - mail system is down"));
+
     // sendmail -bi is the same thing.
     std::fs::remove_file(format!("{}.db", aliases.display())).unwrap();
     assert!(run(&suite, "sendmail", &["-bi"], b"", None).status.success());
