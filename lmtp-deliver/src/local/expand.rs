@@ -539,13 +539,9 @@ impl<'a> Expander<'a> {
         c.delivered = addr.to_lowercase();
         let creds = self.creds(acct);
         if !self.s.mailbox_command.is_empty() {
-            let home = acct.home.display().to_string();
-            let cmd = dest::expand(&self.s.mailbox_command, &|n: &str| match n {
-                "home" => Some(home.clone()),
-                "user" => Some(acct.name.clone()),
-                "extension" => Some(ext.map(dest::filter_value).unwrap_or_default()),
-                _ => self.s.params.get(n).ok(),
-            });
+            // Not $name-expanded, as in Postfix: it is shell syntax ("$EXTENSION" is the
+            // environment variable).
+            let cmd = self.s.mailbox_command.clone();
             let input = self.copy(&c, true, true, false);
             let env = self.env(acct, &c, &acct.name, ext);
             let cwd = if acct.home.is_dir() { acct.home.clone() } else { PathBuf::from("/") };
@@ -553,6 +549,10 @@ impl<'a> Expander<'a> {
             return self.leaf(addr, st);
         }
         if !self.s.home_mailbox.is_empty() {
+            if !acct.home.is_absolute() || self.s.home_mailbox.starts_with('/') || self.s.home_mailbox.contains("..") {
+                let why = format!("no usable mailbox: home {:?}, home_mailbox {:?}", acct.home, self.s.home_mailbox);
+                return self.leaf(addr, Status::fail(true, "4.3.5", why));
+            }
             let path = acct.home.join(&self.s.home_mailbox);
             if self.s.home_mailbox.ends_with('/') {
                 let data = self.copy(&c, true, false, false);
