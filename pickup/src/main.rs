@@ -34,6 +34,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if daemon.env().chroot {
+        // The submitter's login name (default sender, local_login_sender_maps) comes from
+        // the password file, which a chroot jail does not have: every file would be refused.
+        tracing::error!(
+            "fatal: pickup cannot run chrooted (master.cf chroot column must be n): it needs the password file"
+        );
+        return ExitCode::FAILURE;
+    }
     // Tables are opened now, before privileges are dropped, as smtpd does.
     let settings = match pickup::Settings::from_params(daemon.params()) {
         Ok(s) => s,

@@ -269,13 +269,15 @@ impl Pickup {
             }
         }
         let now = SystemTime::now();
+        // Non-ASCII addresses need an SMTPUTF8 path onward (RFC 6531).
+        let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
         let env = Envelope {
             sender: sender.clone(),
             recipients,
             arrival: now,
             client: ClientInfo { name: "localhost".into(), addr: "127.0.0.1".into(), ..ClientInfo::default() },
             body: None,
-            smtputf8: false,
+            smtputf8,
             ret: d.ret,
             envid: d.envid.clone(),
             attrs: vec![("rewrite_context".into(), "local".into()), ("uid".into(), uid.to_string())],
