@@ -48,7 +48,10 @@
 //!   `$home/.forward${recipient_delimiter}${extension}, $home/.forward`) is tried; a forward
 //!   file must be the user's and not group/world-writable, else it is ignored with a
 //!   warning; `\user` in it means the mailbox.
-//! * Mailbox: `mailbox_command` when set; else `home_mailbox` (ending in `/`, e.g.
+//!   An unknown user goes to `luser_relay` instead when that is set (`$user`, `$local`,
+//!   `$extension`, `$recipient`, `$domain` expanded).
+//! * Mailbox: the user's command from `mailbox_command_maps`, else `mailbox_command` when
+//!   set (both shell syntax, not `$name`-expanded, as in Postfix); else `home_mailbox` (ending in `/`, e.g.
 //!   `Maildir/`: a Maildir in the home written with rpost-maildir, so Dovecot sees it;
 //!   otherwise an mbox file there); else `mail_spool_directory/USER` in mbox format: `From `
 //!   line, `Return-Path:`, `Delivered-To:`, `>From ` quoting, a blank line; locked with
@@ -70,8 +73,7 @@
 //! * A recipient is deferred if any of its deliveries deferred, bounced if any bounced,
 //!   sent otherwise.
 //!
-//! Not yet: `luser_relay`, `mailbox_transport`, `fallback_transport`,
-//! `mailbox_command_maps`, `biff`; errors of an owner- expansion's local deliveries still
+//! Not yet: `mailbox_transport`, `fallback_transport`, `biff`; errors of an owner- expansion's local deliveries still
 //! go to the original sender (Postfix sends them to the owner).
 //!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
@@ -121,7 +123,8 @@
 //! quota_rule (`*:storage=1G`). Plus the rpost-daemon parameters.
 //!
 //! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
-//! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_size_limit,
+//! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_command_maps,
+//! luser_relay, mailbox_size_limit,
 //! mailbox_delivery_lock, deliver_lock_attempts, deliver_lock_delay, stale_lock_time,
 //! strict_mailbox_ownership, command_time_limit, allow_mail_to_commands,
 //! allow_mail_to_files, default_privs, owner_request_special, expand_owner_alias,

@@ -440,6 +440,7 @@ impl<'a> Expander<'a> {
     fn user(&mut self, addr: &str, user: &str, ext: Option<&str>, ctx: &Ctx, forward: bool) {
         let acct = match Account::by_name(user) {
             Ok(Some(a)) => a,
+            Ok(None) if !self.s.luser_relay.is_empty() => return self.luser_relay(addr, user, ext, ctx),
             Ok(None) => {
                 return self.leaf(
                     addr,
@@ -452,6 +453,28 @@ impl<'a> Expander<'a> {
             return;
         }
         self.mailbox(addr, &acct, ext, ctx);
+    }
+
+    /// luser_relay: the catch-all for unknown users, with local variables ($user, $local,
+    /// $extension, $recipient, $domain) filtered as in forward_path.
+    fn luser_relay(&mut self, addr: &str, user: &str, ext: Option<&str>, ctx: &Ctx) {
+        let (local, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
+        let lookup = |n: &str| -> Option<String> {
+            Some(dest::filter_value(match n {
+                "user" => user,
+                "local" => local,
+                "extension" => ext.unwrap_or_default(),
+                "recipient" => addr,
+                "domain" => domain,
+                "recipient_delimiter" => self.s.recipient_delimiter.get(..1).unwrap_or_default(),
+                _ => return None,
+            }))
+        };
+        let relay = dest::expand(&self.s.luser_relay, &lookup);
+        match dest::parse_list(&relay).as_slice() {
+            [Dest::Address(a)] => self.address(&a.clone(), ctx),
+            _ => self.leaf(addr, Status::defer(format!("luser_relay = {} is not one address", self.s.luser_relay))),
+        }
     }
 
     /// Tries forward_path; true when a `.forward` file took the delivery.
@@ -538,10 +561,13 @@ impl<'a> Expander<'a> {
         let mut c = ctx.clone();
         c.delivered = addr.to_lowercase();
         let creds = self.creds(acct);
-        if !self.s.mailbox_command.is_empty() {
+        let per_user = match rpost_lookup::lookup_first(&self.s.mailbox_command_maps, &acct.name) {
+            Ok(c) => c,
+            Err(e) => return self.leaf(addr, Status::defer(format!("mailbox_command_maps: {e}"))),
+        };
+        if let Some(cmd) = per_user.or_else(|| Some(self.s.mailbox_command.clone()).filter(|c| !c.is_empty())) {
             // Not $name-expanded, as in Postfix: it is shell syntax ("$EXTENSION" is the
             // environment variable).
-            let cmd = self.s.mailbox_command.clone();
             let input = self.copy(&c, true, true, false);
             let env = self.env(acct, &c, &acct.name, ext);
             let cwd = if acct.home.is_dir() { acct.home.clone() } else { PathBuf::from("/") };

@@ -90,6 +90,10 @@ pub struct Settings {
     pub mail_spool_directory: PathBuf,
     /// mailbox_command, raw.
     pub mailbox_command: String,
+    /// mailbox_command_maps: per-user commands, looked up by user name first.
+    pub mailbox_command_maps: Vec<Box<dyn rpost_lookup::Table>>,
+    /// luser_relay, raw: where mail for unknown users goes instead of bouncing.
+    pub luser_relay: String,
     pub mailbox_size_limit: u64,
     pub command_time_limit: Duration,
     pub allow_commands: Vec<String>,
@@ -134,6 +138,8 @@ impl Settings {
             home_mailbox: p.get("home_mailbox")?,
             mail_spool_directory: PathBuf::from(p.get("mail_spool_directory")?),
             mailbox_command: raw("mailbox_command"),
+            mailbox_command_maps: rpost_lookup::open_param(p, "mailbox_command_maps")?,
+            luser_relay: raw("luser_relay"),
             mailbox_size_limit: p.get_size("mailbox_size_limit")?,
             command_time_limit: p.get_time("command_time_limit")?,
             allow_commands: p.get_list("allow_mail_to_commands")?,

@@ -176,3 +176,29 @@ fn mailbox_command_runs_for_system_users() {
     assert!(out.contains(&format!("\nDelivered-To: {}\nSubject: m\n\nbody\n", rcpt.to_lowercase())), "{out}");
     assert_eq!(std::fs::read_to_string(dir.path().join("ext")).unwrap(), "box\n");
 }
+
+#[test]
+fn luser_relay_catches_unknown_users() {
+    let relay = [("luser_relay", "catch+$local@remote.test")];
+    let (leaves, forwards) = run(&relay, "{ postmaster = root }", "", "ghost-q+x@localhost");
+    assert!(leaves.is_empty(), "{leaves:?}");
+    assert_eq!(forwards.len(), 1);
+    assert_eq!(forwards[0].address, "catch+ghost-q+x@remote.test");
+    assert_eq!(forwards[0].delivered, "ghost-q+x@localhost");
+    // A relay that is itself unknown ends as a loop, not forever.
+    let (leaves, _) = run(&[("luser_relay", "ghost-r@localhost")], "{ postmaster = root }", "", "ghost-q@localhost");
+    assert_eq!(leaves.len(), 1, "{leaves:?}");
+    assert_eq!(leaves[0].1.reason, "mail forwarding loop for ghost-r@localhost");
+}
+
+#[test]
+fn mailbox_command_maps_win_over_mailbox_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = me();
+    let map = format!("inline:{{ {{ {} = echo map > {}/which }} }}", user.name, dir.path().display());
+    let other = format!("echo plain > {}/which", dir.path().display());
+    let extra = [("mailbox_command_maps", map.as_str()), ("mailbox_command", other.as_str())];
+    let (leaves, _) = run(&extra, "{ postmaster = root }", "", &format!("{}@localhost", user.name));
+    assert_eq!(leaves[0].1.outcome, Outcome::Sent, "{leaves:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("which")).unwrap(), "map\n");
+}
