@@ -1,17 +1,21 @@
 //! The queue listing `mailq` shows (postqueue -p): the same lines as `rmaster queue list`,
-//! from `rpost_queue::show`.
+//! from `rpost_queue::show`. sendmail compiles this file too (for root's `mailq` while the
+//! mail system is down, as Postfix's postqueue reads the queue itself then), so it logs
+//! nothing itself: problems come back as warnings.
 
 use rpost_queue::{Queue, QueueDir};
 
-/// The listing of incoming/, active/, deferred/ and hold/, oldest first per directory.
-pub fn listing(queue: &Queue) -> String {
+/// The listing of incoming/, active/, deferred/ and hold/, oldest first per directory, and
+/// warnings about directories or files that could not be read.
+pub fn listing(queue: &Queue) -> (String, Vec<String>) {
     let mut out = String::new();
+    let mut warnings = Vec::new();
     let (mut bytes, mut count) = (0u64, 0usize);
     for d in [QueueDir::Incoming, QueueDir::Active, QueueDir::Deferred, QueueDir::Hold] {
         let ids = match queue.scan(d) {
             Ok(ids) => ids,
             Err(e) => {
-                tracing::warn!("scan {}: {e}", d.name());
+                warnings.push(format!("scan {}: {e}", d.name()));
                 continue;
             }
         };
@@ -21,7 +25,7 @@ pub fn listing(queue: &Queue) -> String {
                 Ok(f) => f,
                 Err(e) => {
                     if queue.find(&id).is_some() {
-                        tracing::warn!("{id}: {e}");
+                        warnings.push(format!("{id}: {e}"));
                     }
                     continue;
                 }
@@ -35,8 +39,8 @@ pub fn listing(queue: &Queue) -> String {
         }
     }
     if count == 0 {
-        return format!("{}\n", rpost_queue::show::QUEUE_EMPTY);
+        return (format!("{}\n", rpost_queue::show::QUEUE_EMPTY), warnings);
     }
     out.push_str(&rpost_queue::show::postqueue_trailer(bytes, count));
-    out
+    (out, warnings)
 }

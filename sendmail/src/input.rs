@@ -37,6 +37,20 @@ pub fn read_message<R: BufRead>(mut r: R, dot_ends: bool, limit: u64) -> Result<
     Ok(out)
 }
 
+/// Drops leading UNIX mbox `From ` envelope lines, as Postfix's sendmail does: they are not
+/// headers, and would end the header block.
+pub fn strip_from_lines(mut content: Vec<u8>) -> Vec<u8> {
+    let mut start = 0;
+    while content[start..].starts_with(b"From ") {
+        match content[start..].iter().position(|&b| b == b'\n') {
+            Some(i) => start += i + 1,
+            None => start = content.len(),
+        }
+    }
+    content.drain(..start);
+    content
+}
+
 /// Byte ranges of the header lines (each with its line ending) and where the body starts.
 fn header_lines(content: &[u8]) -> (Vec<(usize, usize)>, usize) {
     let mut out = Vec::new();
@@ -240,6 +254,16 @@ mod tests {
         assert_eq!(read_message(&b"a\n."[..], true, 0).unwrap(), b"a\n");
         assert_eq!(read_message(&b"a\n..\n. \n.x\n"[..], true, 0).unwrap(), b"a\n..\n. \n.x\n");
         assert_eq!(read_message(&b".\n"[..], true, 0).unwrap(), b"");
+    }
+
+    #[test]
+    fn mbox_from_lines_are_dropped() {
+        assert_eq!(
+            strip_from_lines(b"From a@b Sun Nov 22 01:00:00 2026\nSubject: x\n\nFrom here\n".to_vec()),
+            b"Subject: x\n\nFrom here\n"
+        );
+        assert_eq!(strip_from_lines(b"Subject: x\n".to_vec()), b"Subject: x\n");
+        assert_eq!(strip_from_lines(b"From x".to_vec()), b"");
     }
 
     #[test]

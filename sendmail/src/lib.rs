@@ -78,6 +78,9 @@ pub mod options;
 /// first for a prompt error: one source file, compiled into both crates.
 #[path = "../../pickup/src/policy.rs"]
 pub mod policy;
+/// The postqueue -p listing (the showq service's code), for root while the system is down.
+#[path = "../../pickup/src/showq.rs"]
+pub mod showq;
 pub mod smtp;
 pub mod verify;
 
@@ -164,7 +167,7 @@ fn run_inner(program: &str, argv0: &str, args: &[String]) -> Result<i32, Fatal> 
     match o.mode {
         Mode::Deliver => deliver(program, &o, p, &queue_dir),
         Mode::Smtp => smtp_session(program, &o, p, &queue_dir),
-        Mode::Mailq => mailq(&queue_dir),
+        Mode::Mailq => mailq(program, p, &queue_dir),
         Mode::Newaliases => newaliases(program, &o, p),
         Mode::Verify => {
             if o.recipients.is_empty() {
@@ -299,6 +302,7 @@ fn deliver(program: &str, o: &Options, p: &rpost_config::Params, queue_dir: &Pat
         input::InputError::TooBig(_) => fatal(sysexits::EX_DATAERR, e.to_string()),
         input::InputError::Io(_) => fatal(sysexits::EX_IOERR, e.to_string()),
     })?;
+    content = input::strip_from_lines(content);
     if o.extract {
         let e = input::extract(&content);
         for r in e.recipients {
@@ -376,11 +380,26 @@ fn smtp_session(program: &str, o: &Options, p: &rpost_config::Params, queue_dir:
     Ok(0)
 }
 
-/// `mailq` / `-bp`: the listing from showq.
-fn mailq(queue_dir: &Path) -> Result<i32, Fatal> {
+/// `mailq` / `-bp`: the listing from showq; root and mail_owner read the queue themselves
+/// when showq does not answer (as Postfix's postqueue does).
+fn mailq(program: &str, p: &rpost_config::Params, queue_dir: &Path) -> Result<i32, Fatal> {
     let path = queue_dir.join("public").join("showq");
     let down = |_| fatal(sysexits::EX_UNAVAILABLE, "Queue report unavailable - mail system is down");
-    let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(down)?;
+    let mut s = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            if !submitter(p).is_ok_and(|w| w.privileged) {
+                return Err(down(e));
+            }
+            eprintln!("{program}: warning: Mail system is down -- accessing queue directly");
+            let (text, warnings) = showq::listing(&rpost_queue::Queue::new(queue_dir.to_path_buf()));
+            for w in warnings {
+                eprintln!("{program}: warning: {w}");
+            }
+            std::io::stdout().write_all(text.as_bytes()).map_err(|e| fatal(sysexits::EX_IOERR, e.to_string()))?;
+            return Ok(0);
+        }
+    };
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(120)));
     let mut text = Vec::new();
     s.read_to_end(&mut text).map_err(down)?;

@@ -284,6 +284,18 @@ fn mailq_lists_held_mail_and_newaliases_builds_the_db() {
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("Cannot flush mail queue - mail system is down"));
 
+    // With the mail system down, the privileged read the queue themselves (as postqueue -p).
+    let mut suite = suite;
+    suite.stop();
+    let direct = run(&suite, "mailq", &[], b"", None);
+    assert!(direct.status.success(), "{}", text(&direct.stderr));
+    assert!(
+        text(&direct.stderr).contains("Mail system is down -- accessing queue directly"),
+        "{}",
+        text(&direct.stderr)
+    );
+    assert_eq!(text(&direct.stdout), listing);
+
     // sendmail -bi is the same thing.
     std::fs::remove_file(format!("{}.db", aliases.display())).unwrap();
     assert!(run(&suite, "sendmail", &["-bi"], b"", None).status.success());

@@ -63,7 +63,12 @@ fn main() -> ExitCode {
                 return;
             }
             let text = match tokio::task::spawn_blocking(move || pickup::showq::listing(&queue)).await {
-                Ok(t) => t,
+                Ok((t, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    t
+                }
                 Err(e) => {
                     tracing::error!("listing failed: {e}");
                     return;
