@@ -24,6 +24,7 @@
 //! None.
 
 pub mod dns;
+pub mod postfix;
 pub mod smtp;
 
 use std::io::{Read, Write};
