@@ -248,11 +248,28 @@ fn mailq_lists_held_mail_and_newaliases_builds_the_db() {
     let suite = builder().main("alias_database", "hash:{root}/etc/aliases").start_with(|s| {
         s.write_config("aliases", "# test aliases\npostmaster: root\nroot: alice@example.test, bob@example.test\n");
     });
-    let out = run(&suite, "sendmail", &["-f", "held@x.test", "someone@remote.test"], b"Subject: held\n\nx\n", None);
+    let out = run(
+        &suite,
+        "sendmail",
+        &["-f", "held@x.test", "-N", "success,delay", "-R", "hdrs", "-V", "env-42", "someone@remote.test"],
+        b"Subject: held\n\nx\n",
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let log = suite.wait_log("from=<held@x.test>", T);
     let line = log.lines().find(|l| l.contains("from=<held@x.test>")).unwrap();
     let id = line.split("pickup[").nth(1).unwrap().split(": ").nth(1).unwrap().to_string();
+    // The DSN options and the submitter travel in the queue file.
+    let shown = text(&suite.rmaster(&["queue", "show", &id]).stdout);
+    for want in [
+        "dsn_ret: HDRS",
+        "dsn_envid: env-42",
+        "dsn_notify: SUCCESS,DELAY",
+        "named_attribute: uid=",
+        "sender: held@x.test",
+    ] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
     let held = suite.rmaster(&["queue", "hold", &id]);
     assert!(held.status.success(), "{}", text(&held.stderr));
 
