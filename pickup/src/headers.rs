@@ -212,6 +212,27 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_content_never_panics_and_keeps_the_body() {
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let alphabet = b"ab:\r\n \t.Fm-\x80\xff";
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let input: Vec<u8> =
+                (0..len).map(|i| alphabet[((seed >> (i % 60)) as usize + i) % alphabet.len()]).collect();
+            let c = complete(&input, &m());
+            // Every line ends in CRLF and the normalized input is all there, in order.
+            assert!(c.content.ends_with(b"\r\n"));
+            assert!(!c.content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+            let norm = normalize_crlf(&input);
+            let mut it = c.content.iter();
+            assert!(norm.iter().all(|b| it.any(|x| x == b)), "{input:?}");
+        }
+    }
+
+    #[test]
     fn values_unfold() {
         let c = normalize_crlf(b"To: a@x,\n  b@y\ncc: c@z\nSubject: s\n\nTo: not@header\n");
         assert_eq!(values(&c, "to"), vec!["a@x,  b@y".to_string()]);

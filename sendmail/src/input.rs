@@ -301,6 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_headers_never_panic() {
+        let mut seed: u64 = 0x853C_49E6_748F_EA9B;
+        let alphabet = "ab@<>\",;:()\\ \t\r\nTo:Bcc:é";
+        let chars: Vec<char> = alphabet.chars().collect();
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 50) as usize;
+            let text: String = (0..len).map(|i| chars[((seed >> (i % 60)) as usize + i) % chars.len()]).collect();
+            let _ = parse_address_list(&text);
+            let e = extract(text.as_bytes());
+            assert!(e.content.len() <= text.len());
+        }
+    }
+
+    #[test]
     fn addresses_are_checked() {
         assert!(valid_address("a@x"));
         assert!(valid_address("\"a b\"@x"));
