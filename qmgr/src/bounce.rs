@@ -405,9 +405,33 @@ fn human_text(r: &Reporter, env: &Envelope, kind: Kind, postmaster: bool, entrie
         } else {
             String::new()
         };
-        t.push_str(&format!("<{}>{expanded}: {}\r\n\r\n", one_line(&e.address), one_line(&e.reason)));
+        let line = format!("<{}>{expanded}: {}", one_line(&e.address), one_line(&e.reason));
+        t.push_str(&wrap(&line, 76, "    "));
+        t.push_str("\r\n");
     }
     t
+}
+
+/// Folds a long line at spaces into lines of at most `width` characters (a longer word
+/// stays whole), continuation lines indented, as Postfix's bounce text is, so the text
+/// part stays plain 7bit instead of quoted-printable.
+fn wrap(line: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut cur = String::new();
+    for word in line.split(' ') {
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width && !cur.trim().is_empty() {
+            out.push_str(cur.trim_end());
+            out.push_str("\r\n");
+            cur = indent.to_string();
+        } else if len > 0 {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    out.push_str(cur.trim_end());
+    out.push_str("\r\n");
+    out
 }
 
 /// The message/delivery-status body: per-message fields, then one group per recipient.
@@ -619,7 +643,9 @@ mod tests {
         let human = decoded(&ps[0]);
         assert!(human.contains("This is the mail system at host mail.example.test."), "{human}");
         assert!(human.contains("I'm sorry to have to inform you that your message could not"));
-        assert!(human.contains("<bob@example.test> (expanded from <robert@example.test>): host mx.example.test"));
+        let unfolded = human.replace("\r\n    ", " ");
+        assert!(unfolded.contains("<bob@example.test> (expanded from <robert@example.test>): host mx.example.test"));
+        assert_eq!(field(&ps[0].0, "Content-Transfer-Encoding"), Some("7bit"), "folded, so plain text");
         // Per-message group, then one per recipient.
         assert_eq!(groups.len(), 2);
         assert_eq!(field(&groups[0], "Reporting-MTA"), Some("dns; mail.example.test"));
@@ -737,6 +763,17 @@ mod tests {
         assert_eq!(field(&groups[1], "Action"), Some("delivered"));
         assert_eq!(field(&groups[1], "Diagnostic-Code"), Some("smtp; 250 2.0.0 <bob@example.test> Saved"));
         assert!(successes(&r, &bounce, &[ok], SystemTime::now()).is_none(), "never to the null sender");
+    }
+
+    #[test]
+    fn long_reasons_are_folded_like_postfix_does() {
+        let w = wrap(&format!("<bob@example.test>: {}", "word ".repeat(40)), 76, "    ");
+        assert!(w.lines().all(|l| l.chars().count() <= 76), "{w}");
+        assert!(w.lines().skip(1).all(|l| l.starts_with("    word")), "{w}");
+        assert_eq!(w.split_whitespace().filter(|x| *x == "word").count(), 40);
+        assert!(w.ends_with("\r\n") && !w.contains(" \r\n"));
+        let long = "x".repeat(100);
+        assert_eq!(wrap(&long, 76, "    "), format!("{long}\r\n"), "a long word stays whole");
     }
 
     #[test]
