@@ -352,6 +352,9 @@ fn smtp_session(program: &str, o: &Options, p: &rpost_config::Params, queue_dir:
     let who = submitter(p)?;
     check_submit_user(program, o.verbose > 0, p, &who)?;
     let mut session = smtp::Session::new(&get("myhostname")?, &get("smtpd_banner")?, size_limit(p)?);
+    if p.get_bool("disable_vrfy_command").map_err(|e| fatal(sysexits::EX_CONFIG, e.to_string()))? {
+        session.disable_vrfy();
+    }
     let verbose = o.verbose > 0;
     let policy_params = p.clone();
     let prog = program.to_string();

@@ -35,6 +35,8 @@ pub struct Session {
     /// Turns bare LF into CRLF before the codec (local clients and scripts send LF).
     last_cr: bool,
     sender_check: Option<SenderCheck>,
+    /// disable_vrfy_command.
+    vrfy_disabled: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -66,7 +68,13 @@ impl Session {
             closed: false,
             last_cr: false,
             sender_check: None,
+            vrfy_disabled: false,
         }
+    }
+
+    /// disable_vrfy_command = yes.
+    pub fn disable_vrfy(&mut self) {
+        self.vrfy_disabled = true;
     }
 
     /// local_login_sender_maps for MAIL FROM.
@@ -276,6 +284,7 @@ impl Session {
                 self.closed = true;
                 r(221, "2.0.0", "Bye")
             }
+            Command::Vrfy(_) if self.vrfy_disabled => r(502, "5.5.1", "VRFY command is disabled"),
             Command::Vrfy(arg) => match rpost_smtp_proto::parse_path(&arg) {
                 Ok(Some(a)) => r(252, "2.0.0", &a.to_string()),
                 _ => r(501, "5.1.3", "Bad recipient address syntax"),
@@ -362,6 +371,15 @@ mod tests {
             out.contains("553 5.7.1 <boss@x>: Sender address rejected: not owned by user me\r\n250 2.1.0 Ok\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn vrfy_can_be_disabled() {
+        let mut s = Session::new("h", "h ESMTP rpost", 0);
+        s.disable_vrfy();
+        let mut submit = |_: Submission| Ok("F".to_string());
+        let out = String::from_utf8(s.feed(b"VRFY u@x\r\n", &mut submit)).unwrap();
+        assert_eq!(out, "502 5.5.1 VRFY command is disabled\r\n");
     }
 
     #[test]
