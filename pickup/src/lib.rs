@@ -30,7 +30,9 @@
 //! * a file that fails any check is moved to `corrupt/maildrop-NAME` with a warning naming
 //!   the reason and the owner's uid; pickup carries on with the next file. A failure of the
 //!   queue itself (disk full, broken virtual alias table) leaves the file in maildrop for the
-//!   next pass.
+//!   next pass; a message that cannot be queued as it is (a virtual alias loop or limit, a
+//!   queue-file format limit) stays in maildrop with a warning at each pass, without holding
+//!   up the others.
 //!
 //! showq answers every client with the listing ([`showq::listing`]) and closes.
 //!

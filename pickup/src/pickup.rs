@@ -82,8 +82,25 @@ pub enum Outcome {
     Corrupt(String),
     /// An incomplete file older than [`STALE_INCOMPLETE`], removed.
     Stale,
-    /// Could not be queued now (queue or table trouble): left in maildrop for a later pass.
+    /// Could not be queued now (queue or table trouble): left in maildrop for a later pass,
+    /// and the rest of this pass is skipped (they would fail the same way).
     Deferred(String),
+    /// This message cannot be queued as it is (an alias loop or limit, a queue-file format
+    /// limit): left in maildrop, with a warning each pass, for the admin; other files go on.
+    Held(String),
+}
+
+/// Why [`Pickup::enqueue`] failed.
+#[derive(Debug)]
+enum EnqueueError {
+    /// The system (queue directory, a table): retry later.
+    Transient(String),
+    /// This message.
+    Message(String),
+}
+
+fn transient(e: impl std::fmt::Display) -> EnqueueError {
+    EnqueueError::Transient(e.to_string())
 }
 
 /// The maildrop reader.
@@ -120,6 +137,9 @@ impl Pickup {
                     // The rest would most likely fail the same way: try again at the next wakeup.
                     tracing::warn!("maildrop/{}: {why}; will retry", name.to_string_lossy());
                     break;
+                }
+                Outcome::Held(why) => {
+                    tracing::warn!("maildrop/{}: cannot be queued: {why}; left in maildrop", name.to_string_lossy());
                 }
                 _ => {}
             }
@@ -209,7 +229,8 @@ impl Pickup {
                 drop(file);
                 Outcome::Queued(id)
             }
-            Err(e) => Outcome::Deferred(e),
+            Err(EnqueueError::Transient(e)) => Outcome::Deferred(e),
+            Err(EnqueueError::Message(e)) => Outcome::Held(e),
         }
     }
 
@@ -232,7 +253,7 @@ impl Pickup {
     }
 
     /// Builds the envelope and writes the queue file, durable before this returns.
-    fn enqueue(&self, d: &DropFile, uid: u32, user: &nix::unistd::User) -> Result<QueueId, String> {
+    fn enqueue(&self, d: &DropFile, uid: u32, user: &nix::unistd::User) -> Result<QueueId, EnqueueError> {
         let s = &self.settings;
         let qualify = |a: &str| {
             if a.contains('@') || s.myorigin.is_empty() { a.to_string() } else { format!("{a}@{}", s.myorigin) }
@@ -244,7 +265,7 @@ impl Pickup {
         };
         if let Some(broken) = &s.domains.virtual_alias_maps.broken {
             // Delivering unexpanded would send mail to the wrong place.
-            return Err(format!("virtual alias table unavailable: {broken}"));
+            return Err(EnqueueError::Transient(format!("virtual alias table unavailable: {broken}")));
         }
         let mut recipients: Vec<Recipient> = Vec::new();
         for raw in &d.recipients {
@@ -253,7 +274,19 @@ impl Pickup {
             {
                 Ok(rpost_lookup::Expansion::Unchanged) => vec![original.clone()],
                 Ok(rpost_lookup::Expansion::To(list)) => list,
-                Err(e) => return Err(format!("virtual alias expansion of {original}: {e}")),
+                Err(e) => {
+                    let why = format!("virtual alias expansion of {original}: {e}");
+                    // Loops, limits and unusable results belong to this message; a table
+                    // that does not answer is everyone's problem.
+                    return Err(match e {
+                        rpost_lookup::LookupError::AliasLoop { .. }
+                        | rpost_lookup::LookupError::RecursionLimit { .. }
+                        | rpost_lookup::LookupError::ExpansionLimit { .. }
+                        | rpost_lookup::LookupError::BadResult { .. }
+                        | rpost_lookup::LookupError::KeyTooLong { .. } => EnqueueError::Message(why),
+                        _ => EnqueueError::Transient(why),
+                    });
+                }
             };
             for address in targets {
                 if recipients.iter().any(|r| r.address == address) {
@@ -282,7 +315,10 @@ impl Pickup {
             envid: d.envid.clone(),
             attrs: vec![("rewrite_context".into(), "local".into()), ("uid".into(), uid.to_string())],
         };
-        let mut msg = self.queue.create(&env).map_err(|e| e.to_string())?;
+        let mut msg = self.queue.create(&env).map_err(|e| match e {
+            rpost_queue::QueueError::Envelope(why) => EnqueueError::Message(why),
+            e => transient(e),
+        })?;
         let id = msg.id().clone();
         let date = rpost_log::rfc5322_date(now);
         let received =
@@ -300,9 +336,9 @@ impl Pickup {
             &d.content,
             &Missing { date: &date, message_id: &message_id, sender: &sender, fullname, undisclosed: &s.undisclosed },
         );
-        msg.write_content(received.as_bytes()).map_err(|e| e.to_string())?;
-        msg.write_content(&done.content).map_err(|e| e.to_string())?;
-        let id = msg.commit().map_err(|e| e.to_string())?;
+        msg.write_content(received.as_bytes()).map_err(transient)?;
+        msg.write_content(&done.content).map_err(transient)?;
+        let id = msg.commit().map_err(transient)?;
         tracing::info!("{id}: uid={uid} from=<{sender}>");
         tracing::info!("{id}: message-id=<{}>", done.message_id);
         Ok(id)
@@ -459,6 +495,18 @@ mod tests {
         put(&p, "P4", &good("x\n"), 0o744);
         assert!(matches!(p.take(OsStr::new("P4")), Outcome::Deferred(_)));
         assert!(p.maildrop().join("P4").exists());
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_queued_does_not_block_the_others() {
+        let (_d, mut p) = setup();
+        p.settings.domains.virtual_alias_maps.tables =
+            vec![rpost_lookup::open("inline:{ loop1@x.test=loop2@x.test, loop2@x.test=loop1@x.test }").unwrap()];
+        put(&p, "H1", b"RPOSTDROP 1\nrcpt loop1@x.test\nsize 2\n\nx\nEND\n", 0o744);
+        put(&p, "H2", &good("x\n"), 0o744);
+        assert!(matches!(p.take(OsStr::new("H1")), Outcome::Held(why) if why.contains("loop")));
+        assert_eq!(p.scan().unwrap().len(), 1, "H2 still queued");
+        assert!(p.maildrop().join("H1").exists(), "H1 kept for the admin");
     }
 
     #[test]
