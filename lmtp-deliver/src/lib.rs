@@ -42,7 +42,9 @@
 //!   `/dir/` is a Maildir), `"|command"` and `:include:/file`; local addresses recurse in
 //!   process, others are forwarded. An alias that lists itself means its mailbox. With
 //!   `owner_request_special`, an `owner-NAME` alias makes `owner-NAME@$myorigin` (or its
-//!   value with `expand_owner_alias`) the sender of NAME's expansion.
+//!   value with `expand_owner_alias`) the sender of NAME's expansion; permanent failures
+//!   inside it are reported to the owner with an RFC 3464 notice ([`local::notice`]) and
+//!   the recipient counts as done, as Postfix's bounce_workaround.
 //! * Otherwise the system user (getpwnam) of the local part without extension; unknown is
 //!   `5.1.1 unknown user: "name"` and qmgr bounces. `forward_path` (default
 //!   `$home/.forward${recipient_delimiter}${extension}, $home/.forward`) is tried; a forward
@@ -73,8 +75,7 @@
 //! * A recipient is deferred if any of its deliveries deferred, bounced if any bounced,
 //!   sent otherwise.
 //!
-//! Not yet: `mailbox_transport`, `fallback_transport`, `biff`; errors of an owner- expansion's local deliveries still
-//! go to the original sender (Postfix sends them to the owner).
+//! Not yet: `mailbox_transport`, `fallback_transport`, `biff`.
 //!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
 //! the spool and the per-recipient store call, [`userdb`] the user lookups, [`settings`] the

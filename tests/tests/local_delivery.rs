@@ -333,3 +333,28 @@ fn include_files_deliver_addresses_but_not_files_by_default() {
     assert_eq!(alice.len(), 1, "{log}");
     assert!(alice[0].1.contains("mail to file is restricted"), "{}", alice[0].1);
 }
+
+#[test]
+fn owner_alias_gets_the_errors_of_its_list() {
+    let suite =
+        builder().start_with(|s| common(s, "list: bob@example.test, gone-user\nowner-list: alice@example.test\n"));
+    let id = send(&suite, "bob@example.test", "list@mail.example.test", "Subject: to the list\r\n\r\nhello list");
+    wait_settled(&suite, &id);
+    let log = suite.log();
+    // The member's copy comes from the owner, so remote errors go there too.
+    let bob = new_mail(&virtual_new(&suite, "bob"));
+    assert_eq!(bob.len(), 1, "the list copy only, no bounce to the poster\n{log}");
+    assert!(bob[0].1.starts_with("Return-Path: <owner-list@mail.example.test>\n"), "{}", bob[0].1);
+    // The unknown member is reported to the owner, not to the poster.
+    let alice = new_mail(&virtual_new(&suite, "alice"));
+    assert_eq!(alice.len(), 1, "{log}");
+    let n = &alice[0].1;
+    assert!(n.starts_with("Return-Path: <>\n") && n.contains("To: owner-list@mail.example.test\n"), "{n}");
+    assert!(n.contains("Final-Recipient: rfc822; gone-user@mail.example.test\nOriginal-Recipient: rfc822; list@mail.example.test\nAction: failed\nStatus: 5.1.1\n"), "{n}");
+    assert!(n.contains("text/rfc822-headers\n\n") && n.contains("Subject: to the list\n"), "{n}");
+    assert!(log.contains("status=bounced (unknown user: \"gone-user\")"), "{log}");
+    assert!(
+        log.contains(&format!("{id}: sender non-delivery notification to owner-list@mail.example.test: ")),
+        "{log}"
+    );
+}

@@ -14,9 +14,9 @@ use rpost_queue::{QueueDir, QueueFile, QueueId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::expand::{AliasTable, Expander, Status};
-use super::requeue;
 use super::settings::{Account, Settings};
 use super::{Message, delivered_to_headers};
+use super::{notice, requeue};
 
 /// Longest reason kept per recipient when a response would not fit one IPC frame.
 const SHORT_REASON: usize = 200;
@@ -268,18 +268,54 @@ pub fn deliver(shared: &Shared, req: &DeliveryRequest) -> DeliveryResponse {
                 Ok(id) => Status::sent(format!("forwarded as {id}")),
                 Err(e) => Status::defer(format!("cannot forward mail: {e}")),
             };
-            leaves.push((delivered, st));
+            leaves.push((delivered, st, sender));
         }
+        let handled = notify_owners(s, &msg, &mut leaves);
         let orig_to = Some(original.as_str()).filter(|o| !o.eq_ignore_ascii_case(&r.address));
         let mut logged = HashSet::new();
-        for (to, st) in &leaves {
+        for (to, st, _) in &leaves {
             if logged.insert((to.clone(), st.reason.clone())) {
                 log(req, to, orig_to, before, started, st);
             }
         }
-        statuses.push(rs(r.index, summary(&leaves)));
+        // A failure its owner was told about is done, as Postfix's bounce_workaround.
+        let results: Vec<(String, Status)> = leaves
+            .into_iter()
+            .zip(handled)
+            .map(|((to, st, _), owner_told)| if owner_told { (to, Status::sent(st.reason)) } else { (to, st) })
+            .collect();
+        statuses.push(rs(r.index, summary(&results)));
     }
     DeliveryResponse { statuses }
+}
+
+/// Failures inside an owner- alias's expansion (their sender is not the message's) are
+/// reported to that owner. Returns, per leaf, whether that happened.
+fn notify_owners(s: &Settings, msg: &Message, leaves: &mut [(String, Status, String)]) -> Vec<bool> {
+    let mut handled = vec![false; leaves.len()];
+    let mut owners: Vec<String> = Vec::new();
+    for (_, st, sender) in leaves.iter() {
+        if st.outcome == Outcome::Bounced && *sender != msg.sender && !sender.is_empty() && !owners.contains(sender) {
+            owners.push(sender.clone());
+        }
+    }
+    for owner in owners {
+        let idx: Vec<usize> =
+            (0..leaves.len()).filter(|&i| leaves[i].1.outcome == Outcome::Bounced && leaves[i].2 == owner).collect();
+        let failed: Vec<notice::Failed<'_>> =
+            idx.iter().map(|&i| notice::Failed { address: &leaves[i].0, status: &leaves[i].1 }).collect();
+        match notice::send(s, msg, &owner, &failed) {
+            Ok(id) => {
+                tracing::info!("{}: sender non-delivery notification to {owner}: {id}", msg.queue_id);
+                for i in idx {
+                    handled[i] = true;
+                }
+            }
+            // The original sender hears of it instead: nothing is lost.
+            Err(e) => tracing::warn!("{}: cannot notify {owner}: {e}", msg.queue_id),
+        }
+    }
+    handled
 }
 
 /// The status of a request recipient from its deliveries: any deferral keeps it in the

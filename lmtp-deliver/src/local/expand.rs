@@ -87,8 +87,8 @@ pub struct Expander<'a> {
     pub domains: &'a Domains,
     pub aliases: &'a [AliasTable],
     pub msg: &'a Message,
-    /// (to=, status) per final delivery, in order.
-    pub leaves: Vec<(String, Status)>,
+    /// (to=, status, sender) per final delivery, in order.
+    pub leaves: Vec<(String, Status, String)>,
     pub forwards: Vec<Forward>,
     seen: HashSet<String>,
 }
@@ -122,8 +122,10 @@ impl<'a> Expander<'a> {
         self.local(recipient, local, &ctx);
     }
 
-    fn leaf(&mut self, to: &str, st: Status) {
-        self.leaves.push((to.to_string(), st));
+    /// Records a final delivery; `sender` is the envelope sender in effect there (an
+    /// owner- alias's, inside its expansion), who gets to hear of a failure.
+    fn leaf(&mut self, sender: &str, to: &str, st: Status) {
+        self.leaves.push((to.to_string(), st, sender.to_string()));
     }
 
     /// First time this destination is seen in this walk.
@@ -141,6 +143,7 @@ impl<'a> Expander<'a> {
         if !valid_address(&addr) {
             let to = ctx.delivered.clone();
             self.leaf(
+                &ctx.sender,
                 &to,
                 Status::fail(false, "5.1.3", format!("bad address syntax: {}", rpost_lookup::printable(raw))),
             );
@@ -164,7 +167,7 @@ impl<'a> Expander<'a> {
     fn local(&mut self, addr: &str, local: &str, parent: &Ctx) {
         let key = addr.to_lowercase();
         if parent.level >= MAX_LEVEL || parent.chain.contains(&key) || self.msg.delivered_to.contains(&key) {
-            self.leaf(addr, Status::fail(false, "5.4.6", format!("mail forwarding loop for {key}")));
+            self.leaf(&parent.sender, addr, Status::fail(false, "5.4.6", format!("mail forwarding loop for {key}")));
             return;
         }
         let mut ctx = parent.clone();
@@ -175,7 +178,7 @@ impl<'a> Expander<'a> {
         let (user, ext) = dest::split_local(&local, &self.s.recipient_delimiter);
         let (user, ext) = (user.to_string(), ext.map(str::to_string));
         match self.alias_lookup(&local, &user) {
-            Err(e) => self.leaf(addr, Status::defer(format!("alias database unavailable: {e}"))),
+            Err(e) => self.leaf(&ctx.sender, addr, Status::defer(format!("alias database unavailable: {e}"))),
             Ok(Some((name, value, table))) => self.alias(addr, &name, &value, table, &user, ext.as_deref(), &ctx),
             Ok(None) => self.user(addr, &user, ext.as_deref(), &ctx, true),
         }
@@ -214,7 +217,7 @@ impl<'a> Expander<'a> {
         }
         let dests = dest::parse_list(value);
         if dests.is_empty() {
-            self.leaf(addr, Status::fail(false, "5.3.0", format!("alias {name} has an empty value")));
+            self.leaf(&ctx.sender, addr, Status::fail(false, "5.3.0", format!("alias {name} has an empty value")));
             return;
         }
         for d in dests {
@@ -283,6 +286,7 @@ impl<'a> Expander<'a> {
     fn file(&mut self, to: &str, path: &str, ctx: &Ctx) {
         if !self.s.allowed_file(ctx.source) {
             self.leaf(
+                &ctx.sender,
                 to,
                 Status::fail(
                     false,
@@ -294,10 +298,14 @@ impl<'a> Expander<'a> {
         }
         let acct = match self.privs_for(ctx) {
             Ok(a) => a,
-            Err(e) => return self.leaf(to, Status::defer(e)),
+            Err(e) => return self.leaf(&ctx.sender, to, Status::defer(e)),
         };
         if path.split('/').any(|c| c == "..") {
-            return self.leaf(to, Status::fail(false, "5.3.0", format!("file name with \"..\" refused: {path}")));
+            return self.leaf(
+                &ctx.sender,
+                to,
+                Status::fail(false, "5.3.0", format!("file name with \"..\" refused: {path}")),
+            );
         }
         if !self.first(format!("file:{path}:{}", acct.uid)) {
             return;
@@ -316,12 +324,13 @@ impl<'a> Expander<'a> {
         };
         if self.s.mailbox_size_limit > 0 && data.len() as u64 > self.s.mailbox_size_limit {
             return self.leaf(
+                &ctx.sender,
                 to,
                 Status::fail(false, "5.2.2", format!("message is larger than mailbox_size_limit for {path}")),
             );
         }
         let st = answer_status(helper::run(&self.s.helper, self.creds(&acct), &task, &data), what);
-        self.leaf(to, st);
+        self.leaf(&ctx.sender, to, st);
     }
 
     fn env(&self, acct: &Account, ctx: &Ctx, user: &str, ext: Option<&str>) -> Vec<(String, String)> {
@@ -356,6 +365,7 @@ impl<'a> Expander<'a> {
     fn command(&mut self, to: &str, cmd: &str, ctx: &Ctx) {
         if !self.s.allowed_command(ctx.source) {
             self.leaf(
+                &ctx.sender,
                 to,
                 Status::fail(false, "5.7.1", format!("mail to command is restricted (from {})", ctx.source.name())),
             );
@@ -363,7 +373,7 @@ impl<'a> Expander<'a> {
         }
         let acct = match self.privs_for(ctx) {
             Ok(a) => a,
-            Err(e) => return self.leaf(to, Status::defer(e)),
+            Err(e) => return self.leaf(&ctx.sender, to, Status::defer(e)),
         };
         if !self.first(format!("command:{cmd}:{}", acct.uid)) {
             return;
@@ -376,7 +386,7 @@ impl<'a> Expander<'a> {
         let cwd =
             if ctx.source == Source::Forward && acct.home.is_dir() { acct.home.clone() } else { PathBuf::from("/") };
         let st = self.run_command(cmd, &acct, env, cwd, &input);
-        self.leaf(to, st);
+        self.leaf(&ctx.sender, to, st);
     }
 
     fn run_command(&self, cmd: &str, acct: &Account, env: Vec<(String, String)>, cwd: PathBuf, input: &[u8]) -> Status {
@@ -396,28 +406,33 @@ impl<'a> Expander<'a> {
 
     fn include(&mut self, to: &str, path: &str, name: &str, user: &str, ext: Option<&str>, ctx: &Ctx) {
         if !path.starts_with('/') {
-            return self.leaf(to, Status::fail(false, "5.3.0", format!(":include: needs an absolute path: {path}")));
+            return self.leaf(
+                &ctx.sender,
+                to,
+                Status::fail(false, "5.3.0", format!(":include: needs an absolute path: {path}")),
+            );
         }
         let key = format!(":include:{path}");
         if ctx.chain.contains(&key) {
-            return self.leaf(to, Status::fail(false, "5.4.6", format!("mail forwarding loop for {key}")));
+            return self.leaf(&ctx.sender, to, Status::fail(false, "5.4.6", format!("mail forwarding loop for {key}")));
         }
         let acct = match self.privs_for(ctx) {
             Ok(a) => a,
-            Err(e) => return self.leaf(to, Status::defer(e)),
+            Err(e) => return self.leaf(&ctx.sender, to, Status::defer(e)),
         };
         let (uid, text) = match helper::run(&self.s.helper, self.creds(&acct), &Task::Read { path: path.into() }, b"") {
             Answer::Ok(data) => match split_read(&data) {
                 Some((uid, _mode, text)) => (uid, text),
-                None => return self.leaf(to, Status::defer(format!("cannot read include file {path}"))),
+                None => return self.leaf(&ctx.sender, to, Status::defer(format!("cannot read include file {path}"))),
             },
             Answer::None => {
                 return self.leaf(
+                    &ctx.sender,
                     to,
                     Status::fail(false, "5.3.0", format!("cannot open include file {path}: No such file or directory")),
                 );
             }
-            Answer::Fail { soft, dsn, reason } => return self.leaf(to, Status::fail(soft, &dsn, reason)),
+            Answer::Fail { soft, dsn, reason } => return self.leaf(&ctx.sender, to, Status::fail(soft, &dsn, reason)),
         };
         let mut c = ctx.clone();
         c.source = Source::Include;
@@ -443,11 +458,12 @@ impl<'a> Expander<'a> {
             Ok(None) if !self.s.luser_relay.is_empty() => return self.luser_relay(addr, user, ext, ctx),
             Ok(None) => {
                 return self.leaf(
+                    &ctx.sender,
                     addr,
                     Status::fail(false, "5.1.1", format!("unknown user: \"{}\"", rpost_lookup::printable(user))),
                 );
             }
-            Err(e) => return self.leaf(addr, Status::defer(format!("user lookup for {user}: {e}"))),
+            Err(e) => return self.leaf(&ctx.sender, addr, Status::defer(format!("user lookup for {user}: {e}"))),
         };
         if forward && self.dot_forward(addr, &acct, ext, ctx) {
             return;
@@ -473,7 +489,11 @@ impl<'a> Expander<'a> {
         let relay = dest::expand(&self.s.luser_relay, &lookup);
         match dest::parse_list(&relay).as_slice() {
             [Dest::Address(a)] => self.address(&a.clone(), ctx),
-            _ => self.leaf(addr, Status::defer(format!("luser_relay = {} is not one address", self.s.luser_relay))),
+            _ => self.leaf(
+                &ctx.sender,
+                addr,
+                Status::defer(format!("luser_relay = {} is not one address", self.s.luser_relay)),
+            ),
         }
     }
 
@@ -514,7 +534,7 @@ impl<'a> Expander<'a> {
                 Answer::None => continue,
                 Answer::Fail { soft, dsn, reason } => {
                     if soft {
-                        self.leaf(addr, Status::fail(true, &dsn, reason));
+                        self.leaf(&ctx.sender, addr, Status::fail(true, &dsn, reason));
                         return true;
                     }
                     continue;
@@ -550,7 +570,7 @@ impl<'a> Expander<'a> {
             return;
         }
         if self.s.privileged && acct.uid == 0 {
-            return self.leaf(
+            return self.leaf(&ctx.sender,
                 addr,
                 Status::defer(format!(
                     "mailbox delivery for {} (uid 0) is not done with root privileges: add an alias for {} to /etc/aliases",
@@ -563,7 +583,7 @@ impl<'a> Expander<'a> {
         let creds = self.creds(acct);
         let per_user = match rpost_lookup::lookup_first(&self.s.mailbox_command_maps, &acct.name) {
             Ok(c) => c,
-            Err(e) => return self.leaf(addr, Status::defer(format!("mailbox_command_maps: {e}"))),
+            Err(e) => return self.leaf(&ctx.sender, addr, Status::defer(format!("mailbox_command_maps: {e}"))),
         };
         if let Some(cmd) = per_user.or_else(|| Some(self.s.mailbox_command.clone()).filter(|c| !c.is_empty())) {
             // Not $name-expanded, as in Postfix: it is shell syntax ("$EXTENSION" is the
@@ -572,24 +592,28 @@ impl<'a> Expander<'a> {
             let env = self.env(acct, &c, &acct.name, ext);
             let cwd = if acct.home.is_dir() { acct.home.clone() } else { PathBuf::from("/") };
             let st = self.run_command(&cmd, acct, env, cwd, &input);
-            return self.leaf(addr, st);
+            return self.leaf(&ctx.sender, addr, st);
         }
         if !self.s.home_mailbox.is_empty() {
             if !acct.home.is_absolute() || self.s.home_mailbox.starts_with('/') || self.s.home_mailbox.contains("..") {
                 let why = format!("no usable mailbox: home {:?}, home_mailbox {:?}", acct.home, self.s.home_mailbox);
-                return self.leaf(addr, Status::fail(true, "4.3.5", why));
+                return self.leaf(&ctx.sender, addr, Status::fail(true, "4.3.5", why));
             }
             let path = acct.home.join(&self.s.home_mailbox);
             if self.s.home_mailbox.ends_with('/') {
                 let data = self.copy(&c, true, false, false);
                 if self.s.mailbox_size_limit > 0 && data.len() as u64 > self.s.mailbox_size_limit {
-                    return self.leaf(addr, Status::fail(false, "5.2.2", "message is larger than mailbox_size_limit"));
+                    return self.leaf(
+                        &ctx.sender,
+                        addr,
+                        Status::fail(false, "5.2.2", "message is larger than mailbox_size_limit"),
+                    );
                 }
                 let st = answer_status(
                     helper::run(&self.s.helper, creds, &Task::Maildir { path }, &data),
                     "delivered to maildir".into(),
                 );
-                return self.leaf(addr, st);
+                return self.leaf(&ctx.sender, addr, st);
             }
             let opts = AppendOptions {
                 owner: self.s.strict_mailbox_ownership.then_some(acct.uid),
@@ -601,10 +625,10 @@ impl<'a> Expander<'a> {
                 helper::run(&self.s.helper, creds, &Task::Mbox { path, opts }, &data),
                 "delivered to mailbox".into(),
             );
-            return self.leaf(addr, st);
+            return self.leaf(&ctx.sender, addr, st);
         }
         let st = self.spool_mailbox(acct, &c);
-        self.leaf(addr, st);
+        self.leaf(&ctx.sender, addr, st);
     }
 
     /// mail_spool_directory/USER. The spool is usually root's (Debian: root:mail 2775), so

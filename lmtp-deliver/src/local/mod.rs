@@ -3,7 +3,8 @@
 //!
 //! Layout: [`agent`] serves qmgr's requests and logs, [`expand`] walks one recipient,
 //! [`dest`] parses destinations and local variables, [`mbox`] formats and appends mbox
-//! copies, [`command`] runs `|command` deliveries, [`helper`] runs writes and reads as the
+//! copies, [`command`] runs `|command` deliveries, [`notice`] reports failures to owner-
+//! aliases, [`helper`] runs writes and reads as the
 //! target user, [`requeue`] forwards through the queue, [`settings`] holds the parameters.
 //! The binary is `src/bin/local.rs`; lib.rs has the manual page.
 
@@ -13,6 +14,7 @@ pub mod dest;
 pub mod expand;
 pub mod helper;
 pub mod mbox;
+pub mod notice;
 pub mod requeue;
 pub mod settings;
 

@@ -74,19 +74,28 @@ pub fn queue(
         envid: msg.envelope.envid.clone(),
         attrs: Vec::new(),
     };
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    if s.prepend("forward") {
+        let clean: String = delivered.chars().filter(|c| !c.is_control()).collect();
+        parts.push(format!("Delivered-To: {clean}\r\n").into_bytes());
+    }
+    commit(s, &env, &[&parts.concat(), &msg.content])
+}
+
+/// Writes a new queue file (envelope, then `content` pieces), owned by mail_owner when we
+/// are root, commits it durably and triggers qmgr. Returns the queue ID.
+pub fn commit(s: &Settings, env: &Envelope, content: &[&[u8]]) -> Result<String, String> {
     let q = Queue::new(&s.queue_root);
-    let mut m = q.create(&env).map_err(|e| e.to_string())?;
+    let mut m = q.create(env).map_err(|e| e.to_string())?;
     if s.privileged {
         // qmgr runs as mail_owner and must read the file; lchown never follows a link.
         let owner = rpost_privilege::lookup_user(&s.mail_owner).map_err(|e| format!("mail_owner: {e}"))?;
         std::os::unix::fs::lchown(m.path(), Some(owner.uid), Some(owner.gid))
             .map_err(|e| format!("chown {}: {e}", m.path().display()))?;
     }
-    if s.prepend("forward") {
-        let clean: String = delivered.chars().filter(|c| !c.is_control()).collect();
-        m.write_content(format!("Delivered-To: {clean}\r\n").as_bytes()).map_err(|e| e.to_string())?;
+    for piece in content {
+        m.write_content(piece).map_err(|e| e.to_string())?;
     }
-    m.write_content(&msg.content).map_err(|e| e.to_string())?;
     let id = m.commit().map_err(|e| e.to_string())?;
     trigger_qmgr(s);
     Ok(id.to_string())

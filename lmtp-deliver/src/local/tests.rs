@@ -50,7 +50,7 @@ fn run(
     table: &str,
     content: &str,
     rcpt: &str,
-) -> (Vec<(String, super::expand::Status)>, Vec<Forward>) {
+) -> (Vec<(String, super::expand::Status, String)>, Vec<Forward>) {
     let p = params(extra);
     let s = Settings::from_params(&p, PathBuf::from("/nonexistent"), false).unwrap();
     let domains = rpost_address::Domains::from_params(&p).unwrap();
