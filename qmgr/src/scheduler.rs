@@ -14,8 +14,10 @@
 //!   concurrency window with Postfix's feedback and dead-destination rules ([`crate::feedback`]);
 //!   requests for a dead destination are deferred without an attempt ("delivery
 //!   temporarily suspended: ...") until it is resumed after `minimal_backoff_time`.
-//! * Results: sent and bounced recipients are marked done in the queue file (in place, one
-//!   fdatasync per batch). When a message has no attempt left running it is removed (all
+//! * Results: sent and bounced recipients are marked done in the queue file (in place; the
+//!   marks are fdatasync'd only when the message stays queued, and qmgr's renames and
+//!   unlinks skip the directory fsync: a crash can cost a duplicate delivery, never a
+//!   message, and the delivery path needs no fsync of its own in qmgr). When a message has no attempt left running it is removed (all
 //!   done), expired (older than `maximal_queue_lifetime`, or `bounce_queue_lifetime` for
 //!   mail from the null sender or `double_bounce_sender`: the rest is marked expired), or
 //!   moved to `deferred/` with its mtime set to the next retry: the message's age, clamped
@@ -261,7 +263,7 @@ impl Qmgr {
                         continue;
                     }
                 }
-                if let Err(e) = self.queue.move_to(&id, dir, QueueDir::Active) {
+                if let Err(e) = self.queue.move_without_sync(&id, dir, QueueDir::Active) {
                     tracing::warn!("{id}: move to active: {e}");
                     continue;
                 }
@@ -470,10 +472,11 @@ impl Qmgr {
                 Outcome::Deferred => None,
             })
             .collect();
+        // Unsynced: the file is either removed when all is done, or synced before it leaves
+        // active/ (finish). Not marked means delivered again later: at least once, never lost.
         if !updates.is_empty()
-            && let Err(e) = active.file.mark_recipients(&updates)
+            && let Err(e) = active.file.mark_recipients_unsynced(&updates)
         {
-            // Not marked means delivered again later: at least once, never lost.
             tracing::warn!("{id}: mark recipients: {e}");
         }
         for s in statuses {
@@ -546,7 +549,10 @@ impl Qmgr {
         self.notify(&mut active);
         let backoff =
             age.clamp(self.limits.minimal_backoff, self.limits.maximal_backoff.max(self.limits.minimal_backoff));
-        if let Err(e) = self.queue.move_to(id, QueueDir::Active, QueueDir::Deferred) {
+        if let Err(e) = active.file.sync_marks() {
+            tracing::warn!("{id}: sync recipient marks: {e}");
+        }
+        if let Err(e) = self.queue.move_without_sync(id, QueueDir::Active, QueueDir::Deferred) {
             tracing::warn!("{id}: move to deferred: {e}");
             return;
         }
@@ -585,7 +591,7 @@ impl Qmgr {
 
 impl Qmgr {
     fn remove(&self, id: &QueueId) {
-        match self.queue.remove(QueueDir::Active, id) {
+        match self.queue.remove_without_sync(QueueDir::Active, id) {
             Ok(()) => tracing::info!("{id}: removed"),
             Err(e) => tracing::warn!("{id}: remove: {e}"),
         }

@@ -100,6 +100,24 @@ impl QueueFile {
     /// Like [`mark_recipient`](QueueFile::mark_recipient) for several
     /// recipients at once, with a single fdatasync.
     pub fn mark_recipients(&mut self, updates: &[(usize, RcptStatus)]) -> Result<(), QueueError> {
+        self.write_marks(updates, true)
+    }
+
+    /// Like [`mark_recipients`](QueueFile::mark_recipients) without the fdatasync, for a
+    /// caller that either removes the file next (a lost mark is moot) or calls
+    /// [`sync_marks`](QueueFile::sync_marks) before the file leaves `active/`. A mark lost in
+    /// a crash means one more delivery, never a lost message.
+    pub fn mark_recipients_unsynced(&mut self, updates: &[(usize, RcptStatus)]) -> Result<(), QueueError> {
+        self.write_marks(updates, false)
+    }
+
+    /// Makes the marks written so far durable (fdatasync).
+    pub fn sync_marks(&self) -> Result<(), QueueError> {
+        let file = open_nofollow(&self.path, true)?;
+        file.sync_data().map_err(|e| QueueError::io(&self.path, e))
+    }
+
+    fn write_marks(&mut self, updates: &[(usize, RcptStatus)], sync: bool) -> Result<(), QueueError> {
         for &(index, _) in updates {
             if index >= self.status_offsets.len() {
                 return Err(QueueError::NoRecipient { path: self.path.clone(), index });
@@ -117,7 +135,9 @@ impl QueueFile {
             }
             file.write_all_at(&[format::status_byte(status)], off).map_err(io_err)?;
         }
-        file.sync_data().map_err(io_err)?;
+        if sync {
+            file.sync_data().map_err(io_err)?;
+        }
         for &(index, status) in updates {
             self.envelope.recipients[index].status = status;
         }

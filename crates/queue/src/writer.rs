@@ -142,6 +142,26 @@ impl Queue {
         sync_dir(&self.dir(from))
     }
 
+    /// Moves a file between directories without the directory fsyncs, for qmgr's own moves
+    /// (incoming or deferred to active, active to deferred): rename() is atomic, and if a
+    /// crash undoes it the file is in a directory qmgr scans anyway, so the worst case is an
+    /// earlier retry. Postfix's qmgr does not sync these renames either.
+    pub fn move_without_sync(&self, id: &QueueId, from: QueueDir, to: QueueDir) -> Result<(), QueueError> {
+        if from == to {
+            return Ok(());
+        }
+        let src = self.path(from, id);
+        fs::rename(&src, self.path(to, id)).map_err(|e| QueueError::io(&src, e))
+    }
+
+    /// Deletes a file without the directory fsync, for a message whose recipients are all
+    /// done: if a crash undoes the unlink the message is delivered again (at least once),
+    /// never lost. Saves one fsync per delivered message.
+    pub fn remove_without_sync(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
+        let p = self.path(d, id);
+        fs::remove_file(&p).map_err(|e| QueueError::io(&p, e))
+    }
+
     /// Deletes a file (all recipients done, or `queue delete`).
     pub fn remove(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
         let p = self.path(d, id);

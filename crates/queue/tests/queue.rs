@@ -143,6 +143,24 @@ fn rich_round_trip_with_marking() {
     assert!(matches!(q.open(QueueDir::Deferred, &id), Err(QueueError::Io { .. })));
 }
 
+#[test]
+fn qmgr_fast_path_marks_moves_and_removes() {
+    let (_tmp, q) = queue();
+    let id = commit(&q, &rich_envelope(), b"Subject: t\r\n\r\nhi\r\n");
+    q.move_without_sync(&id, QueueDir::Incoming, QueueDir::Active).unwrap();
+    assert_eq!(q.find(&id), Some(QueueDir::Active));
+    let mut f = q.open(QueueDir::Active, &id).unwrap();
+    f.mark_recipients_unsynced(&[(1, RcptStatus::Delivered)]).unwrap();
+    f.sync_marks().unwrap();
+    // Written to the file, not only to memory.
+    let again = q.open(QueueDir::Active, &id).unwrap();
+    assert_eq!(again.envelope.recipients[1].status, RcptStatus::Delivered);
+    assert!(f.mark_recipients_unsynced(&[(99, RcptStatus::Delivered)]).is_err());
+    q.move_without_sync(&id, QueueDir::Active, QueueDir::Deferred).unwrap();
+    q.remove_without_sync(QueueDir::Deferred, &id).unwrap();
+    assert_eq!(q.find(&id), None);
+}
+
 /// A small committed file, for the exhaustive damage loops.
 fn small_file() -> (tempfile::TempDir, Queue, QueueId, Vec<u8>, Vec<u64>) {
     let (tmp, q) = queue();
