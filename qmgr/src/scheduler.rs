@@ -17,7 +17,7 @@
 //! * Results: sent and bounced recipients are marked done in the queue file (in place; the
 //!   marks are fdatasync'd only when the message stays queued, and qmgr's renames and
 //!   unlinks skip the directory fsync: a crash can cost a duplicate delivery, never a
-//!   message, and the delivery path needs no fsync of its own in qmgr). When a message has no attempt left running it is removed (all
+//!   message). When a message has no attempt left running it is removed (all
 //!   done), expired (older than `maximal_queue_lifetime`, or `bounce_queue_lifetime` for
 //!   mail from the null sender or `double_bounce_sender`: the rest is marked expired), or
 //!   moved to `deferred/` with its mtime set to the next retry: the message's age, clamped
