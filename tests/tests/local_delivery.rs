@@ -358,3 +358,23 @@ fn owner_alias_gets_the_errors_of_its_list() {
         "{log}"
     );
 }
+
+#[test]
+fn a_symlinked_mailbox_is_never_written_through() {
+    let user = TestUser::new("s");
+    let name = user.name.clone();
+    let victim: std::cell::OnceCell<PathBuf> = std::cell::OnceCell::new();
+    let suite = builder().start_with(|s| {
+        common(s, "root: alice@example.test\n");
+        let v = s.root().join("victim");
+        std::fs::write(&v, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&v, s.root().join("mail").join(&name)).unwrap();
+        let _ = victim.set(v);
+    });
+    let id = send(&suite, "alice@example.test", &format!("{name}@mail.example.test"), "Subject: x\r\n\r\nx");
+    wait_settled(&suite, &id);
+    assert_eq!(std::fs::read_to_string(victim.get().unwrap()).unwrap(), "precious\n");
+    let log = suite.log();
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(log.contains(&format!("{id}: to=<{name}@mail.example.test>, relay=local, ")), "{log}");
+}

@@ -202,3 +202,41 @@ fn mailbox_command_maps_win_over_mailbox_command() {
     assert_eq!(leaves[0].1.outcome, Outcome::Sent, "{leaves:?}");
     assert_eq!(std::fs::read_to_string(dir.path().join("which")).unwrap(), "map\n");
 }
+
+/// Parsers of untrusted text (.forward files, message headers, local variables) on many
+/// pseudo-random inputs: no panics, and the invariants hold.
+#[test]
+fn parsers_survive_arbitrary_input() {
+    const ALPHABET: &[u8] = b"ab@|/:\\\"'$ {}()?+-,.#\r\n\tFrom Delivered-To:include";
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let len = (next() % 80) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        for d in super::dest::parse_file(&text) {
+            if let super::dest::Dest::File(p) = d {
+                assert!(p.starts_with('/'));
+            }
+        }
+        let _ = super::dest::expand(&text, &|n: &str| (n == "a").then(|| "v".to_string()));
+        let _ = delivered_to_headers(&bytes);
+        let copy = super::mbox::Copy {
+            sender: &text,
+            delivered_to: Some(&text),
+            from_line: true,
+            mbox: true,
+            time: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let out = super::mbox::format(&bytes, &copy);
+        let body = &out[out.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        // One envelope line only: nothing in the body starts a new message.
+        assert!(!body.windows(6).any(|w| w == b"\nFrom "), "{text:?}");
+        assert!(out.ends_with(b"\n\n"));
+    }
+}
