@@ -1,6 +1,7 @@
 //! Message headers of local submissions: CRLF normalization and the headers Postfix's
 //! cleanup adds to locally posted mail when they are missing (Date:, Message-ID:, From:,
-//! and `undisclosed_recipients_header` when there is no To/Cc/Bcc).
+//! and `undisclosed_recipients_header` when there is no To/Cc/Bcc), and `@$myorigin` for
+//! bare user names in address headers.
 
 /// What the added headers say.
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub struct Missing<'a> {
     pub fullname: Option<&'a str>,
     /// `undisclosed_recipients_header` ("" = add nothing).
     pub undisclosed: &'a str,
+    /// `$myorigin`, appended to bare user names in address headers ("" = leave them).
+    pub origin: &'a str,
 }
 
 /// The result of [`complete`].
@@ -117,9 +120,168 @@ fn from_header(sender: &str, fullname: Option<&str>) -> String {
     }
 }
 
+/// Headers whose addresses Postfix's cleanup rewrites for local submissions.
+const ADDRESS_HEADERS: &[&str] = &[
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Resent-From",
+    "Resent-Sender",
+    "Resent-To",
+    "Resent-Cc",
+    "Resent-Bcc",
+    "Errors-To",
+    "Return-Receipt-To",
+    "Disposition-Notification-To",
+];
+
+/// A bare user name, the only form rewritten (anything fancier is left exactly as it is).
+fn is_bare_user(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._+-=".contains(c))
+}
+
+/// Where `@origin` goes in one list item `value[start..end]`, if the item is a bare user
+/// name: alone (comments aside) or inside `<>` (`angle`, the inner range).
+fn bare_item_end(value: &str, start: usize, end: usize, angle: Option<(usize, usize)>) -> Option<usize> {
+    if let Some((a, z)) = angle {
+        return is_bare_user(value[a..z].trim()).then_some(z);
+    }
+    // Outside comments, the item must be exactly one token.
+    let mut tokens: Vec<(usize, usize)> = Vec::new();
+    let (mut depth, mut t0): (usize, Option<usize>) = (0, None);
+    for (k, c) in value[start..end].char_indices() {
+        let k = start + k;
+        match c {
+            '(' => {
+                if let Some(s0) = t0.take() {
+                    tokens.push((s0, k));
+                }
+                depth += 1;
+            }
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            c if c.is_whitespace() => {
+                if let Some(s0) = t0.take() {
+                    tokens.push((s0, k));
+                }
+            }
+            _ => {
+                if t0.is_none() {
+                    t0 = Some(k);
+                }
+            }
+        }
+    }
+    if let Some(s0) = t0 {
+        tokens.push((s0, end));
+    }
+    match tokens[..] {
+        [(a, z)] if is_bare_user(&value[a..z]) => Some(z),
+        _ => None,
+    }
+}
+
+/// Appends `@origin` to each bare user name in an address list (`root`, `Root <root>`,
+/// `root (Cron Daemon)`), as Postfix's append_at_myorigin does to local submissions' headers.
+/// Quoted strings, comments, groups and everything already qualified stay untouched.
+pub fn qualify_list(value: &str, origin: &str) -> String {
+    let b = value.as_bytes();
+    let mut inserts: Vec<usize> = Vec::new();
+    let (mut quoted, mut depth) = (false, 0usize);
+    let mut angle_open: Option<usize> = None;
+    let mut angle: Option<(usize, usize)> = None;
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if quoted {
+            match c {
+                b'\\' => i += 1,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if depth > 0 {
+            match c {
+                b'\\' => i += 1,
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => quoted = true,
+                b'(' => depth = 1,
+                b'<' if angle_open.is_none() => angle_open = Some(i + 1),
+                b'>' if angle_open.is_some() => angle = angle_open.take().map(|a| (a, i)),
+                // A group's display name is not an address.
+                b':' if angle_open.is_none() => start = i + 1,
+                b',' | b';' if angle_open.is_none() => {
+                    inserts.extend(bare_item_end(value, start, i, angle.take()));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    // Unbalanced quotes, comments or brackets: leave the whole field alone.
+    if quoted || depth > 0 || angle_open.is_some() {
+        return value.to_string();
+    }
+    inserts.extend(bare_item_end(value, start, b.len(), angle.take()));
+    let mut out = String::with_capacity(value.len() + inserts.len() * (origin.len() + 1));
+    let mut last = 0;
+    for at in inserts {
+        out.push_str(&value[last..at]);
+        out.push('@');
+        out.push_str(origin);
+        last = at;
+    }
+    out.push_str(&value[last..]);
+    out
+}
+
+/// [`qualify_list`] over every address header of CRLF content; other bytes are unchanged.
+fn qualify_headers(content: &[u8], origin: &str) -> Vec<u8> {
+    if origin.is_empty() {
+        return content.to_vec();
+    }
+    let (lines, _, _) = split(content);
+    let header_end: usize = lines.iter().map(|l| l.len() + 2).sum::<usize>().min(content.len());
+    let line_end = |from: usize| {
+        content[from..].windows(2).position(|w| w == b"\r\n").map(|i| from + i + 2).unwrap_or(content.len())
+    };
+    let mut out = Vec::with_capacity(content.len() + 64);
+    let mut pos = 0;
+    while pos < header_end {
+        // One field: its first line and its continuation lines.
+        let mut end = line_end(pos);
+        while end < header_end && matches!(content[end], b' ' | b'\t') {
+            end = line_end(end);
+        }
+        let end = end.min(header_end);
+        let field = &content[pos..end];
+        let name = header_name(field).unwrap_or_default();
+        match std::str::from_utf8(field) {
+            Ok(text) if ADDRESS_HEADERS.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name)) => {
+                let (head, value) = text.split_at(name.len() + 1);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(qualify_list(value, origin).as_bytes());
+            }
+            _ => out.extend_from_slice(field),
+        }
+        pos = end;
+    }
+    out.extend_from_slice(&content[header_end..]);
+    out
+}
+
 /// Normalizes line endings and adds the missing headers at the end of the header block.
 pub fn complete(input: &[u8], m: &Missing<'_>) -> Completed {
-    let content = normalize_crlf(input);
+    let content = qualify_headers(&normalize_crlf(input), m.origin);
     let (lines, body_at, _) = split(&content);
     let has = |name: &str| {
         lines.iter().any(|l| {
@@ -169,6 +331,7 @@ mod tests {
             sender: "u@h",
             fullname: Some("U. Ser"),
             undisclosed: "",
+            origin: "",
         }
     }
 
@@ -222,7 +385,7 @@ mod tests {
             let len = (seed % 40) as usize;
             let input: Vec<u8> =
                 (0..len).map(|i| alphabet[((seed >> (i % 60)) as usize + i) % alphabet.len()]).collect();
-            let c = complete(&input, &m());
+            let c = complete(&input, &Missing { origin: "o.test", ..m() });
             // Every line ends in CRLF and the normalized input is all there, in order.
             assert!(c.content.ends_with(b"\r\n"));
             assert!(!c.content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
@@ -230,6 +393,36 @@ mod tests {
             let mut it = c.content.iter();
             assert!(norm.iter().all(|b| it.any(|x| x == b)), "{input:?}");
         }
+    }
+
+    #[test]
+    fn bare_user_names_get_myorigin() {
+        let q = |v: &str| qualify_list(v, "example.test");
+        assert_eq!(q(" root"), " root@example.test");
+        assert_eq!(q(" Cron Daemon <root>"), " Cron Daemon <root@example.test>");
+        assert_eq!(
+            q(" root (Cron Daemon), bob@x.test, alice"),
+            " root@example.test (Cron Daemon), bob@x.test, alice@example.test"
+        );
+        assert_eq!(q(" \"a, b\" <c>, d"), " \"a, b\" <c@example.test>, d@example.test");
+        assert_eq!(q(" team: a, b@y;"), " team: a@example.test, b@y;");
+        assert_eq!(q(" undisclosed-recipients:;"), " undisclosed-recipients:;");
+        // Left alone: already qualified, quoted local parts, two words, broken syntax.
+        for v in [" a@b", " \"odd one\"", " two words", " <unclosed", " (only a comment)", " ", " x (open"] {
+            assert_eq!(q(v), v);
+        }
+        let c = complete(
+            b"From: root\nTo: bob,\n  carol\nSubject: root\n\nTo: body\n",
+            &Missing { origin: "example.test", ..m() },
+        );
+        let text = String::from_utf8(c.content).unwrap();
+        assert!(
+            text.starts_with(
+                "From: root@example.test\r\nTo: bob@example.test,\r\n  carol@example.test\r\nSubject: root\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\nTo: body\r\n"), "{text}");
     }
 
     #[test]

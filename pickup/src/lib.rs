@@ -24,7 +24,8 @@
 //!   `Received: by $myhostname ($mail_name, from userid UID) id QID; DATE` on top, and the
 //!   Date:, Message-Id: and From: headers added where missing (as Postfix's cleanup does for
 //!   local submissions), plus `undisclosed_recipients_header` when set and there is no
-//!   To/Cc/Bcc;
+//!   To/Cc/Bcc; bare user names in address headers (`From: root`, `To: Bob <bob>`) get
+//!   `@$myorigin`, as Postfix's cleanup rewrites local submissions' headers;
 //! * only after the commit is the maildrop file removed (a crash in between means a
 //!   duplicate, never a loss); the log says `pickup[pid]: QID: uid=1000 from=<user@origin>`;
 //! * a file that fails any check is moved to `corrupt/maildrop-NAME` with a warning naming

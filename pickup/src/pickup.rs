@@ -334,7 +334,14 @@ impl Pickup {
         let message_id = format!("{}.{id}@{}", message_id_stamp(now), s.myhostname);
         let done = complete(
             &d.content,
-            &Missing { date: &date, message_id: &message_id, sender: &sender, fullname, undisclosed: &s.undisclosed },
+            &Missing {
+                date: &date,
+                message_id: &message_id,
+                sender: &sender,
+                fullname,
+                undisclosed: &s.undisclosed,
+                origin: &s.myorigin,
+            },
         );
         msg.write_content(received.as_bytes()).map_err(transient)?;
         msg.write_content(&done.content).map_err(transient)?;

@@ -120,7 +120,7 @@ fn sendmail_f_and_t_deliver_into_the_maildir() {
     assert!(log.contains("pickup["), "{log}");
 
     // -t: To/Cc/Bcc are the recipients, Bcc is gone from every copy; -i keeps lone dots.
-    let msg = b"From: Me <me@x.test>\nTo: Alice <alice@example.test>\nBcc: bob@example.test\nSubject: second\n\nline\n.\nafter the dot\n";
+    let msg = b"From: Me <me@x.test>\nTo: Alice <alice@example.test>\nBcc: bob@example.test\nReply-To: Me Myself <me>\nSubject: second\n\nline\n.\nafter the dot\n";
     let out = run(&suite, "sendmail", &["-t", "-i"], msg, None);
     assert!(out.status.success(), "sendmail -t: {}", text(&out.stderr));
     let alice = wait_for_mail(&suite, "alice", 2);
@@ -129,6 +129,8 @@ fn sendmail_f_and_t_deliver_into_the_maildir() {
         assert!(!m.contains("Bcc:") && !m.contains("bcc:"), "Bcc leaked: {m}");
         assert!(m.contains("From: Me <me@x.test>\n") && m.contains("\n.\nafter the dot\n"), "{m}");
         assert!(m.contains("\nMessage-Id: <"), "{m}");
+        // Bare user names in address headers get @$myorigin (here $myhostname).
+        assert!(m.contains("\nReply-To: Me Myself <me@mail.example.test>\n"), "{m}");
     }
     // No -f: the sender is the submitting user at $myorigin.
     let me = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
