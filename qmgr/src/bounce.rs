@@ -14,8 +14,9 @@
 //! * a failure of mail from `double_bounce_sender`: nothing ("undeliverable postmaster
 //!   notification discarded"), so notifications can never loop;
 //! * delay warnings (Action: delayed) and success reports (Action: delivered or relayed)
-//!   go to the sender with headers only; a delayed bounce is reported to
-//!   `delay_notice_recipient` when `notify_classes` has `delay`.
+//!   go to the sender with headers only; with the `delay` class in `notify_classes` a
+//!   copy of each delay warning goes to `delay_notice_recipient` (for a delayed bounce,
+//!   that copy is the only report).
 //!
 //! mail-builder writes the MIME structure (boundary, part headers, transfer encodings of the
 //! text part). The message/delivery-status, message/rfc822 and text/rfc822-headers parts are
@@ -101,6 +102,8 @@ pub struct Reporter {
     pub delay_notice_recipient: String,
     pub delay_warning_time: Duration,
     pub queue_lifetime: Duration,
+    /// The lifetime of mail from the null sender (for Will-Retry-Until).
+    pub bounce_lifetime: Duration,
     pub bounce_size_limit: u64,
 }
 
@@ -123,6 +126,7 @@ impl Reporter {
             delay_notice_recipient: qualify(p.get("delay_notice_recipient")?),
             delay_warning_time: p.get_time("delay_warning_time")?,
             queue_lifetime: p.get_time("maximal_queue_lifetime")?,
+            bounce_lifetime: p.get_time("bounce_queue_lifetime")?,
             bounce_size_limit: p.get_size("bounce_size_limit")?,
             myorigin,
         })
@@ -141,6 +145,7 @@ impl Reporter {
             delay_notice_recipient: format!("postmaster@{host}"),
             delay_warning_time: Duration::ZERO,
             queue_lifetime: Duration::from_secs(5 * 86400),
+            bounce_lifetime: Duration::from_secs(5 * 86400),
             bounce_size_limit: 50000,
         }
     }
@@ -237,22 +242,27 @@ pub fn failures(r: &Reporter, original: &QueueFile, entries: &[Entry], now: Syst
     Plan::Send(out)
 }
 
-/// The delay warning for recipients still pending (already filtered by NOTIFY).
-pub fn delays(r: &Reporter, original: &QueueFile, entries: &[Entry], now: SystemTime) -> Option<Notice> {
+/// The delay warnings for recipients still pending (already filtered by NOTIFY): to the
+/// sender, and with the `delay` class a copy to `delay_notice_recipient`.
+pub fn delays(r: &Reporter, original: &QueueFile, entries: &[Entry], now: SystemTime) -> Vec<Notice> {
     let sender = original.envelope.sender.as_str();
+    let mut out = Vec::new();
     if entries.is_empty() || r.is_double_bounce(sender) {
-        return None;
+        return out;
     }
-    if sender.is_empty() {
-        if !r.class("delay") {
-            return None;
-        }
+    if !sender.is_empty()
+        && let Some(n) = compose(r, original, Kind::Delay, false, sender, entries, Returned::Headers, now)
+    {
+        out.push(Notice { what: "sender delay notification", ..n });
+    }
+    // The delay class: the postmaster hears of delayed mail too (of delayed bounces only so).
+    if r.class("delay") {
         let to = r.delay_notice_recipient.as_str();
-        let n = compose(r, original, Kind::Delay, true, to, entries, Returned::Headers, now)?;
-        return Some(Notice { what: "postmaster delay notification", ..n });
+        if let Some(n) = compose(r, original, Kind::Delay, true, to, entries, Returned::Headers, now) {
+            out.push(Notice { what: "postmaster delay notification", ..n });
+        }
     }
-    let n = compose(r, original, Kind::Delay, false, sender, entries, Returned::Headers, now)?;
-    Some(Notice { what: "sender delay notification", ..n })
+    out
 }
 
 /// The success report for recipients that asked for one. Never for the null sender.
@@ -459,7 +469,8 @@ fn delivery_status(r: &Reporter, original: &QueueFile, entries: &[Entry], now: S
         let (kind, text) = diagnostic(&e.reason);
         s.push_str(&format!("Diagnostic-Code: {kind}; {text}\r\n"));
         if e.action == Action::Delayed {
-            let until = env.arrival + r.queue_lifetime;
+            let notification = env.sender.is_empty() || r.is_double_bounce(&env.sender);
+            let until = env.arrival + if notification { r.bounce_lifetime } else { r.queue_lifetime };
             s.push_str(&format!("Will-Retry-Until: {}\r\n", rpost_log::rfc5322_date(until.max(now))));
         }
     }
@@ -725,9 +736,10 @@ mod tests {
             reason: "connect to mx.example.test[192.0.2.1]:25: Connection refused".into(),
             ..failure()
         };
-        let n = delays(&r, &f, std::slice::from_ref(&delayed), SystemTime::now()).unwrap();
-        assert_eq!((n.what, n.envelope.sender.as_str()), ("sender delay notification", ""));
-        let (top, ps, groups) = parse(&n.content);
+        let n = delays(&r, &f, std::slice::from_ref(&delayed), SystemTime::now());
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].what, n[0].envelope.sender.as_str()), ("sender delay notification", ""));
+        let (top, ps, groups) = parse(&n[0].content);
         assert_eq!(field(&top, "Subject"), Some("Delayed Mail (still being retried)"));
         let human = decoded(&ps[0]);
         assert!(human.contains("THIS IS A WARNING ONLY") && human.contains("for more than 4 hour(s)"), "{human}");
@@ -744,10 +756,20 @@ mod tests {
         assert_eq!(field(&ps[2].0, "Content-Type"), Some("text/rfc822-headers"));
         // A delayed bounce: the postmaster hears of it only with the delay class.
         let bounce = queued(dir.path(), "", None);
-        assert!(delays(&r, &bounce, std::slice::from_ref(&delayed), SystemTime::now()).is_none());
+        assert!(delays(&r, &bounce, std::slice::from_ref(&delayed), SystemTime::now()).is_empty());
         let rd = Reporter { notify_classes: vec!["delay".into()], ..r.clone() };
-        let n = delays(&rd, &bounce, std::slice::from_ref(&delayed), SystemTime::now()).unwrap();
-        assert_eq!(n.envelope.recipients[0].address, "postmaster@mail.example.test");
+        let n = delays(&rd, &bounce, std::slice::from_ref(&delayed), SystemTime::now());
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].envelope.recipients[0].address, "postmaster@mail.example.test");
+        assert_eq!(n[0].envelope.sender, "double-bounce@mail.example.test");
+        let (top, _, _) = parse(&n[0].content);
+        assert_eq!(field(&top, "Subject"), Some("Postmaster Warning: Delayed Mail"));
+        // ... and of ordinary mail, besides the sender's warning.
+        let n = delays(&rd, &f, std::slice::from_ref(&delayed), SystemTime::now());
+        assert_eq!(
+            n.iter().map(|n| n.what).collect::<Vec<_>>(),
+            ["sender delay notification", "postmaster delay notification"]
+        );
 
         let ok = Entry {
             action: Action::Delivered,

@@ -576,11 +576,12 @@ impl Qmgr {
                 None => Entry::new(r, Action::Delayed, "4.0.0", "none", "delivery deferred"),
             })
             .collect();
-        if let Some(n) = bounce::delays(&self.reporter, &active.file, &entries, SystemTime::now())
-            && !self.queue_notice(&id, n)
-        {
-            // Not recorded: the next pass tries again.
-            return;
+        for n in bounce::delays(&self.reporter, &active.file, &entries, SystemTime::now()) {
+            let sender_copy = n.what.starts_with("sender");
+            if !self.queue_notice(&id, n) && sender_copy {
+                // Not recorded: the next pass tries again.
+                return;
+            }
         }
         let when = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if let Err(e) = active.file.set_attr(DELAY_WARNING_ATTR, &when.to_string()) {
