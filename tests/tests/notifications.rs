@@ -167,6 +167,9 @@ fn a_deferring_destination_gets_one_delay_warning_then_one_bounce() {
         ("maximal_queue_lifetime", "12s"),
     ]);
     let id = send(&suite, "<sender@example.test>", &["<someone@dead.test>"], "Subject: slow one\r\n\r\nbody\r\n");
+    // The same trouble for a sender who asked never to hear about it.
+    let quiet =
+        send(&suite, "<sender@example.test>", &["<other@dead.test> NOTIFY=NEVER"], "Subject: quiet\r\n\r\nbody\r\n");
     let mail = wait_mail(&suite, "sender", "Subject: Delayed Mail (still being retried)");
     let warning = mail.iter().find(|m| m.contains("Delayed Mail")).unwrap();
     for needle in [
@@ -197,7 +200,10 @@ fn a_deferring_destination_gets_one_delay_warning_then_one_bounce() {
         .count();
     assert!(retries >= 2, "retried with backoff:\n{log}");
     assert_eq!(log.matches(&format!("{id}: sender delay notification: ")).count(), 1, "{log}");
+    let log = suite.wait_log(&format!("{quiet}: removed"), T);
+    assert!(!log.contains(&format!("{quiet}: sender")), "NOTIFY=NEVER: no warning, no bounce\n{log}");
     let mail = mailbox(&suite, "sender");
+    assert!(!mail.iter().any(|m| m.contains("Subject: quiet")), "{mail:#?}");
     assert_eq!(count(&mail, "Subject: Delayed Mail"), 1, "{mail:#?}");
     assert_eq!(count(&mail, "Subject: Undelivered Mail Returned to Sender"), 1, "{mail:#?}");
 }
