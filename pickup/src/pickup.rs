@@ -177,7 +177,23 @@ impl Pickup {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Skipped,
-            Err(e) => return self.corrupt(&path, name, &shown, format!("cannot open: {e}")),
+            // What a user can do to a file of theirs (chmod, swap in a symlink or a device):
+            // refused. Anything else (EMFILE, ENFILE, EIO...) is our trouble: try again later.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc_errno::EACCES
+                            | libc_errno::EPERM
+                            | libc_errno::ELOOP
+                            | libc_errno::ENXIO
+                            | libc_errno::ENODEV
+                    )
+                ) =>
+            {
+                return self.corrupt(&path, name, &shown, format!("uid={}: cannot open: {e}", lmeta.uid()));
+            }
+            Err(e) => return Outcome::Deferred(format!("open: {e}")),
         };
         let meta = match file.metadata() {
             Ok(m) => m,
@@ -204,7 +220,8 @@ impl Pickup {
         }
         let mut bytes = Vec::with_capacity(meta.len().min(1 << 24) as usize);
         if let Err(e) = (&file).take(limit.saturating_add(1)).read_to_end(&mut bytes) {
-            return self.corrupt(&path, name, &shown, format!("uid={uid}: read: {e}"));
+            // Not the content's fault: keep the file, go on with the others.
+            return Outcome::Held(format!("uid={uid}: read: {e}"));
         }
         let parsed = match maildrop::parse(&bytes, self.settings.size_limit) {
             Ok(d) => d,
@@ -212,7 +229,11 @@ impl Pickup {
         };
         let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
             Ok(Some(u)) => u,
-            _ => return self.corrupt(&path, name, &shown, format!("uid={uid}: no such user in the password file")),
+            Ok(None) => {
+                return self.corrupt(&path, name, &shown, format!("uid={uid}: no such user in the password file"));
+            }
+            // NSS trouble (an LDAP server down...) says nothing about the message.
+            Err(e) => return Outcome::Deferred(format!("uid={uid}: user lookup: {e}")),
         };
         match self.authorize(&parsed, uid, &user.name) {
             Ok(None) => {}
@@ -400,6 +421,15 @@ fn message_id_stamp(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// errno values (the libc crate is not a dependency here; nix re-exports them).
+mod libc_errno {
+    pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
+    pub const ENXIO: i32 = nix::errno::Errno::ENXIO as i32;
+    pub const EACCES: i32 = nix::errno::Errno::EACCES as i32;
+    pub const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
+    pub const ELOOP: i32 = nix::errno::Errno::ELOOP as i32;
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
