@@ -5,7 +5,7 @@
 //! as `-bp` or `-bi`.
 //!
 //! # DESCRIPTION
-//! A thin entry point: argv[0] selects the mode, `sendmail::run` does the work.
+//! A thin entry point: `argv[0]` selects the mode, `sendmail::run` does the work.
 //!
 //! # SECURITY
 //! Runs as the invoking user, without special privileges (see the library SECURITY).

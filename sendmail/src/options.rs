@@ -95,7 +95,7 @@ pub fn mode_for_program(argv0: &str) -> Mode {
     }
 }
 
-/// Parses the arguments after argv[0].
+/// Parses the arguments after `argv[0]`.
 pub fn parse(argv0: &str, args: &[String]) -> Result<Options, UsageError> {
     let mut o = Options::new(mode_for_program(argv0));
     let mut i = 0;
