@@ -50,9 +50,11 @@
 //!   `$home/.forward${recipient_delimiter}${extension}, $home/.forward`) is tried; a forward
 //!   file must be the user's and not group/world-writable, else it is ignored with a
 //!   warning; `\user` in it means the mailbox.
-//!   An unknown user goes to `luser_relay` instead when that is set (`$user`, `$local`,
-//!   `$extension`, `$recipient`, `$domain` expanded).
-//! * Mailbox: the user's command from `mailbox_command_maps`, else `mailbox_command` when
+//!   An unknown user goes to `fallback_transport` when set, else to `luser_relay` when
+//!   set (`$user`, `$local`, `$extension`, `$recipient`, `$domain` expanded).
+//! * Mailbox: `mailbox_transport` when set (the recipient is handed to that master.cf
+//!   transport with the same request protocol, for the same queue file: [`local::pass`],
+//!   Postfix's deliver_pass); else the user's command from `mailbox_command_maps`, else `mailbox_command` when
 //!   set (both shell syntax, not `$name`-expanded, as in Postfix); else `home_mailbox` (ending in `/`, e.g.
 //!   `Maildir/`: a Maildir in the home written with rpost-maildir, so Dovecot sees it;
 //!   otherwise an mbox file there); else `mail_spool_directory/USER` in mbox format: `From `
@@ -75,7 +77,7 @@
 //! * A recipient is deferred if any of its deliveries deferred, bounced if any bounced,
 //!   sent otherwise.
 //!
-//! Not yet: `mailbox_transport`, `fallback_transport`, `biff`.
+//! Not yet: `mailbox_transport_maps`, `fallback_transport_maps`, `biff`.
 //!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
 //! the spool and the per-recipient store call, [`userdb`] the user lookups, [`settings`] the
@@ -125,7 +127,7 @@
 //!
 //! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
 //! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_command_maps,
-//! luser_relay, mailbox_size_limit,
+//! luser_relay, mailbox_transport, fallback_transport, mailbox_size_limit,
 //! mailbox_delivery_lock, deliver_lock_attempts, deliver_lock_delay, stale_lock_time,
 //! strict_mailbox_ownership, command_time_limit, allow_mail_to_commands,
 //! allow_mail_to_files, default_privs, owner_request_special, expand_owner_alias,

@@ -378,3 +378,28 @@ fn a_symlinked_mailbox_is_never_written_through() {
     assert!(log.contains("is a symbolic link"), "{log}");
     assert!(log.contains(&format!("{id}: to=<{name}@mail.example.test>, relay=local, ")), "{log}");
 }
+
+#[test]
+fn fallback_transport_takes_unknown_users() {
+    // Users without a system account are handed to the LMTP transport, as a Postfix with
+    // `fallback_transport = lmtp:unix:private/dovecot-lmtp` hands them to Dovecot.
+    let suite = builder().main("fallback_transport", "lmtp:unix:private/lmtp-deliver").start_with(|s| {
+        common(s, "root: alice@example.test\n");
+        s.write_config(
+            "users",
+            "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\nwebuser@mail.example.test:{PLAIN}secret::::::\n",
+        );
+    });
+    let id = send(&suite, "alice@example.test", "webuser@mail.example.test", "Subject: fb\r\n\r\nfallback");
+    wait_settled(&suite, &id);
+    let dir = suite.root().join("vmail/mail.example.test/webuser/mail/new");
+    let got = wait_mail(&suite, &dir, 1);
+    assert!(
+        got[0].1.starts_with("Return-Path: <alice@example.test>\nDelivered-To: webuser@mail.example.test\n"),
+        "{}",
+        got[0].1
+    );
+    let log = suite.log();
+    assert!(log.contains(&format!("{id}: to=<webuser@mail.example.test>, relay=local, ")), "{log}");
+    assert!(log.contains("status=sent (delivered via lmtp service ("), "{log}");
+}

@@ -244,6 +244,10 @@ pub fn deliver(shared: &Shared, req: &DeliveryRequest) -> DeliveryResponse {
             content: content.clone(),
             original: original.clone(),
             envelope: file.envelope.clone(),
+            queue_dir: req.queue_dir.clone(),
+            index: r.index,
+            orcpt: r.orcpt.clone(),
+            notify: r.notify,
         };
         let mut ex = Expander::new(s, &shared.domains, &aliases, &msg);
         ex.deliver(&r.address);

@@ -20,7 +20,7 @@ use super::dest::{self, Dest};
 use super::helper::{self, Answer, Task};
 use super::mbox::{self, AppendOptions, Copy};
 use super::settings::{Account, Settings, Source};
-use super::{Message, command};
+use super::{Message, command, pass};
 
 /// Deepest nesting of aliases, includes and forwards (Postfix's local(8) uses 100).
 const MAX_LEVEL: usize = 100;
@@ -455,6 +455,10 @@ impl<'a> Expander<'a> {
     fn user(&mut self, addr: &str, user: &str, ext: Option<&str>, ctx: &Ctx, forward: bool) {
         let acct = match Account::by_name(user) {
             Ok(Some(a)) => a,
+            Ok(None) if !self.s.fallback_transport.is_empty() => {
+                let st = pass::pass(self.s, self.msg, &self.s.fallback_transport, addr, self.s.pass_timeout);
+                return self.leaf(&ctx.sender, addr, st);
+            }
             Ok(None) if !self.s.luser_relay.is_empty() => return self.luser_relay(addr, user, ext, ctx),
             Ok(None) => {
                 return self.leaf(
@@ -568,6 +572,11 @@ impl<'a> Expander<'a> {
     fn mailbox(&mut self, addr: &str, acct: &Account, ext: Option<&str>, ctx: &Ctx) {
         if !self.first(format!("mailbox:{}", acct.name)) {
             return;
+        }
+        // Another transport writes it (Dovecot LMTP, ...): no local rights involved.
+        if !self.s.mailbox_transport.is_empty() {
+            let st = pass::pass(self.s, self.msg, &self.s.mailbox_transport, addr, self.s.pass_timeout);
+            return self.leaf(&ctx.sender, addr, st);
         }
         if self.s.privileged && acct.uid == 0 {
             return self.leaf(&ctx.sender,

@@ -4,7 +4,7 @@
 //! Layout: [`agent`] serves qmgr's requests and logs, [`expand`] walks one recipient,
 //! [`dest`] parses destinations and local variables, [`mbox`] formats and appends mbox
 //! copies, [`command`] runs `|command` deliveries, [`notice`] reports failures to owner-
-//! aliases, [`helper`] runs writes and reads as the
+//! aliases, [`pass`] hands recipients to mailbox_transport/fallback_transport, [`helper`] runs writes and reads as the
 //! target user, [`requeue`] forwards through the queue, [`settings`] holds the parameters.
 //! The binary is `src/bin/local.rs`; lib.rs has the manual page.
 
@@ -15,6 +15,7 @@ pub mod expand;
 pub mod helper;
 pub mod mbox;
 pub mod notice;
+pub mod pass;
 pub mod requeue;
 pub mod settings;
 
@@ -33,6 +34,12 @@ pub struct Message {
     /// The recipient as originally addressed ($ORIGINAL_RECIPIENT, orig_to=).
     pub original: String,
     pub envelope: rpost_queue::Envelope,
+    /// Where the queue file is and which of its recipients this is, for handing the
+    /// recipient to another transport (mailbox_transport, fallback_transport).
+    pub queue_dir: String,
+    pub index: u32,
+    pub orcpt: Option<String>,
+    pub notify: Option<u8>,
 }
 
 /// The `Delivered-To:` header values of a message (header section only, unfolded, lower

@@ -124,6 +124,10 @@ mod tests {
             content,
             original: "list@mail.example.test".into(),
             envelope: rpost_queue::Envelope::new("a@b"),
+            queue_dir: "active".into(),
+            index: 0,
+            orcpt: None,
+            notify: None,
         };
         let st = Status::fail(false, "5.1.1", "unknown user: \"gone\"");
         let out = build(

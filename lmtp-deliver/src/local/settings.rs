@@ -94,6 +94,12 @@ pub struct Settings {
     pub mailbox_command_maps: Vec<Box<dyn rpost_lookup::Table>>,
     /// luser_relay, raw: where mail for unknown users goes instead of bouncing.
     pub luser_relay: String,
+    /// mailbox_transport: hand mailbox deliveries to this master.cf transport.
+    pub mailbox_transport: String,
+    /// fallback_transport: hand unknown users to this transport.
+    pub fallback_transport: String,
+    /// Time limit for a hand-over to another transport (ipc_timeout).
+    pub pass_timeout: Duration,
     pub mailbox_size_limit: u64,
     pub command_time_limit: Duration,
     pub allow_commands: Vec<String>,
@@ -140,6 +146,9 @@ impl Settings {
             mailbox_command: raw("mailbox_command"),
             mailbox_command_maps: rpost_lookup::open_param(p, "mailbox_command_maps")?,
             luser_relay: raw("luser_relay"),
+            mailbox_transport: p.get("mailbox_transport")?,
+            fallback_transport: p.get("fallback_transport")?,
+            pass_timeout: p.get_time("ipc_timeout")?,
             mailbox_size_limit: p.get_size("mailbox_size_limit")?,
             command_time_limit: p.get_time("command_time_limit")?,
             allow_commands: p.get_list("allow_mail_to_commands")?,

@@ -41,6 +41,10 @@ fn message(content: &str) -> Message {
         content: c,
         original: "root@mail.example.test".into(),
         envelope: rpost_queue::Envelope::new("sender@example.org"),
+        queue_dir: "active".into(),
+        index: 0,
+        orcpt: None,
+        notify: None,
     }
 }
 
