@@ -43,14 +43,6 @@ pub enum LookupError {
     /// The `type` of `type:name` is not one we implement.
     #[error("unsupported dictionary type: {0}")]
     UnsupportedType(String),
-    /// An SQL table file parsed fine but its driver is not compiled in.
-    #[error("{spec}: {driver}: driver not built in yet (table file parsed OK)")]
-    DriverNotBuilt {
-        /// The `type:name` spec as configured.
-        spec: String,
-        /// `mysql`, `pgsql` or `sqlite`.
-        driver: String,
-    },
     /// A lookup key is longer than [`crate::MAX_KEY_LEN`].
     #[error("{spec}: lookup key too long ({len} bytes, limit {limit})")]
     KeyTooLong {

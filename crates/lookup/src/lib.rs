@@ -31,7 +31,7 @@
 //! | `hash`, `btree` | source file | reads `name.db` written by [`build_indexed`] |
 //! | `regexp`, `pcre` | pattern file | regexp_table(5)/pcre_table(5), one engine (the regex crate) |
 //! | `cidr` | pattern file | cidr_table(5), IPv4 and IPv6 |
-//! | `mysql`, `pgsql`, `sqlite` | SQL table file | parsed ([`sql`]); drivers not built in yet |
+//! | `mysql`, `pgsql`, `sqlite` | SQL table file | mysql_table(5), pgsql_table(5), sqlite_table(5) ([`sql`]); queried through sqlx |
 //! | `passwd-file` | Dovecot passwd-file | `user:password:uid:gid:gecos:home:shell:extra` |
 //! | `unix` | `passwd.byname`, `group.byname` | reads `/etc/passwd`, `/etc/group` (no NSS) |
 //! | `proxy` | another `type:name` | proxymap(8) prefix; stripped, the inner table is opened |
@@ -64,6 +64,19 @@
 //!
 //! [`expand_virtual`] does cleanup(8) virtual alias expansion on top of
 //! [`lookup_address`].
+//!
+//! ### SQL tables
+//!
+//! `mysql:/etc/rpost/x.cf`, `pgsql:...` and `sqlite:...` name a Postfix
+//! table file ([`sql`] parses it and compiles the query). Each such table
+//! owns a small thread with its own tokio runtime and its connections;
+//! [`Table::lookup`] sends the bound query there and waits (inside
+//! `block_in_place` when called from a multi-thread runtime's task, so
+//! smtpd's other sessions go on), at most [`LOOKUP_TIMEOUT`]. Opening a
+//! mysql/pgsql table does not connect; the first lookup does, with
+//! Postfix's host failover (`hosts`, `retry_interval`, `idle_interval`).
+//! A database that cannot be reached is a lookup error (callers answer
+//! 4xx or defer), never "not found".
 //!
 //! ### The indexed file (`hash:`, `btree:`)
 //!
@@ -103,15 +116,26 @@
 //! Keys come from the network and are untrusted: a key over
 //! [`MAX_KEY_LEN`] is refused with an error (never "not found", which
 //! could skip a reject rule); keys are never compiled as patterns, only
-//! matched; in SQL queries they are quoted ([`sql::quote`]); in error
-//! messages they are escaped and truncated ([`printable`]). Virtual alias
-//! expansion is bounded in depth, width and total lookups.
+//! matched; SQL queries are prepared statements and keys are bound as
+//! parameters, never pasted into SQL text ([`sql::compile_query`]), so
+//! `x' OR '1'='1` is just a key that is not found; in error messages keys
+//! are escaped and truncated ([`printable`]). Virtual alias expansion is
+//! bounded in depth, width and total lookups.
+//!
+//! SQL table files hold the database password: keep them readable only
+//! by root and the daemons that need them (`chmod 640`, group of
+//! `mail_owner`), as with Postfix. The password never appears in a
+//! message: [`sql::SqlConfig`]'s `Debug` hides it and errors name hosts
+//! (a `postgresql://` URI only by host and port). Give the database user
+//! SELECT on the mail tables only. There is no TLS to the database in this
+//! build: a table asking for it is refused; use a UNIX socket or a local
+//! server. A daemon that chroots cannot reach a UNIX socket outside the
+//! chroot (as Postfix; use TCP to 127.0.0.1 there).
 //!
 //! `build_indexed` writes a temporary file, fsyncs it, renames it over the
 //! old `.db` and fsyncs the directory, so readers see the old or the new
 //! table, never a torn one. The `.db` gets the source's permission bits
 //! (and owner, when allowed), so a secret source stays secret.
-//! [`sql::SqlConfig`]'s `Debug` output hides the password.
 //!
 //! ## CONFIGURATION
 //!
@@ -140,6 +164,7 @@ mod regexp;
 mod simple;
 mod source;
 pub mod sql;
+mod sqldb;
 
 use std::path::Path;
 
@@ -151,6 +176,7 @@ pub use alias::{ExpandOptions, Expansion, MAX_ADDRESS_LEN, expand_virtual, split
 pub use error::{LookupError, printable};
 pub use indexed::{BuildOptions, BuildReport, build_indexed, build_indexed_with, build_spec, db_path};
 pub use passwd::{PasswdFields, split_passwd_value};
+pub use sqldb::{CONNECT_TIMEOUT, LOOKUP_TIMEOUT, MAX_CONNECTIONS, QUERY_TIMEOUT};
 
 /// Longest lookup key accepted. Generous enough for header_checks, which
 /// look up whole header lines (header_size_limit is 102400), and far above
@@ -218,8 +244,7 @@ pub fn open(spec: &str) -> Result<Box<dyn Table>, LookupError> {
         "cidr" => cidr::CidrTable::open(spec, Path::new(name)),
         "mysql" | "pgsql" | "sqlite" => {
             let driver = sql::SqlDriver::from_type(kind).expect("matched above");
-            sql::SqlConfig::load(driver, Path::new(name))?;
-            Err(LookupError::DriverNotBuilt { spec: spec.to_string(), driver: kind.to_string() })
+            sqldb::SqlTable::open(spec, driver, Path::new(name))
         }
         "passwd-file" => passwd::PasswdFile::open(spec, Path::new(name)),
         "unix" => passwd::Unix::open(spec, name),

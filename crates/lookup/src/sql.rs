@@ -1,15 +1,16 @@
 //! SQL table files: mysql_table(5), pgsql_table(5), sqlite_table(5).
 //!
 //! This module parses the table file into [`SqlConfig`] and does all the
-//! text work of a lookup, so a driver only has to connect and run a query:
+//! text work of a lookup, so a driver only has to connect and run a
+//! prepared statement (the drivers are in `sqldb.rs`):
 //!
 //! ```text
-//! let cfg = SqlConfig::load(SqlDriver::Mysql, path)?;     // at open
+//! let cfg = SqlConfig::load(SqlDriver::Mysql, path)?;     // at open; cfg.plan.sql has placeholders
 //! let domains = cfg.domain_filter()?;                     // at open
 //! match cfg.query_for(key, &domains)? {                   // per lookup
 //!     None => Ok(None),                                   // suppressed: not found
-//!     Some(sql) => {
-//!         let rows: Vec<String> = /* run sql, every column of every row */;
+//!     Some(params) => {
+//!         let rows: Vec<String> = /* run cfg.plan.sql binding params, every non-NULL column of every row */;
 //!         cfg.format_results(key, &rows)                  // result_format, join with ",", expansion_limit
 //!     }
 //! }
@@ -37,18 +38,24 @@
 //! `result_format`, `%s %u %d` refer to the database value and `%S %U %D`
 //! and `%1`..`%9` to the key; results are not quoted.
 //!
-//! ## Quoting
+//! ## Bind parameters, never quoting
 //!
-//! Every key part put into a query goes through [`quote`], which assumes
-//! the template puts it inside single quotes (`'%s'`), as Postfix's
-//! documentation does. All drivers double `'` (standard SQL: `O'Brien` →
-//! `O''Brien`). MySQL also treats `\` as an escape inside string literals,
-//! so for MySQL `\` is doubled too; otherwise `\'` in a key would end the
-//! literal. PostgreSQL (with `standard_conforming_strings = on`, the
-//! default since 9.1; the driver must make sure of it) and SQLite take `\`
-//! literally, so it is left alone. Keys with a NUL byte are refused. The
-//! MySQL driver must talk utf8mb4, where no multibyte character ends in a
-//! byte that looks like `\` or `'`.
+//! Keys come from the network, so they never become SQL text. At open the
+//! query template is compiled ([`compile_query`]) into a statement with the
+//! driver's placeholders (`?` for MySQL and SQLite, `$1`, `$2`, ... for
+//! PostgreSQL) and one `%` template per placeholder: a string literal that
+//! holds `%` escapes (`'%s'`, `'%u@%d'`, `'%%%s'` for LIKE) becomes one
+//! parameter whose value is the literal's text with the escapes expanded;
+//! an escape outside a literal (`WHERE id = %s`) becomes a parameter of its
+//! own. The statement is prepared by the server and the key travels as
+//! data, so `x' OR '1'='1`, `\'`, multibyte tricks or a NUL byte cannot change
+//! the query. Literals without escapes stay in the text (with `%%` made
+//! `%`). The lexer knows the literal syntax of each dialect (`''`
+//! doubling; MySQL `"..."` strings and `\` escapes; PostgreSQL `E'...'`;
+//! identifiers in `"..."` and backquotes; `--`, `#`, `/* */` comments) and
+//! refuses what it cannot bind: a `%` escape inside an identifier or a
+//! comment, an unterminated literal, and a bare `?` (or `$1`, `:name`) that
+//! would be taken as a parameter. Keys with a NUL byte are refused.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -182,6 +189,8 @@ pub struct SqlConfig {
     pub dbpath: String,
     /// The query template, validated.
     pub query: String,
+    /// The query compiled into a statement with bind parameters.
+    pub plan: QueryPlan,
     /// The result template, validated; `%s` by default.
     pub result_format: String,
     /// Only keys `user@domain` with a listed domain are queried; empty =
@@ -206,6 +215,7 @@ impl fmt::Debug for SqlConfig {
             .field("dbname", &self.dbname)
             .field("dbpath", &self.dbpath)
             .field("query", &self.query)
+            .field("plan", &self.plan)
             .field("result_format", &self.result_format)
             .field("domain", &self.domain)
             .field("expansion_limit", &self.expansion_limit)
@@ -288,6 +298,7 @@ impl SqlConfig {
             _ => legacy_query(driver, &get).ok_or_else(|| err("query", "missing or empty".to_string()))?,
         };
         check_template(&query, false).map_err(|m| err("query", m))?;
+        let plan = compile_query(&query, driver).map_err(|m| err("query", m))?;
         let result_format = get("result_format").unwrap_or("%s").to_string();
         check_template(&result_format, true).map_err(|m| err("result_format", m))?;
         let expansion_limit = match get("expansion_limit") {
@@ -305,6 +316,7 @@ impl SqlConfig {
             dbname,
             dbpath,
             query,
+            plan,
             result_format,
             domain: list("domain"),
             expansion_limit,
@@ -318,16 +330,17 @@ impl SqlConfig {
         DomainFilter::new(&self.domain)
     }
 
-    /// The query to run for `key` (folded to lower case, as Postfix does
-    /// for SQL tables), or `None` when Postfix would not query: the key is
-    /// excluded by `domain`, or a `%u`/`%d`/`%N` has nothing to stand for.
-    pub fn query_for(&self, key: &str, domains: &DomainFilter) -> Result<Option<String>, LookupError> {
+    /// The values to bind to [`SqlConfig::plan`] for `key` (folded to
+    /// lower case, as Postfix does for SQL tables), or `None` when Postfix
+    /// would not query: the key is excluded by `domain`, or a `%u`/`%d`/`%N`
+    /// has nothing to stand for.
+    pub fn query_for(&self, key: &str, domains: &DomainFilter) -> Result<Option<Vec<String>>, LookupError> {
         crate::check_key(&self.file, key)?;
         let key = fold(key);
         if !domains.allows(&key)? {
             return Ok(None);
         }
-        expand_query(&self.query, &key, self.driver)
+        self.plan.bind(&key)
     }
 
     /// Applies `result_format` to each database value, drops suppressed
@@ -387,19 +400,6 @@ fn check_template(template: &str, result: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Quotes a key part for use inside `'...'` in a query for `driver`.
-pub fn quote(value: &str, driver: SqlDriver) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' if driver == SqlDriver::Mysql => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The parts of a key or value that `%u`, `%d`, `%1`..`%9` stand for;
 /// `None` = suppress.
 fn part(text: &str, which: char) -> Option<&str> {
@@ -419,27 +419,15 @@ fn part(text: &str, which: char) -> Option<&str> {
     }
 }
 
-/// Expands a query template for `key` with SQL quoting for `driver`.
-/// `Ok(None)` means the query is suppressed (Postfix: no results).
-pub fn expand_query(template: &str, key: &str, driver: SqlDriver) -> Result<Option<String>, LookupError> {
-    if key.contains('\0') {
-        return Err(LookupError::lookup(driver.name(), key, "key contains a NUL byte"));
-    }
-    expand(template, key, None, Some(driver))
-}
-
 /// Expands a `result_format` for one database `value` and the lookup
 /// `key`. `Ok(None)` means this value is skipped.
 pub fn expand_result(format: &str, value: &str, key: &str) -> Result<Option<String>, LookupError> {
-    expand(format, key, Some(value), None)
+    expand(format, key, Some(value))
 }
 
-fn expand(
-    template: &str,
-    key: &str,
-    value: Option<&str>,
-    quoting: Option<SqlDriver>,
-) -> Result<Option<String>, LookupError> {
+/// Expands `%` escapes with parts of `key` (and of `value` for results).
+/// `Ok(None)` = suppressed (a part has nothing to stand for).
+fn expand(template: &str, key: &str, value: Option<&str>) -> Result<Option<String>, LookupError> {
     let bad = || LookupError::lookup("sql", key, format!("invalid template \"{template}\""));
     let mut out = String::with_capacity(template.len() + key.len());
     let mut chars = template.chars();
@@ -470,12 +458,238 @@ fn expand(
                 None => return Ok(None),
             }
         };
-        match quoting {
-            Some(driver) => out.push_str(&quote(text, driver)),
-            None => out.push_str(text),
-        }
+        out.push_str(text);
     }
     Ok(Some(out))
+}
+
+/// A query template compiled into a statement with bind parameters; see
+/// the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryPlan {
+    /// The statement with the driver's placeholders (`?`, or `$1`...).
+    pub sql: String,
+    /// One `%` template per placeholder, in order.
+    pub params: Vec<String>,
+}
+
+impl QueryPlan {
+    /// The values to bind for `key` (already folded by the caller), or
+    /// `None` when an escape has nothing to stand for (no query, as Postfix).
+    pub fn bind(&self, key: &str) -> Result<Option<Vec<String>>, LookupError> {
+        if key.contains('\0') {
+            return Err(LookupError::lookup("sql", key, "key contains a NUL byte"));
+        }
+        let mut out = Vec::with_capacity(self.params.len());
+        for template in &self.params {
+            match expand(template, key, None)? {
+                Some(v) => out.push(v),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Compiles a Postfix query template into a [`QueryPlan`] for `driver`.
+pub fn compile_query(template: &str, driver: SqlDriver) -> Result<QueryPlan, String> {
+    let chars: Vec<char> = template.chars().collect();
+    let mut plan = QueryPlan { sql: String::with_capacity(template.len()), params: Vec::new() };
+    let placeholder = |plan: &mut QueryPlan, param: String| {
+        plan.params.push(param);
+        match driver {
+            SqlDriver::Pgsql => plan.sql.push_str(&format!("${}", plan.params.len())),
+            _ => plan.sql.push('?'),
+        }
+    };
+    let ident_char = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match c {
+            '%' => {
+                let esc = next.ok_or_else(|| format!("\"%\" at the end of \"{template}\""))?;
+                if esc == '%' {
+                    plan.sql.push('%');
+                } else {
+                    placeholder(&mut plan, format!("%{esc}"));
+                }
+                i += 2;
+            }
+            '\'' | '"' if c == '\'' || driver == SqlDriver::Mysql => {
+                // PostgreSQL E'...' strings take backslash escapes; so do all MySQL strings.
+                let e_prefix = driver == SqlDriver::Pgsql
+                    && plan.sql.ends_with(['E', 'e'])
+                    && !ident_char(plan.sql.chars().rev().nth(1));
+                let backslash = driver == SqlDriver::Mysql || e_prefix;
+                let lit = scan_literal(&chars, i, backslash, driver)?;
+                if lit.parametric {
+                    if e_prefix {
+                        plan.sql.pop();
+                    }
+                    placeholder(&mut plan, lit.value);
+                } else {
+                    plan.sql.push_str(&lit.raw);
+                }
+                i = lit.end;
+            }
+            '"' | '`' => {
+                // A quoted identifier: copied; a key cannot be bound in it.
+                plan.sql.push(c);
+                i += 1;
+                loop {
+                    let Some(&d) = chars.get(i) else {
+                        return Err(format!("unterminated identifier in \"{template}\""));
+                    };
+                    if d == '%' {
+                        if chars.get(i + 1) != Some(&'%') {
+                            return Err(format!("a % escape inside a quoted identifier in \"{template}\""));
+                        }
+                        plan.sql.push('%');
+                        i += 2;
+                        continue;
+                    }
+                    plan.sql.push(d);
+                    i += 1;
+                    if d == c {
+                        if chars.get(i) == Some(&c) {
+                            plan.sql.push(c);
+                            i += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            '-' if next == Some('-') => i = copy_comment(&chars, i, &mut plan.sql, "\n", template)?,
+            '#' if driver == SqlDriver::Mysql => i = copy_comment(&chars, i, &mut plan.sql, "\n", template)?,
+            '/' if next == Some('*') => i = copy_comment(&chars, i, &mut plan.sql, "*/", template)?,
+            '?' if driver != SqlDriver::Pgsql => {
+                return Err(format!("\"?\" outside a string literal would be a bind parameter in \"{template}\""));
+            }
+            '$' if driver == SqlDriver::Pgsql && next.is_some_and(|n| n.is_ascii_digit()) => {
+                return Err(format!("\"${}\" would be a bind parameter in \"{template}\"", next.unwrap_or('0')));
+            }
+            ':' | '@' | '$'
+                if driver == SqlDriver::Sqlite
+                    && next.is_some_and(|n| n.is_alphabetic() || n == '_')
+                    && !ident_char(plan.sql.chars().next_back()) =>
+            {
+                return Err(format!("\"{c}name\" would be a bind parameter in \"{template}\""));
+            }
+            _ => {
+                plan.sql.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// A string literal found by [`scan_literal`].
+struct Literal {
+    /// Index just past the closing quote.
+    end: usize,
+    /// The literal as written, `%%` made `%` (used when it has no escape).
+    raw: String,
+    /// Its value as a `%` template (`%%` for a literal percent sign).
+    value: String,
+    /// Whether it holds a key escape.
+    parametric: bool,
+}
+
+/// Scans the literal that starts with the quote at `chars[start]`.
+fn scan_literal(chars: &[char], start: usize, backslash: bool, driver: SqlDriver) -> Result<Literal, String> {
+    let q = chars[start];
+    let template: String = chars.iter().collect();
+    let unterminated = || format!("unterminated string literal in \"{template}\"");
+    let mut lit = Literal { end: 0, raw: q.to_string(), value: String::new(), parametric: false };
+    let mut i = start + 1;
+    loop {
+        let c = *chars.get(i).ok_or_else(unterminated)?;
+        if c == '%' {
+            let esc = *chars.get(i + 1).ok_or_else(|| format!("\"%\" at the end of \"{template}\""))?;
+            if esc == '%' {
+                lit.raw.push('%');
+                lit.value.push_str("%%");
+            } else {
+                lit.parametric = true;
+                lit.value.push('%');
+                lit.value.push(esc);
+            }
+            i += 2;
+        } else if c == q {
+            lit.raw.push(q);
+            if chars.get(i + 1) == Some(&q) {
+                lit.raw.push(q);
+                lit.value.push(q);
+                i += 2;
+            } else {
+                lit.end = i + 1;
+                return Ok(lit);
+            }
+        } else if backslash && c == '\\' {
+            let n = *chars.get(i + 1).ok_or_else(unterminated)?;
+            if n == '%' {
+                // `\%` in a LIKE pattern: only a literal percent (`\%%`) may follow.
+                if chars.get(i + 2) != Some(&'%') {
+                    return Err(format!("a backslash before a % escape in \"{template}\""));
+                }
+                lit.raw.push_str("\\%");
+                lit.value.push_str("\\%%");
+                i += 3;
+                continue;
+            }
+            lit.raw.push('\\');
+            lit.raw.push(n);
+            match (n, driver) {
+                ('0', SqlDriver::Mysql) => lit.value.push('\0'),
+                ('Z', SqlDriver::Mysql) => lit.value.push('\x1a'),
+                ('_', SqlDriver::Mysql) => lit.value.push_str("\\_"),
+                ('b', _) => lit.value.push('\x08'),
+                ('f', SqlDriver::Pgsql) => lit.value.push('\x0c'),
+                ('n', _) => lit.value.push('\n'),
+                ('r', _) => lit.value.push('\r'),
+                ('t', _) => lit.value.push('\t'),
+                (other, _) => lit.value.push(other),
+            }
+            i += 2;
+        } else {
+            lit.raw.push(c);
+            lit.value.push(c);
+            i += 1;
+        }
+    }
+}
+
+/// Copies a comment from `chars[start]` up to and including `end`
+/// (`"\n"`: to the end of the text or line); returns the index after it.
+fn copy_comment(chars: &[char], start: usize, out: &mut String, end: &str, template: &str) -> Result<usize, String> {
+    let mut i = start;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '%' {
+            if chars.get(i + 1) != Some(&'%') {
+                return Err(format!("a % escape inside an SQL comment in \"{template}\""));
+            }
+            out.push('%');
+            i += 2;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+        if end == "\n" && c == '\n' {
+            return Ok(i);
+        }
+        if end == "*/" && c == '/' && i - start >= 4 && chars[i - 2] == '*' {
+            return Ok(i);
+        }
+    }
+    if end == "*/" {
+        return Err(format!("unterminated comment in \"{template}\""));
+    }
+    Ok(i)
 }
 
 /// The `domain` restriction of an SQL table; see [`SqlConfig::domain_filter`].
@@ -615,52 +829,104 @@ mod tests {
         assert_eq!(cfg.warnings.len(), 1);
     }
 
+    fn plan(template: &str, driver: SqlDriver) -> (String, Vec<String>) {
+        let p = compile_query(template, driver).unwrap_or_else(|e| panic!("{template}: {e}"));
+        (p.sql, p.params)
+    }
+
     #[test]
-    fn quoting() {
-        let cases = [
-            ("O'Brien", SqlDriver::Mysql, "O''Brien"),
-            ("O'Brien", SqlDriver::Pgsql, "O''Brien"),
-            ("O'Brien", SqlDriver::Sqlite, "O''Brien"),
-            ("a\\'; DROP TABLE x; --", SqlDriver::Mysql, "a\\\\''; DROP TABLE x; --"),
-            ("a\\'; DROP TABLE x; --", SqlDriver::Pgsql, "a\\''; DROP TABLE x; --"),
-            ("plain@example.com", SqlDriver::Mysql, "plain@example.com"),
-            ("''", SqlDriver::Sqlite, "''''"),
+    fn literals_with_escapes_become_parameters() {
+        use SqlDriver::*;
+        let cases: &[(&str, SqlDriver, &str, &[&str])] = &[
+            ("SELECT 1 FROM t WHERE name='%s'", Mysql, "SELECT 1 FROM t WHERE name=?", &["%s"]),
+            ("SELECT 1 FROM t WHERE name='%s'", Pgsql, "SELECT 1 FROM t WHERE name=$1", &["%s"]),
+            ("SELECT a FROM t WHERE u='%u' AND d='%d'", Pgsql, "SELECT a FROM t WHERE u=$1 AND d=$2", &["%u", "%d"]),
+            (
+                "SELECT a FROM t WHERE e='%u@%d' AND x='it''s'",
+                Sqlite,
+                "SELECT a FROM t WHERE e=? AND x='it''s'",
+                &["%u@%d"],
+            ),
+            ("SELECT a FROM t WHERE e LIKE '%%@%d'", Mysql, "SELECT a FROM t WHERE e LIKE ?", &["%%@%d"]),
+            (
+                "SELECT a FROM t WHERE e LIKE '100%%' AND k=%s",
+                Mysql,
+                "SELECT a FROM t WHERE e LIKE '100%' AND k=?",
+                &["%s"],
+            ),
+            ("SELECT a FROM t WHERE e=\"%s\"", Mysql, "SELECT a FROM t WHERE e=?", &["%s"]),
+            ("SELECT \"a\" FROM t WHERE e='%s'", Pgsql, "SELECT \"a\" FROM t WHERE e=$1", &["%s"]),
+            ("SELECT `a` FROM t WHERE e='it\\'s %s'", Mysql, "SELECT `a` FROM t WHERE e=?", &["it's %s"]),
+            ("SELECT a FROM t WHERE e=E'\\t%s'", Pgsql, "SELECT a FROM t WHERE e=$1", &["\t%s"]),
+            ("SELECT a FROM t WHERE e='\\t%s'", Pgsql, "SELECT a FROM t WHERE e=$1", &["\\t%s"]),
+            ("SELECT a FROM t WHERE e='%s' -- 100%% sure", Sqlite, "SELECT a FROM t WHERE e=? -- 100% sure", &["%s"]),
+            ("SELECT a /* 'x */ FROM t WHERE e='%s'", Mysql, "SELECT a /* 'x */ FROM t WHERE e=?", &["%s"]),
+            ("SELECT a FROM t WHERE e='a\\%%b%s'", Mysql, "SELECT a FROM t WHERE e=?", &["a\\%%b%s"]),
         ];
-        for (input, driver, want) in cases {
-            assert_eq!(quote(input, driver), want, "{input} {driver:?}");
+        for (template, driver, sql, params) in cases {
+            let (got_sql, got_params) = plan(template, *driver);
+            assert_eq!(got_sql, *sql, "{template}");
+            assert_eq!(got_params, params.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "{template}");
         }
+        let errors = [
+            ("SELECT a FROM t WHERE e='%s", Mysql, "unterminated string literal"),
+            ("SELECT a FROM t WHERE e=? AND f='%s'", Mysql, "\"?\" outside a string literal"),
+            ("SELECT a FROM t WHERE e=$1 AND f='%s'", Pgsql, "\"$1\" would be a bind parameter"),
+            ("SELECT a FROM t WHERE e=:name", Sqlite, "\":name\" would be a bind parameter"),
+            ("SELECT \"%s\" FROM t", Pgsql, "inside a quoted identifier"),
+            ("SELECT a FROM t -- %s", Pgsql, "inside an SQL comment"),
+            ("SELECT a FROM t /* x", Pgsql, "unterminated comment"),
+            ("SELECT a FROM t WHERE e='\\%s'", Mysql, "backslash before a % escape"),
+        ];
+        for (template, driver, want) in errors {
+            let e = compile_query(template, driver).unwrap_err();
+            assert!(e.contains(want), "{template}: {e}");
+        }
+        // A question mark inside a literal is data, and PostgreSQL has no `?` parameters.
+        assert_eq!(plan("SELECT '?' FROM t WHERE e='%s'", Mysql).0, "SELECT '?' FROM t WHERE e=?");
+        assert_eq!(plan("SELECT a ? b FROM t", Pgsql).0, "SELECT a ? b FROM t");
+    }
+
+    #[test]
+    fn hostile_keys_are_only_data() {
+        let p = compile_query("SELECT destination FROM virtual_aliases WHERE source='%s'", SqlDriver::Mysql).unwrap();
+        for key in ["x' OR '1'='1", "a\\'; DROP TABLE x; --", "\u{bf}\u{27} OR 1=1 -- ", "%s%u%d"] {
+            assert_eq!(p.sql, "SELECT destination FROM virtual_aliases WHERE source=?");
+            assert_eq!(p.bind(key).unwrap(), Some(vec![key.to_string()]), "{key}");
+        }
+        assert!(p.bind("a\0b").is_err());
     }
 
     #[test]
     fn query_expansion() {
-        let q = "u=%u d=%d s=%s n=%1.%2.%3 p=%%";
-        let cases = [
-            ("user@mail.example.com", Some("u=user d=mail.example.com s=user@mail.example.com n=com.example.mail p=%")),
+        let p = compile_query("SELECT '%u' , '%d' , '%s' , '%1.%2.%3' , 'p=%%'", SqlDriver::Mysql).unwrap();
+        assert_eq!(p.sql, "SELECT ? , ? , ? , ? , 'p=%'");
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("user@mail.example.com", Some(&["user", "mail.example.com", "user@mail.example.com", "com.example.mail"])),
             ("user@example.com", None),
             ("user", None),
             ("@example.com", None),
             ("user@", None),
         ];
         for (key, want) in cases {
-            assert_eq!(expand_query(q, key, SqlDriver::Mysql).unwrap().as_deref(), want, "{key}");
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(p.bind(key).unwrap(), want, "{key}");
         }
         let cases = [
-            ("%s", "o'hara@x", Some("o''hara@x")),
-            ("%u", "bare", Some("bare")),
-            ("%u", "o'hara@x", Some("o''hara")),
-            ("%d", "bare", None),
-            ("%d", "a@it's", Some("it''s")),
-            ("%1", "a@b", Some("b")),
-            ("%2", "a@b", None),
-            ("%1", "a@b.", None),
-            ("'%s'", "", Some("''")),
+            ("'%s'", "o'hara@x", Some("o'hara@x")),
+            ("'%u'", "bare", Some("bare")),
+            ("'%u'", "o'hara@x", Some("o'hara")),
+            ("'%d'", "bare", None),
+            ("'%d'", "a@it's", Some("it's")),
+            ("'%1'", "a@b", Some("b")),
+            ("'%2'", "a@b", None),
+            ("'%1'", "a@b.", None),
+            ("'%s'", "", Some("")),
         ];
         for (tmpl, key, want) in cases {
-            assert_eq!(expand_query(tmpl, key, SqlDriver::Pgsql).unwrap().as_deref(), want, "{tmpl} {key}");
+            let p = compile_query(tmpl, SqlDriver::Pgsql).unwrap();
+            assert_eq!(p.bind(key).unwrap(), want.map(|w| vec![w.to_string()]), "{tmpl} {key}");
         }
-        assert!(expand_query("%s", "a\0b", SqlDriver::Mysql).is_err());
-        assert!(expand_query("%x", "a", SqlDriver::Mysql).is_err());
-        assert!(expand_query("%", "a", SqlDriver::Mysql).is_err());
     }
 
     #[test]
@@ -684,7 +950,8 @@ mod tests {
         let cfg = SqlConfig::parse(SqlDriver::Mysql, "f", text.as_bytes()).unwrap();
         let domains = cfg.domain_filter().unwrap();
         let q = |k: &str| cfg.query_for(k, &domains).unwrap();
-        assert_eq!(q("O'Neil@EXAMPLE.com").as_deref(), Some("SELECT a FROM t WHERE k='o''neil@example.com'"));
+        assert_eq!(cfg.plan.sql, "SELECT a FROM t WHERE k=?");
+        assert_eq!(q("O'Neil@EXAMPLE.com"), Some(vec!["o'neil@example.com".to_string()]));
         assert!(q("x@example.net").is_some());
         assert_eq!(q("x@example.org"), None);
         assert_eq!(q("example.com"), None, "bare domain is not queried when domain is set");
@@ -695,10 +962,7 @@ mod tests {
         assert!(e.contains("expansion limit 2 exceeded"), "{e}");
 
         let cfg = SqlConfig::parse(SqlDriver::Sqlite, "f", b"dbpath=/x\nquery=select '%s'\n").unwrap();
-        assert_eq!(
-            cfg.query_for("anything", &cfg.domain_filter().unwrap()).unwrap().as_deref(),
-            Some("select 'anything'")
-        );
+        assert_eq!(cfg.query_for("anything", &cfg.domain_filter().unwrap()).unwrap(), Some(vec!["anything".into()]));
     }
 
     #[test]
@@ -714,15 +978,14 @@ mod tests {
     }
 
     #[test]
-    fn open_reports_driver_missing() {
+    fn open_checks_the_file() {
         let dir = Dir::new();
-        let path = dir.write("mysql-virtual.cf", MYSQL);
-        let e = open(&format!("mysql:{}", path.display())).unwrap_err();
-        assert!(matches!(e, LookupError::DriverNotBuilt { .. }));
-        assert!(e.to_string().ends_with("mysql: driver not built in yet (table file parsed OK)"), "{e}");
         let path = dir.write("bad.cf", "dbname = x\n");
         let e = open(&format!("pgsql:{}", path.display())).unwrap_err().to_string();
         assert!(e.contains("query: missing or empty"), "{e}");
+        let path = dir.write("inj.cf", "dbname = x\nquery = SELECT a FROM t WHERE b=? AND c='%s'\n");
+        let e = open(&format!("mysql:{}", path.display())).unwrap_err().to_string();
+        assert!(e.contains("inj.cf:2: query:") && e.contains("bind parameter"), "{e}");
         let path = dir.path("mail.sqlite");
         std::fs::write(&path, b"SQLite format 3\0rest").unwrap();
         let e = open(&format!("sqlite:{}", path.display())).unwrap_err().to_string();

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rpost_lookup::sql::{SqlConfig, SqlDriver, SqlHost};
 use rpost_lookup::{
-    AddressLookup, ExpandOptions, Expansion, LookupError, Table, build_indexed, expand_virtual, lookup_address,
-    lookup_client, open, open_list, split_passwd_value,
+    AddressLookup, ExpandOptions, Expansion, Table, build_indexed, expand_virtual, lookup_address, lookup_client, open,
+    open_list, split_passwd_value,
 };
 
 /// Copies tests/data into a fresh directory (builds write `.db` files
@@ -125,22 +125,20 @@ fn client_access_cidr() {
 }
 
 #[test]
-fn mysql_file_parses_and_reports_missing_driver() {
+fn mysql_file_parses_and_compiles_to_a_prepared_statement() {
     let (_tmp, dir) = data();
     let cfg = SqlConfig::load(SqlDriver::Mysql, &dir.join("mysql-virtual.cf")).unwrap();
     assert_eq!(cfg.hosts, vec![SqlHost::Inet { host: "127.0.0.1".into(), port: Some(3306) }]);
     assert_eq!(cfg.query, "SELECT destination FROM virtual_aliases WHERE source='%s' AND domain = '%d'");
+    assert_eq!(cfg.plan.sql, "SELECT destination FROM virtual_aliases WHERE source=? AND domain = ?");
     assert!(cfg.warnings.is_empty());
     let q = cfg.query_for("O'Brien@Example.com", &cfg.domain_filter().unwrap()).unwrap();
-    assert_eq!(
-        q.as_deref(),
-        Some("SELECT destination FROM virtual_aliases WHERE source='o''brien@example.com' AND domain = 'example.com'")
-    );
+    assert_eq!(q, Some(vec!["o'brien@example.com".to_string(), "example.com".to_string()]));
     assert_eq!(cfg.query_for("bare", &cfg.domain_filter().unwrap()).unwrap(), None);
-    let e = open(&spec("mysql", &dir, "mysql-virtual.cf")).unwrap_err();
-    assert!(matches!(e, LookupError::DriverNotBuilt { .. }), "{e}");
-    let e = open(&spec("proxy:mysql", &dir, "mysql-virtual.cf")).unwrap_err();
-    assert!(matches!(e, LookupError::DriverNotBuilt { .. }), "{e}");
+    // Opening does not connect; proxy: is stripped.
+    let t = open(&spec("proxy:mysql", &dir, "mysql-virtual.cf")).unwrap();
+    assert!(t.spec().starts_with("proxy:mysql:"), "{}", t.spec());
+    assert_eq!(t.lookup("bare").unwrap(), None, "%d without a domain: no query, no connection");
 }
 
 #[test]
