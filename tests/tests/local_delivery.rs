@@ -403,3 +403,23 @@ fn fallback_transport_takes_unknown_users() {
     assert!(log.contains(&format!("{id}: to=<webuser@mail.example.test>, relay=local, ")), "{log}");
     assert!(log.contains("status=sent (delivered via lmtp service ("), "{log}");
 }
+
+#[test]
+fn a_missing_alias_database_defers_until_it_is_built() {
+    let suite = builder().main("minimal_backoff_time", "1s").main("queue_run_delay", "1s").start_with(|s| {
+        common(s, "");
+        // The source is edited but `rmaster map build` has not run: no .db yet.
+        std::fs::remove_file(s.config_dir().join("aliases.db")).unwrap();
+        s.write_config("aliases", "root: alice@example.test\n");
+    });
+    let id = send(&suite, "bob@example.test", "root@mail.example.test", "Subject: wait\r\n\r\nfor the aliases");
+    suite.wait_log(&format!("{id}: to=<root@mail.example.test>, relay=local, "), T);
+    let log = suite.wait_log("status=deferred (alias database unavailable: ", T);
+    assert!(new_mail(&virtual_new(&suite, "alice")).is_empty(), "{log}");
+    let path = suite.config_dir().join("aliases");
+    assert!(suite.rmaster(&["map", "build", "--aliases", path.to_str().unwrap()]).status.success());
+    let _ = suite.rmaster(&["queue", "flush"]);
+    wait_settled(&suite, &id);
+    let alice = wait_mail(&suite, &virtual_new(&suite, "alice"), 1);
+    assert!(alice[0].1.contains("Subject: wait\n"), "{}", alice[0].1);
+}

@@ -40,7 +40,7 @@ impl Shared {
     /// The alias tables, reopened first when one of their files changed.
     fn aliases(&self) -> Arc<Vec<AliasTable>> {
         let mut guard = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.iter().any(|t| t.table.changed()) || guard.len() != self.settings.alias_maps.len() {
+        if guard.iter().any(|t| t.broken || t.table.changed()) || guard.len() != self.settings.alias_maps.len() {
             *guard = Arc::new(open_aliases(&self.settings));
         }
         guard.clone()
@@ -68,17 +68,17 @@ fn open_aliases(s: &Settings) -> Vec<AliasTable> {
     };
     let mut out = Vec::new();
     for spec in &s.alias_maps {
-        let table = match rpost_lookup::open(spec) {
+        let (table, broken) = match rpost_lookup::open(spec) {
             Ok(t) => {
                 for w in t.warnings() {
                     tracing::warn!("alias_maps: {w}");
                 }
-                t
+                (t, false)
             }
             Err(e) => {
                 tracing::warn!("alias_maps: {spec}: {e}");
                 match rpost_lookup::open(&format!("fail:{spec}")) {
-                    Ok(t) => t,
+                    Ok(t) => (t, true),
                     Err(_) => continue,
                 }
             }
@@ -93,7 +93,7 @@ fn open_aliases(s: &Settings) -> Vec<AliasTable> {
                 Err(e) => Err(e),
             },
         };
-        out.push(AliasTable { table, privs });
+        out.push(AliasTable { table, privs, broken });
     }
     out
 }

@@ -32,6 +32,9 @@ pub struct AliasTable {
     /// The owner of the table's file, or default_privs when that is root (Postfix rule);
     /// `Err` when it cannot be determined (such deliveries are deferred).
     pub privs: Result<Account, String>,
+    /// The table could not be opened and stands in as `fail:` (lookups defer); it is
+    /// opened again for the next request.
+    pub broken: bool,
 }
 
 /// The result of one delivery.

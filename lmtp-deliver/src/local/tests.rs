@@ -29,7 +29,11 @@ fn me() -> Account {
 }
 
 fn aliases(inline: &str) -> Vec<AliasTable> {
-    vec![AliasTable { table: rpost_lookup::open(&format!("inline:{{ {inline} }}")).unwrap(), privs: Ok(me()) }]
+    vec![AliasTable {
+        table: rpost_lookup::open(&format!("inline:{{ {inline} }}")).unwrap(),
+        privs: Ok(me()),
+        broken: false,
+    }]
 }
 
 fn message(content: &str) -> Message {
