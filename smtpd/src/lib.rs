@@ -12,6 +12,30 @@
 //! into the queue (rpost-queue) before it answers `250 2.0.0 Ok: queued as ID`. The file is
 //! fsync'd before that reply. Then qmgr is told through its trigger socket.
 //!
+//! TLS (rpost-tls, rustls): STARTTLS (RFC 3207) is offered at `smtpd_tls_security_level =
+//! may|encrypt` when a certificate loads (`smtpd_tls_chain_files`, else
+//! `smtpd_tls_cert_file`/`smtpd_tls_key_file`, else the self-signed
+//! `$config_directory/tls/rpost.pem` that `rmaster check`/`start` create); `encrypt` answers
+//! `530 5.7.0 Must issue a STARTTLS command first` to MAIL, AUTH and VRFY before it;
+//! `smtpd_tls_wrappermode = yes` runs the handshake before the greeting (smtps, 465). After
+//! the handshake the session forgets EHLO, transaction and login (the client must EHLO
+//! again) and logs `Anonymous TLS connection established from host[addr]: TLSv1.3 with
+//! cipher ... (256/256 bits)`; Received: says ESMTPS/ESMTPSA (RFC 3848) and, with
+//! `smtpd_tls_received_header = yes`, `(using TLSv1.3 with cipher ...)`.
+//!
+//! AUTH (RFC 4954, [`sasl`]): with `smtpd_sasl_auth_enable = yes` smtpd connects to the
+//! Dovecot auth client socket `smtpd_sasl_path` (relative to `queue_directory`, or absolute;
+//! our authd or a real Dovecot), offers the mechanisms it lists that pass
+//! `smtpd_sasl_security_options` (`smtpd_sasl_tls_security_options` after TLS), also as
+//! `AUTH=` with `broken_sasl_auth_clients`, and relays the exchange: initial responses,
+//! `=` for an empty one, 334 challenges, `*` cancels (501 5.7.0), 235 2.7.0 on success,
+//! 535 5.7.8 on failure, 503 when already authenticated, 538 5.7.11 before TLS with
+//! `smtpd_tls_auth_only`. The login appears as `client=..., sasl_method=PLAIN,
+//! sasl_username=alice` in the log, as ESMTPA in Received:, and as `(Authenticated sender:
+//! alice)` with `smtpd_sasl_authenticated_header`; restrictions may use
+//! `permit_sasl_authenticated` and `reject_(authenticated_|known_|unauthenticated_)sender_login_mismatch`
+//! with `smtpd_sender_login_maps`.
+//!
 //! Layout: [`session`] is the sans-IO state machine (commands in, replies and decisions out),
 //! [`server`] the tokio driver that moves bytes and queue-file writes, [`settings`] the
 //! parameters, [`policy`] the restriction engine, [`addr`] address classes.
@@ -25,7 +49,10 @@
 //! commands or message content is refused and never taken as the end of data (SMTP
 //! smuggling). Relay is decided by `smtpd_relay_restrictions` (default: mynetworks, SASL,
 //! else only to our own domains); addresses with routing operators (`%`, `!`, `@` in the local
-//! part) never count as ours.
+//! part) never count as ours. Plaintext pipelined after STARTTLS is discarded, never read
+//! as if it came over TLS (CVE-2011-0411), and the handshake has `smtpd_starttls_timeout`.
+//! SASL responses must be valid base64 (at most 12288 bytes a line) before they reach the
+//! auth server, so a client cannot inject protocol lines; passwords are never logged.
 //!
 //! # CONFIGURATION
 //! myhostname, myorigin, mydestination, virtual_alias_domains, virtual_alias_maps,
@@ -34,16 +61,25 @@
 //! smtpd_banner, smtpd_helo_required, smtpd_delay_reject, smtpd_*_restrictions,
 //! smtpd_reject_unlisted_recipient, disable_vrfy_command, smtputf8_enable,
 //! message_size_limit, smtpd_recipient_limit, smtpd_timeout, the error limits and the
-//! reject codes (relay_domains_reject_code, access_map_reject_code, ...).
+//! reject codes (relay_domains_reject_code, access_map_reject_code, ...);
+//! smtpd_tls_security_level (smtpd_use_tls, smtpd_enforce_tls), smtpd_tls_wrappermode,
+//! smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_auth_only,
+//! smtpd_tls_received_header, smtpd_starttls_timeout, config_directory;
+//! smtpd_sasl_auth_enable, smtpd_sasl_type (dovecot), smtpd_sasl_path, smtpd_sasl_service,
+//! smtpd_sasl_security_options, smtpd_sasl_tls_security_options,
+//! smtpd_sasl_exceptions_networks, smtpd_sasl_authenticated_header,
+//! broken_sasl_auth_clients, smtpd_sender_login_maps.
 //!
 //! # STANDARDS
 //! RFC 5321 (SMTP), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2920 (PIPELINING), RFC 3030
 //! (CHUNKING), RFC 3461 (DSN), RFC 2034/3463 (enhanced status codes), RFC 6531 (SMTPUTF8),
-//! RFC 3848 (protocol names in Received:).
+//! RFC 3848 (protocol names in Received:), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS),
+//! RFC 4954 (AUTH), RFC 4616 (PLAIN).
 
 /// Address classes live in rpost-address (qmgr needs them too).
 pub use rpost_address as addr;
 pub mod policy;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod settings;

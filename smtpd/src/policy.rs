@@ -41,6 +41,8 @@ pub enum Restriction {
     RejectInvalidHelo,
     RejectUnlistedRecipient,
     RejectUnlistedSender,
+    /// reject_sender_login_mismatch and its variants (smtpd_sender_login_maps).
+    SenderLogin(LoginCheck),
     CheckAccess(AccessKind, Vec<Box<dyn Table>>, String),
     /// DNS-based restrictions: accepted in the configuration, evaluated once the resolver
     /// lands. They warn once per process and decide nothing: never a silent "checked".
@@ -49,6 +51,17 @@ pub enum Restriction {
     Broken(String),
     /// An unknown restriction name: 451 4.3.5 Server configuration error.
     Unknown(String),
+}
+
+/// Which half of Postfix's sender-login check applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginCheck {
+    /// An authenticated client must own the sender address.
+    pub authenticated: bool,
+    /// ... unless the address has no owner in the table (reject_known_sender_login_mismatch).
+    pub only_known: bool,
+    /// An unauthenticated client must not use an address that has an owner.
+    pub unauthenticated: bool,
 }
 
 /// What an access table is keyed on.
@@ -92,6 +105,10 @@ pub struct Env<'a> {
     pub codes: &'a Codes,
     pub myorigin: &'a str,
     pub recipient_delimiter: &'a str,
+    /// smtpd_sender_login_maps.
+    pub sender_login_maps: &'a [Box<dyn Table>],
+    /// Why smtpd_sender_login_maps could not be opened (login checks then answer 451).
+    pub sender_login_broken: Option<&'a str>,
 }
 
 /// Configurable reply codes.
@@ -155,6 +172,18 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
             "reject_invalid_helo_hostname" | "reject_invalid_hostname" => Restriction::RejectInvalidHelo,
             "reject_unlisted_recipient" | "check_recipient_maps" => Restriction::RejectUnlistedRecipient,
             "reject_unlisted_sender" => Restriction::RejectUnlistedSender,
+            "reject_sender_login_mismatch" => {
+                Restriction::SenderLogin(LoginCheck { authenticated: true, only_known: false, unauthenticated: true })
+            }
+            "reject_authenticated_sender_login_mismatch" => {
+                Restriction::SenderLogin(LoginCheck { authenticated: true, only_known: false, unauthenticated: false })
+            }
+            "reject_known_sender_login_mismatch" => {
+                Restriction::SenderLogin(LoginCheck { authenticated: true, only_known: true, unauthenticated: true })
+            }
+            "reject_unauthenticated_sender_login_mismatch" => {
+                Restriction::SenderLogin(LoginCheck { authenticated: false, only_known: false, unauthenticated: true })
+            }
             "reject_unknown_client_hostname"
             | "reject_unknown_client"
             | "reject_unknown_reverse_client_hostname"
@@ -327,6 +356,7 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
             Some(s) if !s.is_empty() => unlisted(s, AccessKind::Sender, f, env),
             _ => Decision::Dunno,
         },
+        Restriction::SenderLogin(check) => sender_login(*check, f, env),
         Restriction::CheckAccess(kind, tables, spec) => check_access(*kind, tables, spec, stage, f, env, depth),
         // Warned about when the list was parsed (start-up), not on every message.
         Restriction::NotYet(_) => Decision::Dunno,
@@ -338,6 +368,42 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
             tracing::warn!("unknown smtpd restriction: \"{name}\"");
             Decision::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
         }
+    }
+}
+
+/// Postfix's sender-login check: the owners of the MAIL FROM address are looked up in
+/// smtpd_sender_login_maps (address, then domain and user@ forms, as access maps) and
+/// compared with the SASL login, case-insensitively.
+fn sender_login(check: LoginCheck, f: &Facts<'_>, env: &Env<'_>) -> Decision {
+    let Some(sender) = f.sender.filter(|s| !s.is_empty()) else { return Decision::Dunno };
+    if let Some(broken) = env.sender_login_broken {
+        tracing::warn!("smtpd_sender_login_maps {broken}: answering 451");
+        return Decision::Reject(temp_failure(&obj_prefix(AccessKind::Sender, f)));
+    }
+    let key = Address::parse(sender, env.myorigin).full();
+    let owners = match rpost_lookup::lookup_access_address(env.sender_login_maps, &key, env.recipient_delimiter) {
+        Ok(found) => found.map(|(v, _)| v),
+        Err(e) => {
+            tracing::warn!("smtpd_sender_login_maps: lookup error for {key}: {e}");
+            return Decision::Reject(temp_failure(&obj_prefix(AccessKind::Sender, f)));
+        }
+    };
+    let prefix = obj_prefix(AccessKind::Sender, f);
+    match (f.sasl_user, owners) {
+        (Some(user), owners) if check.authenticated => {
+            let owned = owners.as_deref().is_some_and(|o| {
+                o.split(|c: char| c == ',' || c.is_whitespace()).any(|x| x.eq_ignore_ascii_case(user))
+            });
+            if owned || (owners.is_none() && check.only_known) {
+                Decision::Dunno
+            } else {
+                Decision::Reject(reply(553, &format!("5.7.1 {prefix}: not owned by user {user}")))
+            }
+        }
+        (None, Some(_)) if check.unauthenticated => {
+            Decision::Reject(reply(553, &format!("5.7.1 {prefix}: not logged in")))
+        }
+        _ => Decision::Dunno,
     }
 }
 

@@ -11,7 +11,8 @@ use rpost_smtp_proto::{Event, Limits, Reply, ServerCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::{Client, Content, Next, Session, Step};
+use crate::sasl::{self, ServerReply};
+use crate::session::{AuthAnswer, AuthOutcome, AuthStart, Client, Content, Next, Session, Step};
 use crate::settings::Settings;
 
 /// State shared by all sessions of one smtpd process.
@@ -19,6 +20,9 @@ use crate::settings::Settings;
 pub struct Shared {
     pub settings: Settings,
     pub queue: Queue,
+    /// The queue directory as this process sees it (`/` when chrooted): base of
+    /// smtpd_sasl_path.
+    queue_root: PathBuf,
     /// Wakes the task that tells qmgr about new mail.
     qmgr: Arc<tokio::sync::Notify>,
     qmgr_socket: PathBuf,
@@ -33,7 +37,8 @@ impl Shared {
             qmgr: Arc::new(tokio::sync::Notify::new()),
             qmgr_socket: queue_root.join("public").join("qmgr"),
             qmgr_task: std::sync::Once::new(),
-            queue: Queue::new(queue_root),
+            queue: Queue::new(queue_root.clone()),
+            queue_root,
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -82,7 +87,15 @@ pub fn client_name(addr: IpAddr) -> String {
 }
 
 /// Serves one SMTP client to the end.
-pub async fn serve<S>(shared: Arc<Shared>, mut stream: S, client: Client)
+pub async fn serve<S>(shared: Arc<Shared>, stream: S, client: Client)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    serve_at(shared, stream, client, None).await
+}
+
+/// As [`serve`], knowing our own address (passed to the SASL server as `lip`/`lport`).
+pub async fn serve_at<S>(shared: Arc<Shared>, mut stream: S, client: Client, local: Option<std::net::SocketAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -111,8 +124,35 @@ where
         bare: false,
         discarding: false,
         chunk: 0,
+        sasl: None,
+        local,
     };
-    driver.run(&mut stream).await;
+    let tls = s.tls.clone();
+    match tls {
+        // smtps: TLS from the first byte, then the greeting inside it.
+        Some(cfg) if s.tls_wrapper => match rpost_tls::accept(cfg, stream, s.starttls_timeout).await {
+            Ok(mut tls) => {
+                driver.session.tls_started(rpost_tls::TlsInfo::of(tls.get_ref().1));
+                driver.run(&mut tls, true).await;
+            }
+            Err(e) => driver.session.tls_failed(&e.to_string()),
+        },
+        _ => {
+            if let End::StartTls = driver.run(&mut stream, true).await {
+                // The session offers STARTTLS only with a configuration.
+                if let Some(cfg) = s.tls.clone() {
+                    match rpost_tls::accept(cfg, stream, s.starttls_timeout).await {
+                        Ok(mut tls) => {
+                            driver.session.tls_started(rpost_tls::TlsInfo::of(tls.get_ref().1));
+                            // A second STARTTLS is refused by the session, so this run ends the session.
+                            driver.run(&mut tls, false).await;
+                        }
+                        Err(e) => driver.session.tls_failed(&e.to_string()),
+                    }
+                }
+            }
+        }
+    }
     if let Some(w) = driver.writer.take() {
         w.abort().await;
     }
@@ -131,48 +171,172 @@ struct Driver<'a> {
     discarding: bool,
     /// Size of the BDAT chunk being received, for its 250 reply.
     chunk: u64,
+    /// The connection to the SASL server (smtpd_sasl_path), opened at connect time for the
+    /// mechanism list; dropped after a cancelled or broken exchange, reopened on demand.
+    sasl: Option<sasl::Conn>,
+    local: Option<std::net::SocketAddr>,
 }
 
 enum Flow {
     Go,
     Stop,
+    StartTls,
 }
 
+/// How a run over one stream ended.
+enum End {
+    Done,
+    /// The client asked for TLS: the caller runs the handshake and a new run over it.
+    StartTls,
+}
+
+/// Longest SASL response line, with CRLF (Postfix's limit).
+const MAX_AUTH_LINE: usize = 12288;
+
 impl Driver<'_> {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) {
-        let step = self.session.greeting();
-        if let Flow::Stop = self.apply(step, stream).await {
-            let _ = self.flush(stream).await;
-            return;
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S, greet: bool) -> End {
+        if greet {
+            if self.session.wants_sasl() {
+                self.sasl_connect().await;
+            }
+            let step = self.session.greeting();
+            if let Flow::Stop = self.apply(step, stream).await {
+                let _ = self.flush(stream).await;
+                return End::Done;
+            }
         }
         let mut buf = vec![0u8; 64 * 1024];
         let timeout = self.shared.settings.timeout;
         loop {
             while let Some(ev) = self.codec.next_event() {
-                if let Flow::Stop = self.event(ev, stream).await {
-                    let _ = self.flush(stream).await;
-                    return;
+                match self.event(ev, stream).await {
+                    Flow::Go => {}
+                    Flow::Stop => {
+                        let _ = self.flush(stream).await;
+                        return End::Done;
+                    }
+                    Flow::StartTls => return End::StartTls,
                 }
             }
             if self.flush(stream).await.is_err() {
-                return;
+                return End::Done;
             }
             match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
                 Ok(Ok(0)) => {
                     tracing::info!("lost connection after {} from {}", "read", self.session.client.display());
-                    return;
+                    return End::Done;
                 }
                 Ok(Ok(n)) => self.codec.feed(&buf[..n]),
                 Ok(Err(e)) => {
                     tracing::info!("lost connection from {}: {e}", self.session.client.display());
-                    return;
+                    return End::Done;
                 }
                 Err(_) => {
                     let r = self.session.timeout();
                     let _ = stream.write_all(&r.to_bytes()).await;
-                    return;
+                    return End::Done;
                 }
             }
+        }
+    }
+
+    /// Opens the SASL server connection and tells the session its mechanisms. Failure is a
+    /// warning: AUTH is then not offered.
+    async fn sasl_connect(&mut self) -> bool {
+        let Some(cfg) = &self.shared.settings.sasl else { return false };
+        let path = if cfg.path.is_absolute() { cfg.path.clone() } else { self.shared.queue_root.join(&cfg.path) };
+        let timeout = self.shared.settings.timeout.min(Duration::from_secs(30));
+        match sasl::Conn::connect(&path, timeout).await {
+            Ok(conn) => {
+                self.session.set_mechanisms(conn.mechanisms.clone());
+                self.sasl = Some(conn);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("SASL: Connect to {} failed: {e}", path.display());
+                self.session.set_mechanisms(Vec::new());
+                false
+            }
+        }
+    }
+
+    /// Reads one raw line from the client (a SASL response). None: gone or timed out
+    /// (already logged and answered).
+    async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let timeout = self.shared.settings.timeout;
+        loop {
+            match self.codec.next_line(MAX_AUTH_LINE) {
+                // Not base64: the session answers "Cannot decode response".
+                Some(Err(_)) => return Some(b"\x00".to_vec()),
+                Some(Ok(line)) => return Some(line),
+                None => {}
+            }
+            match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    tracing::info!("lost connection after AUTH from {}", self.session.client.display());
+                    return None;
+                }
+                Ok(Ok(n)) => self.codec.feed(&buf[..n]),
+                Err(_) => {
+                    let r = self.session.timeout();
+                    let _ = stream.write_all(&r.to_bytes()).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Runs one AUTH exchange between the client and the SASL server.
+    async fn sasl_exchange<S: AsyncRead + AsyncWrite + Unpin>(&mut self, start: AuthStart, stream: &mut S) -> Flow {
+        if self.sasl.is_none() && !self.sasl_connect().await {
+            let step = self.session.auth_done(AuthOutcome::TempFail("authentication server unavailable".into()));
+            return self.apply(step, stream).await;
+        }
+        let Some(mut conn) = self.sasl.take() else { return Flow::Stop };
+        let service = self.shared.settings.sasl.as_ref().map(|s| s.service.clone()).unwrap_or_else(|| "smtp".into());
+        let client = &self.session.client;
+        let peer = sasl::Peer {
+            local: self.local.map(|a| (a.ip(), a.port())),
+            remote: (client.addr, client.port),
+            secured: self.session.tls.is_some(),
+        };
+        let mut id = 0;
+        let mut reply = conn.auth(&start.mechanism, &service, &peer, start.initial.as_deref()).await.map(|(i, r)| {
+            id = i;
+            r
+        });
+        loop {
+            let outcome = match reply {
+                Err(e) => AuthOutcome::TempFail(e.to_string()),
+                Ok(ServerReply::Ok { user }) => AuthOutcome::Success { user },
+                Ok(ServerReply::Fail { reason, temp: true }) => {
+                    AuthOutcome::TempFail(reason.unwrap_or_else(|| "temporary failure".into()))
+                }
+                Ok(ServerReply::Fail { reason, temp: false }) => AuthOutcome::Failure { reason },
+                Ok(ServerReply::Cont(challenge)) => {
+                    let r = self.session.auth_challenge(&challenge);
+                    self.out.extend_from_slice(&r);
+                    if self.flush(stream).await.is_err() {
+                        return Flow::Stop;
+                    }
+                    let Some(line) = self.read_line(stream).await else { return Flow::Stop };
+                    match self.session.auth_response(&line) {
+                        AuthAnswer::Send(resp) => {
+                            reply = conn.cont(id, &resp).await;
+                            continue;
+                        }
+                        // Dovecot's protocol has no cancel: the connection is dropped and a
+                        // new one opened for the next AUTH.
+                        AuthAnswer::Abort(step) => return self.apply(step, stream).await,
+                    }
+                }
+            };
+            if !matches!(outcome, AuthOutcome::TempFail(_)) {
+                self.sasl = Some(conn);
+            }
+            let step = self.session.auth_done(outcome);
+            return self.apply(step, stream).await;
         }
     }
 
@@ -271,6 +435,23 @@ impl Driver<'_> {
         match step.next {
             Next::Continue => Flow::Go,
             Next::Close => Flow::Stop,
+            Next::StartTls => {
+                if self.flush(stream).await.is_err() {
+                    return Flow::Stop;
+                }
+                // CVE-2011-0411: whatever the client sent after STARTTLS in plaintext is
+                // thrown away, never read as if it came over TLS.
+                let injected = self.codec.take_buffered();
+                if !injected.is_empty() {
+                    tracing::warn!(
+                        "{}: discarding {} bytes of plaintext pipelined after STARTTLS",
+                        self.session.client.display(),
+                        injected.len()
+                    );
+                }
+                Flow::StartTls
+            }
+            Next::Auth(start) => Box::pin(self.sasl_exchange(start, stream)).await,
             Next::Chunk { size, last } => {
                 self.chunk = size;
                 self.codec.start_bdat(size, last);

@@ -12,7 +12,7 @@ use rpost_smtp_proto::{Body, Command, CommandError, MailParams, Reply, ReversePa
 
 use crate::addr::Address;
 use crate::policy::{self, Decision, Facts, Stage};
-use crate::settings::Settings;
+use crate::settings::{Settings, TlsLevel};
 
 /// What the driver must do after a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,51 @@ pub enum Next {
     Discard { size: u64 },
     /// Send the reply, then close the connection.
     Close,
+    /// Send the reply (220), discard every byte already received (plaintext injection
+    /// defence, CVE-2011-0411), run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
+    /// Run a SASL exchange with the auth server: see [`Session::auth_challenge`],
+    /// [`Session::auth_response`] and [`Session::auth_done`].
+    Auth(AuthStart),
+}
+
+/// An AUTH command the session accepted for the SASL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthStart {
+    pub mechanism: String,
+    /// The initial response, base64 as the client sent it (`=` becomes ""); None: absent.
+    pub initial: Option<String>,
+}
+
+/// A SASL mechanism the auth server offers, with its Dovecot flags (`plaintext`,
+/// `anonymous`, `dictionary`, `active`, `forward-secrecy`, `mutual-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mechanism {
+    pub name: String,
+    pub flags: Vec<String>,
+}
+
+/// What the auth server concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Success {
+        user: String,
+    },
+    /// Wrong credentials, unknown user, or a protocol error of the client.
+    Failure {
+        reason: Option<String>,
+    },
+    /// The auth server is unreachable or broke: the client may retry later.
+    TempFail(String),
+}
+
+/// The client's answer to a 334 challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// Pass this base64 text to the SASL server.
+    Send(String),
+    /// The exchange ends with this step (cancelled or undecodable).
+    Abort(Step),
 }
 
 /// How message content arrives.
@@ -144,6 +189,14 @@ pub struct Session<'s> {
     pub helo: Option<String>,
     pub esmtp: bool,
     pub sasl_user: Option<String>,
+    /// The mechanism sasl_user logged in with.
+    pub sasl_method: Option<String>,
+    /// The TLS session, once STARTTLS (or wrapper mode) succeeded.
+    pub tls: Option<rpost_tls::TlsInfo>,
+    /// What the SASL server offers (set by the driver; empty: AUTH is not offered).
+    mechanisms: Vec<Mechanism>,
+    /// The mechanism of the AUTH exchange in progress.
+    auth_mech: Option<String>,
     pub tx: Option<Transaction>,
     errors: u32,
     junk: u32,
@@ -160,6 +213,10 @@ impl<'s> Session<'s> {
             helo: None,
             esmtp: false,
             sasl_user: None,
+            sasl_method: None,
+            tls: None,
+            mechanisms: Vec::new(),
+            auth_mech: None,
             tx: None,
             errors: 0,
             junk: 0,
@@ -170,11 +227,12 @@ impl<'s> Session<'s> {
 
     /// The 220 greeting (or the rejection of a client refused at connect time).
     pub fn greeting(&mut self) -> Step {
-        if self.s.tls_wrapper {
+        if self.s.tls_wrapper && self.tls.is_none() {
+            // The driver only calls this before a handshake when no certificate is usable.
             return Step::close(Reply::new(
                 421,
-                "4.3.0",
-                format!("{} Service not available: TLS wrapper mode is not implemented yet", self.s.myhostname),
+                "4.7.0",
+                format!("{} Service not available: TLS is not available", self.s.myhostname),
             ));
         }
         if !self.s.delay_reject
@@ -205,6 +263,8 @@ impl<'s> Session<'s> {
             codes: &self.s.codes,
             myorigin: &self.s.myorigin,
             recipient_delimiter: &self.s.recipient_delimiter,
+            sender_login_maps: &self.s.sender_login_maps,
+            sender_login_broken: self.s.sender_login_broken.as_deref(),
         }
     }
 
@@ -215,6 +275,69 @@ impl<'s> Session<'s> {
     /// Non-ASCII addresses need MAIL FROM's SMTPUTF8 and smtputf8_enable.
     fn utf8_ok(&self, address: &str, declared: bool) -> bool {
         address.is_ascii() || (declared && self.s.smtputf8)
+    }
+
+    /// The TLS handshake completed. RFC 3207 section 4.2: everything learned from the client
+    /// before it is forgotten (HELO/EHLO, transaction, authentication); the client must say
+    /// EHLO again. In wrapper mode this is called before the greeting.
+    pub fn tls_started(&mut self, info: rpost_tls::TlsInfo) {
+        tracing::info!("Anonymous TLS connection established from {}: {}", self.client.display(), info.summary());
+        self.tls = Some(info);
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.sasl_user = None;
+        self.sasl_method = None;
+    }
+
+    /// The TLS handshake failed: log it as Postfix does; the driver closes the connection.
+    pub fn tls_failed(&self, error: &str) {
+        tracing::info!("SSL_accept error from {}: {error}", self.client.display());
+        tracing::info!("lost connection after STARTTLS from {}", self.client.display());
+    }
+
+    /// STARTTLS is offered: a certificate, a level, not yet in TLS.
+    fn starttls_offered(&self) -> bool {
+        self.s.tls.is_some() && self.s.tls_level != TlsLevel::None && self.tls.is_none() && !self.s.tls_wrapper
+    }
+
+    /// The mechanisms of the SASL server, as the driver fetched them.
+    pub fn set_mechanisms(&mut self, mechanisms: Vec<Mechanism>) {
+        self.mechanisms = mechanisms;
+    }
+
+    /// Whether the driver needs the SASL server's mechanisms for this client.
+    pub fn wants_sasl(&self) -> bool {
+        self.s.sasl.as_ref().is_some_and(|sasl| !sasl.exceptions.contains(self.client.addr))
+    }
+
+    /// Mechanisms offered now, after smtpd_sasl_(tls_)security_options.
+    pub fn offered_mechanisms(&self) -> Vec<&str> {
+        let Some(sasl) = &self.s.sasl else { return Vec::new() };
+        let options = if self.tls.is_some() { &sasl.tls_security } else { &sasl.security };
+        let has = |m: &Mechanism, f: &str| m.flags.iter().any(|x| x.eq_ignore_ascii_case(f));
+        self.mechanisms
+            .iter()
+            .filter(|m| {
+                options.iter().all(|o| match o.to_ascii_lowercase().as_str() {
+                    "noplaintext" => !has(m, "plaintext"),
+                    "noanonymous" => !has(m, "anonymous"),
+                    "nodictionary" => !has(m, "dictionary"),
+                    "noactive" => !has(m, "active"),
+                    "forward_secrecy" => has(m, "forward-secrecy"),
+                    "mutual_auth" => has(m, "mutual-auth"),
+                    _ => true,
+                })
+            })
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+
+    /// AUTH is announced in EHLO.
+    fn auth_offered(&self) -> bool {
+        let tls_needed = self.s.tls_auth_only || self.s.tls_level == TlsLevel::Encrypt;
+        let tls_ok = self.tls.is_some() || !tls_needed;
+        self.wants_sasl() && tls_ok && !self.offered_mechanisms().is_empty()
     }
 
     fn proto(&self) -> &'static str {
@@ -310,13 +433,121 @@ impl<'s> Session<'s> {
                 self.counters.count("unknown", false);
                 self.error(Reply::new(502, "5.5.2", "Error: command not recognized"))
             }
-            Command::StartTls => {
-                self.counters.count("starttls", false);
-                self.error(Reply::new(502, "5.5.1", "Error: command not implemented"))
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
+        }
+    }
+
+    /// RFC 3207 STARTTLS.
+    fn starttls(&mut self) -> Step {
+        if self.tls.is_some() {
+            self.counters.count("starttls", false);
+            return self.error(Reply::new(554, "5.5.1", "Error: TLS already active"));
+        }
+        if self.s.tls_level == TlsLevel::None || self.s.tls_wrapper {
+            self.counters.count("starttls", false);
+            return self.error(Reply::new(502, "5.5.1", "Error: command not implemented"));
+        }
+        if self.s.tls.is_none() {
+            self.counters.count("starttls", false);
+            return self.error(Reply::new(454, "4.7.0", "TLS not available due to local problem"));
+        }
+        self.counters.count("starttls", true);
+        Step { reply: Some(Reply::new(220, "2.0.0", "Ready to start TLS")), delay: None, next: Next::StartTls }
+    }
+
+    /// RFC 4954 AUTH: checks, then the driver runs the exchange with the SASL server.
+    fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
+        let refuse = |me: &mut Self, r: Reply| {
+            me.counters.count("auth", false);
+            me.error(r)
+        };
+        if !self.wants_sasl() {
+            return refuse(self, Reply::new(503, "5.5.1", "Error: authentication not enabled"));
+        }
+        if self.s.tls_level == TlsLevel::Encrypt && self.tls.is_none() {
+            return refuse(self, Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
+        }
+        if self.s.tls_auth_only && self.tls.is_none() {
+            return refuse(
+                self,
+                Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism"),
+            );
+        }
+        if self.sasl_user.is_some() {
+            return refuse(self, Reply::new(503, "5.5.1", "Error: already authenticated"));
+        }
+        if self.tx.is_some() {
+            return refuse(self, Reply::new(503, "5.5.1", "Error: MAIL transaction in progress"));
+        }
+        if self.mechanisms.is_empty() {
+            return refuse(self, Reply::new(454, "4.7.0", "Temporary authentication failure"));
+        }
+        if !self.offered_mechanisms().iter().any(|m| m.eq_ignore_ascii_case(&mechanism)) {
+            return refuse(self, Reply::new(504, "5.5.4", "Unsupported authentication mechanism"));
+        }
+        let initial = match initial.as_deref() {
+            None => None,
+            Some("=") => Some(String::new()),
+            Some(b64) if valid_base64(b64) => Some(b64.to_string()),
+            Some(_) => return refuse(self, Reply::new(501, "5.5.2", "Cannot decode response")),
+        };
+        self.auth_mech = Some(mechanism.clone());
+        Step { reply: None, delay: None, next: Next::Auth(AuthStart { mechanism, initial }) }
+    }
+
+    /// The SASL server sent a challenge (base64, validated by the SASL client): the 334
+    /// line for the client, with its space even when the challenge is empty (RFC 4954).
+    pub fn auth_challenge(&self, challenge_b64: &str) -> Vec<u8> {
+        format!("334 {challenge_b64}\r\n").into_bytes()
+    }
+
+    /// The client's line after a 334: `*` cancels (RFC 4954 section 4), anything else must
+    /// be base64, which also keeps tabs and newlines out of the auth protocol.
+    pub fn auth_response(&mut self, line: &[u8]) -> AuthAnswer {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text == "*" {
+            self.auth_mech = None;
+            self.counters.count("auth", false);
+            return AuthAnswer::Abort(self.error(Reply::new(501, "5.7.0", "Authentication aborted")));
+        }
+        if !valid_base64(text) {
+            self.auth_mech = None;
+            self.counters.count("auth", false);
+            return AuthAnswer::Abort(self.error(Reply::new(501, "5.5.2", "Cannot decode response")));
+        }
+        AuthAnswer::Send(text.to_string())
+    }
+
+    /// The exchange ended.
+    pub fn auth_done(&mut self, outcome: AuthOutcome) -> Step {
+        let mech = self.auth_mech.take().unwrap_or_default();
+        match outcome {
+            AuthOutcome::Success { user } => {
+                self.counters.count("auth", true);
+                self.sasl_user = Some(user);
+                self.sasl_method = Some(mech);
+                Step::reply(Reply::new(235, "2.7.0", "Authentication successful"))
             }
-            Command::Auth { .. } => {
+            AuthOutcome::Failure { reason } => {
                 self.counters.count("auth", false);
-                self.error(Reply::new(503, "5.5.1", "Error: authentication not enabled"))
+                let reason = reason.map(|r| clean(&r)).filter(|r| !r.is_empty());
+                tracing::warn!(
+                    "{}: SASL {mech} authentication failed: {}",
+                    self.client.display(),
+                    reason.as_deref().unwrap_or("authentication failure")
+                );
+                let text = match reason {
+                    Some(r) => format!("Error: authentication failed: {r}"),
+                    None => "Error: authentication failed: authentication failure".to_string(),
+                };
+                self.error(Reply::new(535, "5.7.8", text))
+            }
+            AuthOutcome::TempFail(why) => {
+                self.counters.count("auth", false);
+                tracing::warn!("{}: SASL {mech} authentication aborted: {why}", self.client.display());
+                self.error(Reply::new(454, "4.7.0", "Temporary authentication failure"))
             }
         }
     }
@@ -348,6 +579,16 @@ impl<'s> Session<'s> {
         if !self.s.disable_vrfy {
             caps.push("VRFY".into());
         }
+        if self.starttls_offered() {
+            caps.push("STARTTLS".into());
+        }
+        if self.auth_offered() {
+            let mechs = self.offered_mechanisms().join(" ");
+            caps.push(format!("AUTH {mechs}"));
+            if self.s.sasl.as_ref().is_some_and(|s| s.broken_clients) {
+                caps.push(format!("AUTH={mechs}"));
+            }
+        }
         caps.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
         if self.s.smtputf8 {
             caps.push("SMTPUTF8".into());
@@ -365,7 +606,7 @@ impl<'s> Session<'s> {
             self.counters.count("mail", false);
             return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
         }
-        if self.s.tls_required {
+        if self.s.tls_level == TlsLevel::Encrypt && self.tls.is_none() {
             self.counters.count("mail", false);
             return self.error(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
         }
@@ -534,7 +775,14 @@ impl<'s> Session<'s> {
         let verb = if content == Content::Data { "data" } else { "bdat" };
         match result {
             Ok(id) => {
-                tracing::info!("{id}: client={}", self.client.display());
+                match (&self.sasl_method, &self.sasl_user) {
+                    (Some(m), Some(u)) => tracing::info!(
+                        "{id}: client={}, sasl_method={m}, sasl_username={}",
+                        self.client.display(),
+                        clean(u)
+                    ),
+                    _ => tracing::info!("{id}: client={}", self.client.display()),
+                }
                 if let Some(tx) = &mut self.tx {
                     tx.queue_id = Some(id);
                 }
@@ -651,6 +899,10 @@ impl<'s> Session<'s> {
     }
 
     fn vrfy(&mut self, arg: String) -> Step {
+        if self.s.tls_level == TlsLevel::Encrypt && self.tls.is_none() {
+            self.counters.count("vrfy", false);
+            return self.error(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
+        }
         if self.s.disable_vrfy {
             self.counters.count("vrfy", false);
             return self.error(Reply::new(502, "5.5.1", "VRFY command is disabled"));
@@ -709,22 +961,27 @@ impl<'s> Session<'s> {
     pub fn received_header(&self, now: SystemTime) -> String {
         let Some(tx) = &self.tx else { return String::new() };
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let proto = match (self.esmtp, self.sasl_user.is_some(), tx.params.body) {
+        // RFC 3848 protocol names.
+        let proto = match (self.esmtp, self.tls.is_some(), self.sasl_user.is_some()) {
             (false, _, _) => "SMTP",
-            (true, true, _) => "ESMTPA",
-            (true, false, _) => "ESMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
         };
         let id = tx.queue_id.as_deref().unwrap_or("");
-        let mut h = format!(
-            "Received: from {} ({} [{}])\r\n\tby {} ({}) with {} id {}",
-            clean(helo),
-            self.client.name,
-            self.client.addr,
-            self.s.myhostname,
-            self.s.mail_name,
-            proto,
-            id
-        );
+        let mut h = format!("Received: from {} ({} [{}])", clean(helo), self.client.name, self.client.addr);
+        if let Some(tls) = &self.tls
+            && self.s.tls_received_header
+        {
+            h.push_str(&format!("\r\n\t(using {})\r\n\t(No client certificate requested)", tls.summary()));
+        }
+        if let Some(user) = &self.sasl_user
+            && self.s.sasl.as_ref().is_some_and(|s| s.authenticated_header)
+        {
+            h.push_str(&format!("\r\n\t(Authenticated sender: {})", clean(user)));
+        }
+        h.push_str(&format!("\r\n\tby {} ({}) with {} id {}", self.s.myhostname, self.s.mail_name, proto, id));
         if tx.rcpts.len() == 1 {
             h.push_str(&format!("\r\n\tfor <{}>", clean(&tx.rcpts[0].address)));
         }
@@ -736,6 +993,13 @@ impl<'s> Session<'s> {
     pub fn body(&self) -> Option<Body> {
         self.tx.as_ref().and_then(|t| t.params.body)
     }
+}
+
+/// RFC 4648 base64 as SASL uses it (padding required, no white space); "" is valid (an
+/// empty response).
+pub fn valid_base64(s: &str) -> bool {
+    use base64::Engine;
+    s.is_empty() || base64::engine::general_purpose::STANDARD.decode(s).is_ok()
 }
 
 /// Keeps client-supplied text from breaking the header's structure.

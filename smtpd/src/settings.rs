@@ -14,6 +14,36 @@ pub enum SettingsError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Lookup(#[from] rpost_lookup::LookupError),
+    #[error("{param} = {value}: {detail}")]
+    Value { param: &'static str, value: String, detail: String },
+}
+
+/// smtpd_tls_security_level (Postfix: empty means smtpd_use_tls/smtpd_enforce_tls decide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    None,
+    /// Offer STARTTLS.
+    May,
+    /// Offer STARTTLS and refuse MAIL and AUTH before it.
+    Encrypt,
+}
+
+/// SASL (AUTH) settings, present when smtpd_sasl_auth_enable = yes.
+#[derive(Debug)]
+pub struct Sasl {
+    /// The Dovecot auth client socket: smtpd_sasl_path, relative to queue_directory
+    /// (the chroot) unless absolute.
+    pub path: std::path::PathBuf,
+    pub service: String,
+    /// broken_sasl_auth_clients: also announce `AUTH=...`.
+    pub broken_clients: bool,
+    /// smtpd_sasl_authenticated_header.
+    pub authenticated_header: bool,
+    /// smtpd_sasl_security_options / smtpd_sasl_tls_security_options.
+    pub security: Vec<String>,
+    pub tls_security: Vec<String>,
+    /// smtpd_sasl_exceptions_networks: clients that are not offered AUTH.
+    pub exceptions: NetList,
 }
 
 /// Restriction lists by stage.
@@ -58,10 +88,56 @@ pub struct Settings {
     pub codes: Codes,
     pub alias_expansion: rpost_lookup::ExpandOptions,
     pub line_length_limit: usize,
-    /// smtpd_tls_security_level = encrypt: mail only after STARTTLS.
-    pub tls_required: bool,
+    pub tls_level: TlsLevel,
     /// smtpd_tls_wrappermode = yes: TLS from the first byte (port 465).
     pub tls_wrapper: bool,
+    /// smtpd_tls_auth_only: AUTH neither offered nor accepted before TLS.
+    pub tls_auth_only: bool,
+    /// smtpd_tls_received_header: protocol and cipher in Received:.
+    pub tls_received_header: bool,
+    /// smtpd_starttls_timeout.
+    pub starttls_timeout: Duration,
+    /// The server TLS configuration: None when no certificate could be loaded (or TLS is
+    /// off), then STARTTLS is not offered.
+    pub tls: Option<std::sync::Arc<rpost_tls::rustls::ServerConfig>>,
+    pub sasl: Option<Sasl>,
+    /// smtpd_sender_login_maps.
+    pub sender_login_maps: Vec<Box<dyn rpost_lookup::Table>>,
+    /// smtpd_sender_login_maps could not be opened: login-mismatch checks answer 451.
+    pub sender_login_broken: Option<String>,
+}
+
+/// Loads the certificate smtpd serves: smtpd_tls_chain_files, else smtpd_tls_cert_file +
+/// smtpd_tls_key_file, else the pair `rmaster check`/`rmaster start` generates under
+/// `$config_directory/tls/`. Problems are warnings: the service then does not offer TLS
+/// (and, at level encrypt or in wrapper mode, refuses mail) rather than not starting.
+fn load_tls(p: &Params) -> Result<Option<std::sync::Arc<rpost_tls::rustls::ServerConfig>>, ConfigError> {
+    let chain: Vec<std::path::PathBuf> = p.get_list("smtpd_tls_chain_files")?.into_iter().map(Into::into).collect();
+    let cert = p.get("smtpd_tls_cert_file")?;
+    let identity = if !chain.is_empty() {
+        rpost_tls::Identity::from_chain_files(&chain)
+    } else if !cert.is_empty() {
+        let key = p.get("smtpd_tls_key_file")?;
+        let key = if key.is_empty() { cert.clone() } else { key };
+        rpost_tls::Identity::from_files(cert.as_ref(), key.as_ref())
+    } else {
+        let (c, k) = rpost_tls::default_identity_paths(p.get("config_directory")?.as_ref());
+        if !c.exists() {
+            tracing::warn!(
+                "no server certificate: smtpd_tls_cert_file is empty and {} does not exist (rmaster check creates it): TLS is not offered",
+                c.display()
+            );
+            return Ok(None);
+        }
+        rpost_tls::Identity::from_files(&c, &k)
+    };
+    match identity.and_then(|id| rpost_tls::server_config(&id)) {
+        Ok(cfg) => Ok(Some(cfg)),
+        Err(e) => {
+            tracing::warn!("cannot load the server certificate: {e}: TLS is not offered");
+            Ok(None)
+        }
+    }
 }
 
 fn int(p: &Params, name: &str) -> Result<i64, ConfigError> {
@@ -83,19 +159,69 @@ impl Settings {
                 "smtpd_forbid_bare_newline = {forbid}: rpost always rejects bare CR/LF (SMTP smuggling defence)"
             );
         }
-        let tls_required = p.get("smtpd_tls_security_level")?.eq_ignore_ascii_case("encrypt");
+        let level = p.get("smtpd_tls_security_level")?;
+        let tls_level = match level.trim().to_ascii_lowercase().as_str() {
+            "" if p.get_bool("smtpd_enforce_tls").unwrap_or(false) => TlsLevel::Encrypt,
+            "" if p.get_bool("smtpd_use_tls")? => TlsLevel::May,
+            "" | "none" => TlsLevel::None,
+            "may" => TlsLevel::May,
+            "encrypt" => TlsLevel::Encrypt,
+            _ => {
+                return Err(SettingsError::Value {
+                    param: "smtpd_tls_security_level",
+                    value: level,
+                    detail: "expected none, may or encrypt".into(),
+                });
+            }
+        };
         let tls_wrapper = p.get_bool("smtpd_tls_wrappermode")?;
-        // TLS and SASL land with the next issue. Until then a service that demands them refuses
-        // mail instead of quietly accepting it in the clear.
-        if tls_required || tls_wrapper {
-            tracing::warn!("TLS is not implemented yet: this service refuses mail until it is");
+        let tls = if tls_level != TlsLevel::None || tls_wrapper { load_tls(p)? } else { None };
+        if tls.is_none() && (tls_level == TlsLevel::Encrypt || tls_wrapper) {
+            tracing::warn!("TLS is required on this service but no certificate is usable: mail is refused");
         }
-        if p.get_bool("smtpd_sasl_auth_enable")? {
-            tracing::warn!("smtpd_sasl_auth_enable = yes: SASL AUTH is not implemented yet and is not offered");
+        let sasl = if p.get_bool("smtpd_sasl_auth_enable")? {
+            let kind = p.get("smtpd_sasl_type")?;
+            if !kind.eq_ignore_ascii_case("dovecot") {
+                return Err(SettingsError::Value {
+                    param: "smtpd_sasl_type",
+                    value: kind,
+                    detail: "rpost speaks only the Dovecot auth protocol (dovecot)".into(),
+                });
+            }
+            let path = std::path::PathBuf::from(p.get("smtpd_sasl_path")?);
+            Some(Sasl {
+                path,
+                service: p.get("smtpd_sasl_service")?,
+                broken_clients: p.get_bool("broken_sasl_auth_clients")?,
+                authenticated_header: p.get_bool("smtpd_sasl_authenticated_header")?,
+                security: p.get_list("smtpd_sasl_security_options")?,
+                tls_security: p.get_list("smtpd_sasl_tls_security_options")?,
+                exceptions: NetList::parse(&p.get_list("smtpd_sasl_exceptions_networks")?),
+            })
+        } else {
+            None
+        };
+        let mut sender_login_maps = Vec::new();
+        let mut sender_login_broken = None;
+        for spec in p.get_list("smtpd_sender_login_maps")? {
+            match crate::addr::open_table(&spec) {
+                Ok(t) => sender_login_maps.push(t),
+                Err(e) => {
+                    tracing::warn!("smtpd_sender_login_maps {spec}: {e}");
+                    sender_login_broken = Some(format!("{spec}: {e}"));
+                }
+            }
         }
         Ok(Settings {
-            tls_required,
+            tls_level,
             tls_wrapper,
+            tls_auth_only: p.get_bool("smtpd_tls_auth_only")?,
+            tls_received_header: p.get_bool("smtpd_tls_received_header")?,
+            starttls_timeout: p.get_time("smtpd_starttls_timeout")?,
+            tls,
+            sasl,
+            sender_login_maps,
+            sender_login_broken,
             myhostname: p.get("myhostname")?,
             myorigin: p.get("myorigin")?,
             mail_name: p.get("mail_name")?,

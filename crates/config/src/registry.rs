@@ -409,6 +409,7 @@ pub static PARAMS: &[Param] = &[
     p("smtpd_discard_ehlo_keyword_address_maps", "", ParamType::List, "Per-client EHLO keywords not to announce"),
     p("smtpd_discard_ehlo_keywords", "", ParamType::List, "EHLO keywords not to announce"),
     p("smtpd_end_of_data_restrictions", "", ParamType::List, "Access restrictions applied after end of data"),
+    p("smtpd_enforce_tls", "no", ParamType::Bool, "Legacy: mandatory TLS in smtpd (smtpd_tls_security_level = encrypt)"),
     p("smtpd_error_sleep_time", "1s", ParamType::Time('s'), "Delay before replying after an error"),
     p("smtpd_etrn_restrictions", "", ParamType::List, "Access restrictions applied to ETRN"),
     p("smtpd_forbid_bare_newline", "reject", ParamType::Str, "Bare CR/LF in SMTP input: rpost always rejects (SMTP smuggling defence)"),

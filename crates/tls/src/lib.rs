@@ -61,6 +61,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use rustls;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// The system CA bundle used for `verify`/`secure` when no CA file is configured
