@@ -77,7 +77,10 @@
 //! * A recipient is deferred if any of its deliveries deferred, bounced if any bounced,
 //!   sent otherwise.
 //!
-//! Not yet: `mailbox_transport_maps`, `fallback_transport_maps`, `biff`.
+//! With `biff = yes` (the default) each mbox delivery sends `user@offset` to the comsat
+//! service on 127.0.0.1 (UDP 512), as Postfix does; set `biff = no` where nobody runs it.
+//!
+//! Not yet: `mailbox_transport_maps`, `fallback_transport_maps`.
 //!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
 //! the spool and the per-recipient store call, [`userdb`] the user lookups, [`settings`] the
@@ -127,7 +130,7 @@
 //!
 //! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
 //! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_command_maps,
-//! luser_relay, mailbox_transport, fallback_transport, mailbox_size_limit,
+//! luser_relay, mailbox_transport, fallback_transport, biff, mailbox_size_limit,
 //! mailbox_delivery_lock, deliver_lock_attempts, deliver_lock_delay, stale_lock_time,
 //! strict_mailbox_ownership, command_time_limit, allow_mail_to_commands,
 //! allow_mail_to_files, default_privs, owner_request_special, expand_owner_alias,

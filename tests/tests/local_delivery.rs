@@ -240,11 +240,19 @@ fn system_user_mailbox_forward_and_loop() {
             s.write_config("virtual", &format!("loop@loop.test {name}+loop@mail.example.test\n"));
         });
     let spool = suite.root().join("mail").join(&name);
+    // biff = yes: comsat on 127.0.0.1:512 hears "user@offset" (only root may listen there).
+    let comsat = std::net::UdpSocket::bind("127.0.0.1:512").ok();
 
     // 1. Mailbox under mail_spool_directory, owned by the user.
     let id =
         send(&suite, "alice@example.test", &format!("{name}@mail.example.test"), "Subject: one\r\n\r\nFrom here\r\n");
     wait_settled(&suite, &id);
+    if let Some(c) = &comsat {
+        c.set_read_timeout(Some(T)).unwrap();
+        let mut buf = [0u8; 200];
+        let n = c.recv(&mut buf).expect("biff notification");
+        assert_eq!(&buf[..n], format!("{name}@0\n").as_bytes());
+    }
     let mbox = std::fs::read_to_string(&spool).unwrap_or_else(|e| panic!("{}: {e}\n{}", spool.display(), suite.log()));
     assert!(mbox.starts_with("From alice@example.test  "), "{mbox}");
     assert!(

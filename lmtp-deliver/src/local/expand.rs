@@ -633,10 +633,8 @@ impl<'a> Expander<'a> {
                 ..self.s.lock.clone()
             };
             let data = self.copy(&c, true, true, true);
-            let st = answer_status(
-                helper::run(&self.s.helper, creds, &Task::Mbox { path, opts }, &data),
-                "delivered to mailbox".into(),
-            );
+            let answer = helper::run(&self.s.helper, creds, &Task::Mbox { path, opts }, &data);
+            let st = self.mailbox_status(answer, acct);
             return self.leaf(&ctx.sender, addr, st);
         }
         let st = self.spool_mailbox(acct, &c);
@@ -665,10 +663,20 @@ impl<'a> Expander<'a> {
         let opts =
             AppendOptions { dotlock: false, owner: self.s.strict_mailbox_ownership.then_some(acct.uid), ..l.clone() };
         let data = self.copy(ctx, true, true, true);
-        answer_status(
-            helper::run(&self.s.helper, self.creds(acct), &Task::Mbox { path, opts }, &data),
-            "delivered to mailbox".into(),
-        )
+        self.mailbox_status(helper::run(&self.s.helper, self.creds(acct), &Task::Mbox { path, opts }, &data), acct)
+    }
+
+    /// The status of an mbox delivery; with `biff = yes` the comsat service on this host
+    /// hears `user@offset` (UDP, best effort), as Postfix's local(8) tells it.
+    fn mailbox_status(&self, answer: Answer, acct: &Account) -> Status {
+        if self.s.biff
+            && let Answer::Ok(data) = &answer
+            && let Some(offset) = std::str::from_utf8(data).ok().and_then(|t| t.trim().parse::<u64>().ok())
+            && let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0")
+        {
+            let _ = sock.send_to(format!("{}@{offset}\n", acct.name).as_bytes(), "127.0.0.1:512");
+        }
+        answer_status(answer, "delivered to mailbox".into())
     }
 }
 

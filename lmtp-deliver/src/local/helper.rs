@@ -149,7 +149,8 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     let line = match answer {
-        Ok(()) => "ok\n".to_string(),
+        Ok(extra) if extra.is_empty() => "ok\n".to_string(),
+        Ok(extra) => format!("ok {extra}\n"),
         Err((soft, dsn, reason)) => {
             format!("{} {dsn} {}\n", if soft { "defer" } else { "bounce" }, reason.replace('\n', " "))
         }
@@ -158,7 +159,8 @@ pub fn main(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-type TaskResult = Result<(), (bool, String, String)>;
+/// `Ok(text)`: success, with text for the `ok` line (the mbox offset, for biff).
+type TaskResult = Result<String, (bool, String, String)>;
 
 fn read_stdin() -> Result<Vec<u8>, (bool, String, String)> {
     let mut data = Vec::new();
@@ -188,14 +190,14 @@ fn mbox_task(path: &Path, opts: &str) -> TaskResult {
         stale_lock: Duration::from_secs(num(f[8])?),
     };
     let data = read_stdin()?;
-    mbox::append(path, &data, &o).map_err(|e| (e.soft, e.dsn.to_string(), e.reason))
+    mbox::append(path, &data, &o).map(|offset| offset.to_string()).map_err(|e| (e.soft, e.dsn.to_string(), e.reason))
 }
 
 fn maildir_task(path: &Path) -> TaskResult {
     let data = read_stdin()?;
     let md = rpost_maildir::Maildir::open(path);
     match md.deliver(&mut &data[..], "") {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(String::new()),
         Err(e) if e.is_over_quota() => Err((false, "5.2.2".into(), format!("maildir {}: {e}", path.display()))),
         Err(e) => Err((true, "4.2.0".into(), format!("cannot deliver to maildir {}: {e}", path.display()))),
     }

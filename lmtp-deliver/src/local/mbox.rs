@@ -290,8 +290,8 @@ pub fn open_append(path: &Path, owner: Option<u32>) -> Result<File, AppendError>
 
 /// Appends one formatted message to an mbox file: locks, checks the size limit, writes,
 /// fsyncs; on any error the file is truncated back to where it was, so a failed delivery
-/// never leaves half a message behind.
-pub fn append(path: &Path, data: &[u8], o: &AppendOptions) -> Result<(), AppendError> {
+/// never leaves half a message behind. Returns the offset the message starts at.
+pub fn append(path: &Path, data: &[u8], o: &AppendOptions) -> Result<u64, AppendError> {
     let _dot = if o.dotlock {
         match dotlock(path, o.lock_attempts, o.lock_delay, o.stale_lock) {
             Ok(l) => Some(l),
@@ -331,7 +331,7 @@ pub fn append(path: &Path, data: &[u8], o: &AppendOptions) -> Result<(), AppendE
         let (soft, dsn) = io_dsn(&e);
         return Err(AppendError { soft, dsn, reason: format!("cannot update mailbox {}: {e}", path.display()) });
     }
-    Ok(())
+    Ok(before)
 }
 
 #[cfg(test)]

@@ -98,6 +98,8 @@ pub struct Settings {
     pub mailbox_transport: String,
     /// fallback_transport: hand unknown users to this transport.
     pub fallback_transport: String,
+    /// biff: tell comsat about new mailbox mail.
+    pub biff: bool,
     /// Time limit for a hand-over to another transport (ipc_timeout).
     pub pass_timeout: Duration,
     pub mailbox_size_limit: u64,
@@ -149,6 +151,7 @@ impl Settings {
             mailbox_transport: p.get("mailbox_transport")?,
             fallback_transport: p.get("fallback_transport")?,
             pass_timeout: p.get_time("ipc_timeout")?,
+            biff: p.get_bool("biff")?,
             mailbox_size_limit: p.get_size("mailbox_size_limit")?,
             command_time_limit: p.get_time("command_time_limit")?,
             allow_commands: p.get_list("allow_mail_to_commands")?,
