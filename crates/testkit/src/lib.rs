@@ -26,6 +26,7 @@
 pub mod dns;
 pub mod postfix;
 pub mod smtp;
+pub mod sqldb;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
