@@ -527,7 +527,7 @@ impl ClientConnection {
     }
 
     /// The client's answer to a `CONT` challenge (base64; `*` cancels, as in SMTP/IMAP AUTH).
-    pub fn cont(&mut self, id: u32, data: &str) -> String {
+    pub fn cont(&self, id: u32, data: &str) -> String {
         format!("CONT\t{id}\t{}\n", tab_escape(data))
     }
 
