@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use master::commands::{self, CommandError};
+
+mod authcmd;
 use master::conf::ConfArgs;
 
 #[derive(Debug, Parser)]
@@ -81,6 +83,42 @@ enum Command {
         /// Parameter names (or name=value with -e).
         names: Vec<String>,
     },
+    /// Generate or verify a password hash, as doveadm pw.
+    Pw {
+        /// Scheme (SHA512-CRYPT, BLF-CRYPT, ARGON2ID, CRAM-MD5, PLAIN, ...; default CRYPT).
+        #[arg(short = 's', value_name = "SCHEME")]
+        scheme: Option<String>,
+        /// The password (else prompted twice on a terminal, or one line of standard input).
+        #[arg(short = 'p', value_name = "PASS")]
+        password: Option<String>,
+        /// Verify the password against this {SCHEME}hash instead.
+        #[arg(short = 't', value_name = "HASH")]
+        test: Option<String>,
+        /// List the supported schemes.
+        #[arg(short = 'l')]
+        list: bool,
+    },
+    /// Authentication tools, as doveadm auth.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Log in with PLAIN through authd's client socket, as doveadm auth test.
+    Test {
+        /// The auth client socket (default: private/auth in queue_directory).
+        #[arg(short = 'a', value_name = "SOCKET")]
+        socket: Option<PathBuf>,
+        /// Extra request fields, e.g. -x service=smtp -x rip=192.0.2.1 -x secured.
+        #[arg(short = 'x', value_name = "KEY=VALUE")]
+        info: Vec<String>,
+        user: String,
+        /// The password (else prompted without echo, or read from standard input).
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +183,12 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var_os("RPOST_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/etc/rpost"));
     let result = match cli.command {
+        Command::Pw { scheme, password, test, list } => {
+            return authcmd::pw(scheme.as_deref(), password, test.as_deref(), list);
+        }
+        Command::Auth { command: AuthCommand::Test { socket, info, user, password } } => {
+            return authcmd::auth_test(&dir, socket.as_deref(), &info, &user, password);
+        }
         Command::Start { foreground: true, detached } => {
             commands::start_foreground(&dir, detached, cli.verbose).map(|()| ExitCode::SUCCESS)
         }
@@ -165,6 +209,7 @@ fn main() -> ExitCode {
                 Command::Map { command: MapCommand::Build { aliases, file } } => {
                     master::admin::map_build(&file, aliases).map(|()| ExitCode::SUCCESS)
                 }
+                Command::Pw { .. } | Command::Auth { .. } => unreachable!("handled above"),
                 Command::Conf {
                     help: _,
                     non_default,
