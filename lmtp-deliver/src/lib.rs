@@ -45,27 +45,31 @@
 //!   value with `expand_owner_alias`) the sender of NAME's expansion; permanent failures
 //!   inside it are reported to the owner with an RFC 3464 notice ([`local::notice`]) and
 //!   the recipient counts as done, as Postfix's bounce_workaround.
-//! * Otherwise the system user (getpwnam) of the local part without extension; unknown is
-//!   `5.1.1 unknown user: "name"` and qmgr bounces. `forward_path` (default
-//!   `$home/.forward${recipient_delimiter}${extension}, $home/.forward`) is tried; a forward
-//!   file must be the user's and not group/world-writable, else it is ignored with a
-//!   warning; `\user` in it means the mailbox.
-//!   An unknown user goes to `fallback_transport` when set, else to `luser_relay` when
-//!   set (`$user`, `$local`, `$extension`, `$recipient`, `$domain` expanded).
-//! * Mailbox: `mailbox_transport` when set (the recipient is handed to that master.cf
-//!   transport with the same request protocol, for the same queue file: [`local::pass`],
-//!   Postfix's deliver_pass); else the user's command from `mailbox_command_maps`, else `mailbox_command` when
-//!   set (both shell syntax, not `$name`-expanded, as in Postfix); else `home_mailbox` (ending in `/`, e.g.
-//!   `Maildir/`: a Maildir in the home written with rpost-maildir, so Dovecot sees it;
-//!   otherwise an mbox file there); else `mail_spool_directory/USER` in mbox format: `From `
-//!   line, `Return-Path:`, `Delivered-To:`, `>From ` quoting, a blank line; locked with
-//!   `mailbox_delivery_lock` (fcntl, dotlock, flock), fsync'd, truncated back on error,
-//!   bounded by `mailbox_size_limit`.
-//! * Commands run with `/bin/sh -c`, the message (with its `From ` line) on stdin,
-//!   environment HOME USER LOGNAME SHELL SENDER RECIPIENT LOCAL EXTENSION DOMAIN
-//!   ORIGINAL_RECIPIENT PATH plus `export_environment`, `command_time_limit` (then the
-//!   process group is killed); exit codes are mapped as sysexits.h (75 and 71 defer, 64-78
-//!   with their DSN codes, others bounce with the command's output in the reason).
+//! * Otherwise the system user (getpwnam) of the local part without extension.
+//!   `forward_path` (default `$home/.forward${recipient_delimiter}${extension},
+//!   $home/.forward`) is tried; a forward file must be the user's and not
+//!   group/world-writable, else it is ignored with a warning; `\user` in it means the
+//!   mailbox.
+//! * Mailbox, first match: the user's transport in `mailbox_transport_maps`, or
+//!   `mailbox_transport` (the recipient is handed to that master.cf transport with the same
+//!   request protocol, for the same queue file: [`local::pass`], Postfix's deliver_pass;
+//!   also for users without an account, as in Postfix); the user's command in
+//!   `mailbox_command_maps`, or `mailbox_command` (shell syntax, not `$name`-expanded, as
+//!   in Postfix); `home_mailbox` (ending in `/`, e.g. `Maildir/`: a Maildir in the home
+//!   written with rpost-maildir, so Dovecot sees it; otherwise an mbox file there);
+//!   `mail_spool_directory/USER` in mbox format: `From ` line, `Return-Path:`,
+//!   `Delivered-To:`, `>From ` quoting, a blank line; locked with `mailbox_delivery_lock`
+//!   (fcntl, dotlock, flock), fsync'd, truncated back on error, bounded by
+//!   `mailbox_size_limit`.
+//! * A user without an account goes to `fallback_transport_maps` / `fallback_transport`,
+//!   else to `luser_relay` (`$user`, `$local`, `$extension`, `$recipient`, `$domain`
+//!   expanded), else is `5.1.1 unknown user: "name"` and qmgr bounces.
+//! * Commands run with `/bin/sh -c` (or `local_command_shell`), the message (with its
+//!   `From ` line) on stdin, environment HOME USER LOGNAME SHELL SENDER RECIPIENT LOCAL
+//!   EXTENSION DOMAIN ORIGINAL_RECIPIENT PATH plus `export_environment`,
+//!   `command_time_limit` (then the process group is killed); exit codes are mapped as
+//!   sysexits.h (75 and 71 defer, 64-78 with their DSN codes, others bounce with the
+//!   command's output in the reason).
 //! * Loops: a local address that recurs among its own ancestors, or a message that already
 //!   carries a `Delivered-To:` for it, bounces with `5.4.6 mail forwarding loop for ADDR`;
 //!   nesting is bounded (100). The same destination is delivered once per recipient.
@@ -79,8 +83,6 @@
 //!
 //! With `biff = yes` (the default) each mbox delivery sends `user@offset` to the comsat
 //! service on 127.0.0.1 (UDP 512), as Postfix does; set `biff = no` where nobody runs it.
-//!
-//! Not yet: `mailbox_transport_maps`, `fallback_transport_maps`.
 //!
 //! Layout: [`session`] is the sans-IO state machine, [`server`] the tokio driver, [`deliver`]
 //! the spool and the per-recipient store call, [`userdb`] the user lookups, [`settings`] the
@@ -130,7 +132,8 @@
 //!
 //! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
 //! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_command_maps,
-//! luser_relay, mailbox_transport, fallback_transport, biff, mailbox_size_limit,
+//! luser_relay, mailbox_transport(_maps), fallback_transport(_maps), local_command_shell,
+//! biff, mailbox_size_limit,
 //! mailbox_delivery_lock, deliver_lock_attempts, deliver_lock_delay, stale_lock_time,
 //! strict_mailbox_ownership, command_time_limit, allow_mail_to_commands,
 //! allow_mail_to_files, default_privs, owner_request_special, expand_owner_alias,

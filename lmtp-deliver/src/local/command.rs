@@ -16,6 +16,8 @@ pub const OUTPUT_LIMIT: usize = 2000;
 #[derive(Debug, Clone)]
 pub struct Job {
     pub command: String,
+    /// local_command_shell, e.g. `["/usr/sbin/smrsh", "-c"]`; empty: `/bin/sh -c`.
+    pub shell: Vec<String>,
     /// uid and gid to run as; `None` keeps ours (not root).
     pub creds: Option<(u32, u32)>,
     pub env: Vec<(String, String)>,
@@ -43,9 +45,19 @@ pub fn run(job: &Job, input: &[u8]) -> (Ended, String) {
         Ok(w) => w,
         Err(e) => return (Ended::NotStarted(format!("pipe: {e}")), String::new()),
     };
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&job.command)
+    let mut cmd = match job.shell.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c");
+            c
+        }
+    };
+    cmd.arg(&job.command)
         .env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&job.cwd)
@@ -180,6 +192,7 @@ mod tests {
     fn job(cmd: &str) -> Job {
         Job {
             command: cmd.into(),
+            shell: Vec::new(),
             creds: None,
             env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("RECIPIENT".into(), "a@b".into())],
             cwd: "/".into(),
@@ -209,6 +222,12 @@ mod tests {
         assert_eq!(out, "hello to a@b err");
         let (ended, _) = run(&job("exit 0"), &vec![b'x'; 1 << 20]);
         assert_eq!(ended, Ended::Exited(0), "a command that ignores its input");
+    }
+
+    #[test]
+    fn local_command_shell_replaces_bin_sh() {
+        let j = Job { shell: vec!["/bin/echo".into(), "via".into()], ..job("the command") };
+        assert_eq!(run(&j, b""), (Ended::Exited(0), "via the command".to_string()));
     }
 
     #[test]

@@ -395,6 +395,7 @@ impl<'a> Expander<'a> {
     fn run_command(&self, cmd: &str, acct: &Account, env: Vec<(String, String)>, cwd: PathBuf, input: &[u8]) -> Status {
         let job = command::Job {
             command: cmd.to_string(),
+            shell: self.s.local_command_shell.clone(),
             creds: self.creds(acct),
             env,
             cwd,
@@ -458,12 +459,25 @@ impl<'a> Expander<'a> {
     fn user(&mut self, addr: &str, user: &str, ext: Option<&str>, ctx: &Ctx, forward: bool) {
         let acct = match Account::by_name(user) {
             Ok(Some(a)) => a,
-            Ok(None) if !self.s.fallback_transport.is_empty() => {
-                let st = pass::pass(self.s, self.msg, &self.s.fallback_transport, addr, self.s.pass_timeout);
-                return self.leaf(&ctx.sender, addr, st);
-            }
-            Ok(None) if !self.s.luser_relay.is_empty() => return self.luser_relay(addr, user, ext, ctx),
             Ok(None) => {
+                // Postfix order for users without an account: mailbox_transport(_maps),
+                // fallback_transport(_maps), luser_relay, bounce.
+                for (maps, spec) in [
+                    (&self.s.mailbox_transport_maps, &self.s.mailbox_transport),
+                    (&self.s.fallback_transport_maps, &self.s.fallback_transport),
+                ] {
+                    match transport_for(maps, spec, user) {
+                        Ok(Some(t)) => {
+                            let st = pass::pass(self.s, self.msg, &t, addr, self.s.pass_timeout);
+                            return self.leaf(&ctx.sender, addr, st);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return self.leaf(&ctx.sender, addr, Status::defer(e)),
+                    }
+                }
+                if !self.s.luser_relay.is_empty() {
+                    return self.luser_relay(addr, user, ext, ctx);
+                }
                 return self.leaf(
                     &ctx.sender,
                     addr,
@@ -577,9 +591,13 @@ impl<'a> Expander<'a> {
             return;
         }
         // Another transport writes it (Dovecot LMTP, ...): no local rights involved.
-        if !self.s.mailbox_transport.is_empty() {
-            let st = pass::pass(self.s, self.msg, &self.s.mailbox_transport, addr, self.s.pass_timeout);
-            return self.leaf(&ctx.sender, addr, st);
+        match transport_for(&self.s.mailbox_transport_maps, &self.s.mailbox_transport, &acct.name) {
+            Ok(Some(t)) => {
+                let st = pass::pass(self.s, self.msg, &t, addr, self.s.pass_timeout);
+                return self.leaf(&ctx.sender, addr, st);
+            }
+            Ok(None) => {}
+            Err(e) => return self.leaf(&ctx.sender, addr, Status::defer(e)),
         }
         if self.s.privileged && acct.uid == 0 {
             return self.leaf(&ctx.sender,
@@ -677,6 +695,15 @@ impl<'a> Expander<'a> {
             let _ = sock.send_to(format!("{}@{offset}\n", acct.name).as_bytes(), "127.0.0.1:512");
         }
         answer_status(answer, "delivered to mailbox".into())
+    }
+}
+
+/// The transport for `user` from per-user tables, else the parameter (empty: none).
+fn transport_for(maps: &[Box<dyn rpost_lookup::Table>], spec: &str, user: &str) -> Result<Option<String>, String> {
+    match rpost_lookup::lookup_first(maps, user) {
+        Ok(Some(t)) => Ok(Some(t)),
+        Ok(None) => Ok(Some(spec.to_string()).filter(|s| !s.is_empty())),
+        Err(e) => Err(format!("transport table lookup for {user}: {e}")),
     }
 }
 

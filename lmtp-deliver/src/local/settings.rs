@@ -98,6 +98,11 @@ pub struct Settings {
     pub mailbox_transport: String,
     /// fallback_transport: hand unknown users to this transport.
     pub fallback_transport: String,
+    /// mailbox_transport_maps / fallback_transport_maps: the same per user.
+    pub mailbox_transport_maps: Vec<Box<dyn rpost_lookup::Table>>,
+    pub fallback_transport_maps: Vec<Box<dyn rpost_lookup::Table>>,
+    /// local_command_shell split into program and arguments (empty: `/bin/sh -c`).
+    pub local_command_shell: Vec<String>,
     /// biff: tell comsat about new mailbox mail.
     pub biff: bool,
     /// Time limit for a hand-over to another transport (ipc_timeout).
@@ -150,6 +155,9 @@ impl Settings {
             luser_relay: raw("luser_relay"),
             mailbox_transport: p.get("mailbox_transport")?,
             fallback_transport: p.get("fallback_transport")?,
+            mailbox_transport_maps: rpost_lookup::open_param(p, "mailbox_transport_maps")?,
+            fallback_transport_maps: rpost_lookup::open_param(p, "fallback_transport_maps")?,
+            local_command_shell: p.get("local_command_shell")?.split_whitespace().map(str::to_string).collect(),
             pass_timeout: p.get_time("ipc_timeout")?,
             biff: p.get_bool("biff")?,
             mailbox_size_limit: p.get_size("mailbox_size_limit")?,
