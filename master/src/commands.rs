@@ -150,6 +150,11 @@ pub fn start_foreground(dir: &Path, detached: bool, verbose: bool) -> Result<(),
     for repair in crate::spool::ensure(&queue_dir(config)?, ids)? {
         tracing::info!("spool: {repair}");
     }
+    match crate::tls::ensure_default_certificate(config) {
+        Ok(Some(cert)) => tracing::info!("created a self-signed TLS certificate: {}", cert.display()),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     if let Some(ids) = ids {
         check_reachable(config, ids)?;
     }
@@ -381,6 +386,14 @@ pub fn check(dir: &Path) -> Result<ExitCode, CommandError> {
     };
     for repair in crate::spool::ensure(&queue_dir(&config)?, ids)? {
         println!("rmaster: repaired: {repair}");
+    }
+    match crate::tls::ensure_default_certificate(&config) {
+        Ok(Some(cert)) => println!("rmaster: created a self-signed TLS certificate: {}", cert.display()),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("{e}");
+            problems += 1;
+        }
     }
     if let Some(ids) = ids
         && let Err(e) = check_reachable(&config, ids)

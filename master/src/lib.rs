@@ -42,3 +42,4 @@ pub mod control;
 pub mod endpoint;
 pub mod spool;
 pub mod supervisor;
+pub mod tls;

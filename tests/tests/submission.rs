@@ -1,0 +1,283 @@
+//! Submission as the packaged master.cf sets it up (587: STARTTLS required, AUTH only after
+//! it, only authenticated clients; 465: implicit TLS), with smtpd's SASL pointed at a REAL
+//! Dovecot auth socket. Real clients: swaks and Python's smtplib. Skipped when Dovecot,
+//! swaks or python3 is missing (`.ci/run` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rpost_testkit::Suite;
+
+/// A private Dovecot that serves only its auth client socket `{dir}/auth-client`, with
+/// alice@example.test / secret in a passwd-file.
+struct Dovecot {
+    dir: PathBuf,
+}
+
+impl Dovecot {
+    fn start(dir: &Path) -> Option<Dovecot> {
+        let dovecot = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"].into_iter().find(|p| Path::new(p).exists())?;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("a private Dovecot needs root here");
+            return None;
+        }
+        let d = dir.to_path_buf();
+        std::fs::write(d.join("users"), "alice@example.test:{PLAIN}secret::::::\n").ok()?;
+        let conf = format!(
+            "protocols = lmtp\nbase_dir = {d}/base\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\nssl = no\n\
+             listen = 127.0.0.1\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
+             passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}/home/%u\n}}\n\
+             service lmtp {{\n  unix_listener {d}/lmtp {{\n    mode = 0600\n  }}\n}}\n\
+             service auth {{\n  unix_listener {d}/auth-client {{\n    mode = 0666\n  }}\n}}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("dovecot.conf"), conf).ok()?;
+        let ok = Command::new(dovecot).arg("-c").arg(d.join("dovecot.conf")).status().ok()?.success();
+        if !ok {
+            eprintln!("dovecot did not start: {}", std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default());
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.join("auth-client").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Dovecot { dir: d })
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("base/master.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while rpost_testkit::pid_running(pid as u32) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rpost-sub-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().is_ok_and(|s| s.success())
+}
+
+/// The suite: 25 (may, AUTH offered), 587 and 465 as in packaging/master.cf. Loopback is
+/// not in mynetworks, so relaying needs AUTH.
+fn suite(auth_socket: &Path) -> Suite {
+    Suite::builder()
+        .main("mynetworks", "192.0.2.0/24")
+        .main("virtual_mailbox_domains", "example.test")
+        .main("local_recipient_maps", "")
+        .main("alias_maps", "")
+        .main("smtpd_sasl_type", "dovecot")
+        .main("smtpd_sasl_path", &auth_socket.display().to_string())
+        .main("broken_sasl_auth_clients", "yes")
+        .main("smtpd_tls_received_header", "yes")
+        .inet("smtp", "n - n - - smtpd -o smtpd_tls_security_level=may -o smtpd_sasl_auth_enable=yes")
+        .inet(
+            "submission",
+            "n - n - - smtpd -o syslog_name=rpost/submission -o smtpd_tls_security_level=encrypt \
+             -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes \
+             -o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        )
+        .inet(
+            "smtps",
+            "n - n - - smtpd -o syslog_name=rpost/smtps -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes \
+             -o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        )
+        .start()
+}
+
+fn swaks(args: &[&str]) -> String {
+    let out = Command::new("swaks").args(["--server", "127.0.0.1", "--timeout", "60"]).args(args).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs a Python smtplib script; `{port}` etc. are substituted by the caller.
+fn python(script: &str) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn setup(tag: &str) -> Option<(Dovecot, Suite)> {
+    if !have("swaks") || !have("python3") {
+        eprintln!("swaks or python3 missing: test skipped");
+        return None;
+    }
+    let Some(dovecot) = Dovecot::start(&tempdir(tag)) else {
+        eprintln!("Dovecot unavailable: test skipped");
+        return None;
+    };
+    let suite = suite(&dovecot.dir.join("auth-client"));
+    Some((dovecot, suite))
+}
+
+#[test]
+fn submission_with_swaks_against_a_real_dovecot_auth_socket() {
+    let Some((_dovecot, suite)) = setup("swaks") else { return };
+    let port = suite.port("submission").to_string();
+    // AUTH before STARTTLS: not advertised, so swaks cannot authenticate.
+    let out = swaks(&[
+        "--port",
+        &port,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.test",
+        "--auth-password",
+        "secret",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@elsewhere.example",
+        "--quit-after",
+        "AUTH",
+    ]);
+    assert!(out.contains("250-STARTTLS") && !out.contains("250-AUTH"), "{out}");
+    assert!(out.contains("Host did not advertise authentication"), "{out}");
+    // After STARTTLS: PLAIN, then relaying to a foreign domain is accepted.
+    let out = swaks(&[
+        "--port",
+        &port,
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.test",
+        "--auth-password",
+        "secret",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@elsewhere.example",
+    ]);
+    assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
+    assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    // LOGIN, and a wrong password.
+    let out = swaks(&[
+        "--port",
+        &port,
+        "--tls",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "alice@example.test",
+        "--auth-password",
+        "secret",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@elsewhere.example",
+    ]);
+    assert!(out.contains("334 VXNlcm5hbWU6") && out.contains("235 2.7.0"), "{out}");
+    let out = swaks(&[
+        "--port",
+        &port,
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.test",
+        "--auth-password",
+        "wrong",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@elsewhere.example",
+    ]);
+    assert!(out.contains("535 5.7.8 Error: authentication failed"), "{out}");
+    // TLS but no AUTH: the client restrictions refuse at RCPT.
+    let out = swaks(&["--port", &port, "--tls", "--from", "x@client.example", "--to", "bob@elsewhere.example"]);
+    assert!(out.contains("554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied"), "{out}");
+    // Port 25 with TLS may: no AUTH means no relay.
+    let out = swaks(&[
+        "--port",
+        &suite.port("smtp").to_string(),
+        "--tls",
+        "--from",
+        "x@client.example",
+        "--to",
+        "bob@elsewhere.example",
+    ]);
+    assert!(out.contains("554 5.7.1 <bob@elsewhere.example>: Relay access denied"), "{out}");
+    // 465: implicit TLS.
+    let out = swaks(&[
+        "--port",
+        &suite.port("smtps").to_string(),
+        "--tls-on-connect",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.test",
+        "--auth-password",
+        "secret",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@elsewhere.example",
+    ]);
+    assert!(out.contains("235 2.7.0") && out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    let log = suite.wait_log("sasl_username=alice@example.test", Duration::from_secs(30));
+    assert!(log.contains("sasl_method=PLAIN, sasl_username=alice@example.test"), "{log}");
+    assert!(log.contains("sasl_method=LOGIN, sasl_username=alice@example.test"), "{log}");
+    assert!(
+        log.contains("Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3 with cipher"),
+        "{log}"
+    );
+    assert!(log.contains("SASL PLAIN authentication failed"), "{log}");
+    assert!(!log.contains("secret"), "no password in the log: {log}");
+}
+
+#[test]
+fn submission_with_python_smtplib() {
+    let Some((_dovecot, suite)) = setup("py") else { return };
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+s = smtplib.SMTP("127.0.0.1", {sub}, local_hostname="client.example", timeout=60)
+s.ehlo()
+print("before-tls auth:", s.has_extn("auth"))
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo()
+print("after-tls auth:", s.esmtp_features.get("auth"))
+s.login("alice@example.test", "secret")
+print("refused:", s.sendmail("alice@example.test", ["bob@elsewhere.example"], "Subject: py\r\n\r\nhi\r\n"))
+s.quit()
+try:
+    s = smtplib.SMTP("127.0.0.1", {sub}, timeout=60)
+    s.starttls(context=ssl._create_unverified_context())
+    s.login("alice@example.test", "wrong")
+except smtplib.SMTPAuthenticationError as e:
+    print("wrong:", e.smtp_code)
+s = smtplib.SMTP_SSL("localhost", {smtps}, context=ctx, timeout=60)
+s.login("alice@example.test", "secret")
+s.sendmail("alice@example.test", ["carol@elsewhere.example"], "Subject: 465\r\n\r\nhi\r\n")
+print("smtps:", s.sock.version())
+s.quit()
+"#,
+        ca = suite.config_dir().join("tls/rpost.pem").display(),
+        sub = suite.port("submission"),
+        smtps = suite.port("smtps"),
+    );
+    let out = python(&script);
+    assert!(out.contains("before-tls auth: False"), "{out}");
+    assert!(out.contains("after-tls auth:") && out.contains("PLAIN LOGIN"), "{out}");
+    assert!(out.contains("refused: {}"), "{out}");
+    assert!(out.contains("wrong: 535"), "{out}");
+    // The generated certificate verifies for localhost with Python's default checks.
+    assert!(out.contains("smtps: TLSv1.3"), "{out}");
+}
