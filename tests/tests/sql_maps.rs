@@ -10,6 +10,7 @@
 use std::net::TcpListener;
 
 use rpost_testkit::Suite;
+use rpost_testkit::smtp::SmtpClient;
 use rpost_testkit::sqldb::{self, Kind, TestDb};
 
 /// The lookup table of every test: one alias, a list of two, and a row whose key is the
@@ -175,6 +176,43 @@ fn server_tests(kind: Kind) {
     );
 }
 
+/// smtpd keeps its connections between lookups; when the server drops them (as a restart
+/// does), the next lookup connects anew instead of failing.
+fn daemon_reconnects(kind: Kind) {
+    let db = match TestDb::create(kind) {
+        Ok(db) => db,
+        Err(why) => {
+            eprintln!("SKIPPED: {} reconnection not tested: {why}", kind.table_type());
+            return;
+        }
+    };
+    db.exec("CREATE TABLE users (email varchar(100) NOT NULL);\nINSERT INTO users VALUES ('bob@example.com');\n");
+    let t = kind.table_type();
+    let cf = format!("{}query = SELECT 1 FROM users WHERE email='%s'\n", db.cf_lines());
+    let suite = Suite::builder()
+        .main("mydestination", "localhost")
+        .main("virtual_mailbox_domains", "example.com")
+        .main("virtual_mailbox_maps", &format!("{t}:{{root}}/etc/users.cf"))
+        .main("alias_maps", "")
+        .main("local_recipient_maps", "")
+        .inet("smtp", "n - n - - smtpd")
+        .start_with(|s| s.write_config("users.cf", &cf));
+    let mut c = SmtpClient::connect(suite.port("smtp"));
+    c.cmd("EHLO client.example");
+    let r = c.cmd("MAIL FROM:<sender@client.example>");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("RCPT TO:<bob@example.com>");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("RCPT TO:<nobody@example.com>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    db.kill_connections();
+    let r = c.cmd("RCPT TO:<bob@example.com>");
+    assert!(r.starts_with("250"), "after the server dropped the session: {r}\n{}", suite.log());
+    let r = c.cmd("RCPT TO:<nobody@example.com>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    c.cmd("QUIT");
+}
+
 #[test]
 fn mysql_maps() {
     server_tests(Kind::Mysql);
@@ -183,6 +221,16 @@ fn mysql_maps() {
 #[test]
 fn pgsql_maps() {
     server_tests(Kind::Pgsql);
+}
+
+#[test]
+fn mysql_daemon_reconnects() {
+    daemon_reconnects(Kind::Mysql);
+}
+
+#[test]
+fn pgsql_daemon_reconnects() {
+    daemon_reconnects(Kind::Pgsql);
 }
 
 #[test]

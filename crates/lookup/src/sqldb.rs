@@ -498,11 +498,17 @@ impl Backend {
                     self.put_idle(h, conn);
                     return values.map_err(Failure::Fatal);
                 }
-                Ok(Err(sqlx::Error::Database(e))) => {
+                // Any failure on a kept connection may be its death (PostgreSQL says so with
+                // an error, 57P01): one more try on a fresh one decides.
+                Ok(Err(_)) if reused => {
+                    // Its idle siblings most likely died with it.
+                    self.state()[h].idle.clear();
+                    continue;
+                }
+                Ok(Err(sqlx::Error::Database(e))) if !session_ended(e.code().as_deref()) => {
                     self.put_idle(h, conn);
                     return Err(Failure::Sql(e.to_string()));
                 }
-                Ok(Err(_)) if reused => continue,
                 Ok(Err(e)) => return Err(Failure::Down(e.to_string())),
                 Err(_) => return Err(Failure::Down(format!("query timed out after {}s", QUERY_TIMEOUT.as_secs()))),
             }
@@ -579,6 +585,12 @@ async fn run(conn: &mut Conn, sql: &str, params: &[String]) -> Result<Result<Vec
             sqlite_values(&q.fetch_all(c).await?)
         }
     })
+}
+
+/// SQLSTATEs that end the session: connection exceptions (08xxx) and PostgreSQL's
+/// operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+fn session_ended(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }
 
 fn cannot_show(i: usize, type_name: &str) -> String {
