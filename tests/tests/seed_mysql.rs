@@ -9,8 +9,11 @@
 //! skips. A second test needs no server: a database that cannot be reached makes smtpd
 //! answer 451 4.3.0, never 550.
 //!
-//! Not here yet: authenticating email1@mydomain.com with firstpassword through authd
-//! (`auth_passdb = mysql:...`), which comes with authd's SQL passdb.
+//! Dovecot's part of the seed is rpost's authd and lmtp-deliver: `auth_passdb` is a `mysql:`
+//! table over the same `virtual_users` table (Dovecot's `password_query` reduced to the
+//! password column, `default_pass_scheme = SHA512-CRYPT` as in the seed), the userdb is the
+//! seed's static one; `rmaster auth test` (doveadm auth test) logs email1 in with
+//! firstpassword.
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +96,7 @@ fn seed_suite(write_maps: impl FnOnce(&Suite)) -> Suite {
         .main("auth_passdb", "mysql:{root}/etc/mysql-passdb.cf")
         .main("auth_userdb", &format!("static:uid={uid} gid={gid} home={{root}}/vhosts/%d/%n"))
         .main("mail_location", "maildir:{root}/vhosts/%d/%n")
+        .main("default_pass_scheme", "SHA512-CRYPT")
         .main("first_valid_uid", "1")
         .main("first_valid_gid", "1")
         .main("alias_maps", "")
@@ -101,6 +105,7 @@ fn seed_suite(write_maps: impl FnOnce(&Suite)) -> Suite {
         .master_line("qmgr unix n - n 300 1 qmgr")
         .master_line("lmtp unix - - n - - smtp-client")
         .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
+        .master_line("auth unix - - n - 1 authd")
         .start_with(write_maps)
 }
 
@@ -164,6 +169,16 @@ fn seed_004_mysql_virtual_users_and_aliases() {
     assert_eq!(q("mysql-virtual-alias-maps.cf", "alias@domain1.com"), "email1@mydomain.com");
     let hash = q("mysql-passdb.cf", "email1@mydomain.com");
     assert_eq!(hash, hashes.lines().next().unwrap_or_default());
+
+    // The seed's step 5 logs in as email1 with firstpassword: authd checks the ENCRYPT() hash.
+    let out = suite.rmaster(&["auth", "test", "email1@mydomain.com", "firstpassword"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}\n{}", String::from_utf8_lossy(&out.stderr), suite.log());
+    assert!(text.starts_with("passdb: email1@mydomain.com auth succeeded\n"), "{text}");
+    let out = suite.rmaster(&["auth", "test", "email2@mydomain.com", "firstpassword"]);
+    assert_eq!(out.status.code(), Some(77), "email2 has secondpassword: {}", String::from_utf8_lossy(&out.stdout));
+    let out = suite.rmaster(&["auth", "test", "email2@mydomain.com", "secondpassword"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // Mail to a user in the users table: accepted and delivered into its Maildir.
     let mut c = SmtpClient::connect(suite.port("smtp"));
