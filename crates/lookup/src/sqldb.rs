@@ -792,6 +792,26 @@ mod tests {
     }
 
     #[test]
+    fn silent_server_times_out() {
+        // Accepts connections and never says a word (a hung server): the connect times out.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().take(4).flatten() {
+                held.push(s);
+            }
+            std::thread::sleep(CONNECT_TIMEOUT * 3);
+        });
+        let dir = Dir::new();
+        let cf = dir
+            .write("hung.cf", &format!("hosts = 127.0.0.1:{port}\ndbname = m\nquery = SELECT 1 FROM t WHERE k='%s'\n"));
+        let t = open(&format!("mysql:{}", cf.display())).unwrap();
+        let e = t.lookup("a@example.com").unwrap_err().to_string();
+        assert!(e.contains(&format!("127.0.0.1:{port}: connect timed out after 10s")), "{e}");
+    }
+
+    #[test]
     fn server_down_is_an_error_not_a_miss() {
         // A closed loopback port: connection refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
