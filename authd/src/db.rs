@@ -170,10 +170,24 @@ impl Db {
                     if is_passwd_file(t.as_ref()) {
                         parse_pass_value(&v, true).userdb
                     } else {
-                        parse_fields(&v)
+                        let mut f: Params = parse_fields(&v)
                             .into_iter()
                             .map(|(k, v)| (k.strip_prefix("userdb_").unwrap_or(&k).to_string(), v))
-                            .collect()
+                            .collect();
+                        // Dovecot's static userdb answers for everyone only with
+                        // allow_all_users=yes; otherwise the passdb must know the user.
+                        if driver(t.as_ref()) == "static" {
+                            let all = param(&f, "allow_all_users").is_some_and(|v| v == "yes");
+                            f.retain(|(k, _)| k != "allow_all_users");
+                            if !all && self.passdb.is_some() {
+                                match self.passdb(user) {
+                                    Lookup::Found(_) => {}
+                                    Lookup::NotFound => return Lookup::NotFound,
+                                    Lookup::TempFail(e) => return Lookup::TempFail(e),
+                                }
+                            }
+                        }
+                        f
                     }
                 }
                 Ok(None) => return Lookup::NotFound,
@@ -269,7 +283,15 @@ mod tests {
         assert_eq!(param(&u, "uid"), Some("vmail"));
         assert_eq!(param(&u, "home"), Some("/var/vmail/example.com/alice"));
         assert_eq!(param(&u, "mail"), Some("maildir:/var/vmail/example.com/alice/mail"));
-        assert_eq!(db.userdb("../x@example.com", "lmtp"), Lookup::NotFound, "unsafe names never become paths");
+        assert_eq!(db.userdb("zed@example.com", "lmtp"), Lookup::NotFound, "static checks the passdb");
+        let all =
+            Db::from_specs(Some(&spec), Some("static:uid=vmail home=/var/vmail/%d/%n allow_all_users=yes")).unwrap();
+        assert_eq!(all.userdb("../x@example.com", "lmtp"), Lookup::NotFound, "unsafe names never become paths");
+        let Lookup::Found(z) = all.userdb("zed@example.com", "lmtp") else { panic!() };
+        assert_eq!(
+            z,
+            vec![("uid".into(), Some("vmail".into())), ("home".into(), Some("/var/vmail/example.com/zed".into()))]
+        );
         assert_eq!(db.canonical_user("Alice@Example.COM", "smtp").unwrap(), "alice@example.com");
 
         let db = Db::from_specs(None, Some("passwd")).unwrap();
