@@ -130,7 +130,8 @@
 //! SELECT on the mail tables only. There is no TLS to the database in this
 //! build: a table asking for it is refused; use a UNIX socket or a local
 //! server. A daemon that chroots cannot reach a UNIX socket outside the
-//! chroot (as Postfix; use TCP to 127.0.0.1 there).
+//! chroot, nor resolve host names without resolver files inside it (as
+//! Postfix; use TCP to an address such as 127.0.0.1 there).
 //!
 //! `build_indexed` writes a temporary file, fsyncs it, renames it over the
 //! old `.db` and fsyncs the directory, so readers see the old or the new

@@ -33,8 +33,10 @@
 //! In `query`: `%%` is `%`; `%s` the key; `%u` its local part (the whole
 //! key when it has no `@`); `%d` its domain; `%1`..`%9` the domain's labels
 //! from the right (`user@mail.example.com`: `%1` = `com`, `%3` = `mail`).
-//! When `%u` would be empty, or `%d`/`%N` have nothing to stand for, the
-//! query is suppressed and the lookup finds nothing, as in Postfix. In
+//! When the key is empty, `%u` would be empty, or `%d`/`%N` have nothing to
+//! stand for, the query is suppressed and the lookup finds nothing, as in
+//! Postfix. Every non-NULL column of every row is a result; empty ones are
+//! ignored (Postfix: "empty lookup result -- ignored"). In
 //! `result_format`, `%s %u %d` refer to the database value and `%S %U %D`
 //! and `%1`..`%9` to the key; results are not quoted.
 //!
@@ -343,13 +345,17 @@ impl SqlConfig {
         self.plan.bind(&key)
     }
 
-    /// Applies `result_format` to each database value, drops suppressed
-    /// ones, joins the rest with `,` and enforces `expansion_limit`.
+    /// Applies `result_format` to each database value, drops empty and
+    /// suppressed ones, joins the rest with `,` and enforces `expansion_limit`.
     /// `None` when nothing is left (not found).
     pub fn format_results<S: AsRef<str>>(&self, key: &str, values: &[S]) -> Result<Option<String>, LookupError> {
         let key = fold(key);
         let mut out: Vec<String> = Vec::new();
         for v in values {
+            // Postfix: "empty lookup result -- ignored".
+            if v.as_ref().is_empty() {
+                continue;
+            }
             if let Some(r) = expand_result(&self.result_format, v.as_ref(), &key)? {
                 out.push(r);
                 if self.expansion_limit > 0 && out.len() > self.expansion_limit {
@@ -479,6 +485,10 @@ impl QueryPlan {
     pub fn bind(&self, key: &str) -> Result<Option<Vec<String>>, LookupError> {
         if key.contains('\0') {
             return Err(LookupError::lookup("sql", key, "key contains a NUL byte"));
+        }
+        // Postfix: "empty query string -- ignored".
+        if key.is_empty() {
+            return Ok(None);
         }
         let mut out = Vec::with_capacity(self.params.len());
         for template in &self.params {
@@ -921,7 +931,7 @@ mod tests {
             ("'%1'", "a@b", Some("b")),
             ("'%2'", "a@b", None),
             ("'%1'", "a@b.", None),
-            ("'%s'", "", Some("")),
+            ("'%s'", "", None),
         ];
         for (tmpl, key, want) in cases {
             let p = compile_query(tmpl, SqlDriver::Pgsql).unwrap();
@@ -958,6 +968,12 @@ mod tests {
         assert_eq!(q("@example.com"), None);
         assert_eq!(cfg.format_results("k", &["a", "b"]).unwrap().as_deref(), Some("<a>,<b>"));
         assert_eq!(cfg.format_results::<&str>("k", &[]).unwrap(), None);
+        assert_eq!(
+            cfg.format_results("k", &["", "a", ""]).unwrap().as_deref(),
+            Some("<a>"),
+            "empty results are ignored"
+        );
+        assert_eq!(cfg.format_results("k", &[""]).unwrap(), None);
         let e = cfg.format_results("k", &["a", "b", "c"]).unwrap_err().to_string();
         assert!(e.contains("expansion limit 2 exceeded"), "{e}");
 
