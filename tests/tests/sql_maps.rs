@@ -174,6 +174,26 @@ fn server_tests(kind: Kind) {
         "alias@example.com",
         "one@example.com",
     );
+
+    if kind == Kind::Mysql {
+        // Postfix's default `hosts = localhost` is the server's UNIX socket for MySQL, as
+        // in libmysqlclient; `unix:/path` names one explicitly.
+        let socket = db.exec("SELECT @@socket;\n").trim().to_string();
+        let tcp = format!("hosts = 127.0.0.1:{}\n", db.port);
+        for (name, hosts) in [("default.cf", String::new()), ("socket.cf", format!("hosts = unix:{socket}\n"))] {
+            let text = db.cf_lines().replace(&tcp, &hosts);
+            suite.write_config(
+                name,
+                &format!("{text}query = SELECT destination FROM virtual_aliases WHERE source='%s'\n"),
+            );
+            hit(
+                &suite,
+                &format!("mysql:{}", suite.config_dir().join(name).display()),
+                "alias@example.com",
+                "one@example.com",
+            );
+        }
+    }
 }
 
 /// smtpd keeps its connections between lookups; when the server drops them (as a restart
