@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
 use crate::cache::{Cache, Conn};
-use crate::driver::{Content, converse, converse_from, limit, rset};
+use crate::driver::{Content, Stream, TlsClient, converse, converse_from, limit, rset};
 use crate::mx::{self, Policy};
 use crate::nexthop::{self, Target};
 use crate::session::{self, Caps, RcptResult, Session};
@@ -259,10 +259,14 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
         }
     };
     let proto = settings.proto(hop.protocol);
-    // The seam for STARTTLS (issue 5): a level that requires TLS defers until it exists.
-    if proto.tls_required {
-        let reason = "TLS is required but not implemented yet";
-        return attempt.fail_all(Outcome::Deferred, "4.7.4", reason, "none");
+    // A mandatory level whose client configuration could not be built (e.g. verify without
+    // CA certificates) cannot be met by any server.
+    if proto.tls_required && proto.tls_config.is_none() {
+        let reason = format!(
+            "TLS is required, but the TLS client is not usable: {}",
+            proto.tls_problem.as_deref().unwrap_or("no configuration")
+        );
+        return attempt.fail_all(Outcome::Deferred, "4.7.5", &reason, "none");
     }
     let cfg = session::Config {
         protocol: hop.protocol,
@@ -272,6 +276,7 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
         skip_5xx_greeting: proto.skip_5xx_greeting,
         skip_quit_response: proto.skip_quit_response,
         keep_open: false,
+        tls: if proto.tls_config.is_some() { proto.tls } else { rpost_tls::ClientLevel::None },
     };
     let msg = session::Message {
         sender: req.sender.clone(),
@@ -298,9 +303,16 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
             };
             let peer = format!("{}[{shown}]", settings.myhostname);
             match limit(t.connect, UnixStream::connect(path)).await {
-                Ok(Ok(mut stream)) => {
+                Ok(Ok(stream)) => {
+                    let mut stream = Stream::Plain(stream);
+                    let tls = proto.tls_config.clone().map(|config| TlsClient {
+                        config,
+                        server_name: "localhost".into(),
+                        relay: peer.clone(),
+                        level: proto.tls,
+                    });
                     let mut session = Session::new(cfg, msg, peer.clone());
-                    let hs = converse(&mut stream, &mut session, content, t).await;
+                    let hs = converse(&mut stream, &mut session, content, t, tls.as_ref()).await;
                     let results = session.results().into_iter().map(|r| Final::new(r, &peer, 1)).collect();
                     attempt.respond(results, hs)
                 }
@@ -350,6 +362,13 @@ struct TcpDelivery<'a> {
     /// The latest temporary failure of each open recipient, used when no server is left.
     soft: Vec<Option<Final>>,
     handshake: Option<Instant>,
+}
+
+/// What [`TcpDelivery::session_once`] asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    No,
+    Plaintext,
 }
 
 /// Where a session runs.
@@ -468,7 +487,34 @@ impl TcpDelivery<'_> {
 
     /// Runs one session with the open recipients. Returns whether it got past the
     /// handshake (it counts against smtp_mx_session_limit).
-    async fn session(&mut self, mut server: Server, last: bool, cache_key: Option<&str>) -> bool {
+    async fn session(&mut self, server: Server, last: bool, cache_key: Option<&str>) -> bool {
+        let (addr, host) = (server.addr, server.host.clone());
+        let handshake = self.session_once(server, last, cache_key, self.cfg.tls).await;
+        if handshake != Some(Retry::Plaintext) || self.open.is_empty() {
+            return handshake == Some(Retry::No);
+        }
+        // Opportunistic TLS failed in the handshake: Postfix tries the same server again
+        // without TLS.
+        tracing::info!("{}: retrying {host}[{}]:{} without TLS", self.attempt.req.queue_id, addr.ip(), addr.port());
+        match limit(self.proto.timeouts.connect, connect_one(self.proto, addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let server = Server { stream, host, addr, born: Instant::now(), uses: 0, resume: None };
+                self.session_once(server, last, cache_key, rpost_tls::ClientLevel::None).await == Some(Retry::No)
+            }
+            _ => false,
+        }
+    }
+
+    /// One session over one connection. `Some(No)`: it got past the handshake;
+    /// `Some(Plaintext)`: the TLS handshake failed at `may`; `None`: no handshake.
+    async fn session_once(
+        &mut self,
+        mut server: Server,
+        last: bool,
+        cache_key: Option<&str>,
+        tls_level: rpost_tls::ClientLevel,
+    ) -> Option<Retry> {
         let content: Content = match self.file.content_reader() {
             Ok(r) => Box::new(r),
             Err(e) => {
@@ -480,7 +526,7 @@ impl TcpDelivery<'_> {
                 for i in std::mem::take(&mut self.open) {
                     self.finals[i] = Some(Final::new(r.clone(), "none", 1));
                 }
-                return false;
+                return None;
             }
         };
         let peer = format!("{}[{}]", server.host, server.addr.ip());
@@ -488,19 +534,40 @@ impl TcpDelivery<'_> {
         let mut msg = self.msg.clone();
         msg.recipients = self.open.iter().map(|&i| self.msg.recipients[i].clone()).collect();
         let mut cfg = self.cfg.clone();
-        cfg.keep_open = cache_key.is_some();
+        cfg.tls = tls_level;
+        // TLS connections are not cached (the cache holds plaintext TCP streams).
+        cfg.keep_open = cache_key.is_some() && tls_level == rpost_tls::ClientLevel::None;
         let mut session = Session::new(cfg, msg, peer);
         let t = &self.proto.timeouts;
+        let tls = match (&self.proto.tls_config, tls_level) {
+            (Some(config), level) if level != rpost_tls::ClientLevel::None => Some(TlsClient {
+                config: config.clone(),
+                server_name: server.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                relay: relay.clone(),
+                level,
+            }),
+            _ => None,
+        };
+        let mut stream = Stream::Plain(server.stream);
         let step = match server.resume.take() {
             Some(caps) => session.resume(caps),
+            None if self.proto.tls_wrapper => match &tls {
+                // smtp_tls_wrappermode: the handshake comes before the greeting.
+                Some(c) => match stream.start_tls(c, t.starttls).await {
+                    Ok(_) => session.start(),
+                    Err(e) => session.tls_failed(&e),
+                },
+                None => session.tls_failed("TLS is off for this session"),
+            },
             None => session.start(),
         };
         let resumed = server.uses > 0;
-        let hs = converse_from(&mut server.stream, &mut session, step, content, t).await;
+        let hs = converse_from(&mut stream, &mut session, step, content, t, tls.as_ref()).await;
         if !resumed {
             self.handshake = hs.or(self.handshake);
         }
         let handshake = resumed || hs.is_some();
+        let fallback = session.tls_fallback() && !self.proto.tls_wrapper;
         let uses = server.uses + 1;
         let mut logged = Vec::new();
         let open = std::mem::take(&mut self.open);
@@ -519,13 +586,13 @@ impl TcpDelivery<'_> {
         }
         if let Some(key) = cache_key
             && session.reusable()
+            && let Some(stream) = stream.into_plain()
         {
             let caps = session.caps().clone();
-            let conn =
-                Conn { stream: server.stream, host: server.host, addr: server.addr, caps, born: server.born, uses };
+            let conn = Conn { stream, host: server.host, addr: server.addr, caps, born: server.born, uses };
             self.agent.cache.put(key, conn);
         }
-        handshake
+        if fallback { Some(Retry::Plaintext) } else { handshake.then_some(Retry::No) }
     }
 
     /// What recipients that no server settled get when nothing else is known.

@@ -57,9 +57,20 @@
 //!   (250 ...)` (`conn_use` only on a reused connection).
 //!   The program logs as `smtp` or `lmtp` (e.g. `rpost/lmtp[pid]`).
 //!
-//! Not yet: STARTTLS (a TLS level that requires it defers the mail with 4.7.4; the seam is
-//! in `deliver`, before any connection, and [`session::Caps::starttls`] is parsed), SASL
-//! authentication, DNSSEC/DANE, fallback relays.
+//! * TLS (rpost-tls): `smtp_tls_security_level` / `lmtp_tls_security_level` (`smtp_use_tls`
+//!   when empty). `may`: STARTTLS when offered, no certificate check; not offered or
+//!   refused: plaintext; a failed handshake: the same server again without TLS, as
+//!   Postfix. `encrypt`: TLS or defer (4.7.4 "TLS is required, but was not offered by host
+//!   H", 4.7.5 when refused or the handshake fails). `verify`/`secure`: as encrypt, and the
+//!   chain must verify against `smtp_tls_CAfile` (else /etc/ssl/certs/ca-certificates.crt)
+//!   for the MX host name (the address for a literal next hop). `dane` is `may` (no DNSSEC
+//!   here); `dane-only` and `fingerprint` are configuration errors. `smtp_tls_wrappermode`:
+//!   TLS before the greeting. Logged as `Untrusted TLS connection established to
+//!   host[addr]:25: TLSv1.3 with cipher ... (256/256 bits)` (`Verified` at verify/secure).
+//!   Sessions that may use TLS are not kept in the connection cache (it holds plaintext
+//!   streams only).
+//!
+//! Not yet: SASL authentication, DNSSEC/DANE, fallback relays.
 //!
 //! # SECURITY
 //! Runs as `mail_owner` (unpriv column `-`/`y`), optionally chrooted to the queue directory.
@@ -82,11 +93,12 @@
 //! smtp_connection_cache_destinations, smtp_connection_cache_time_limit,
 //! smtp_connection_reuse_time_limit, smtp_connection_reuse_count_limit, smtp_rset_timeout,
 //! smtp_bind_address, smtp_bind_address6, lmtp_bind_address, smtp_tls_security_level,
-//! lmtp_tls_security_level, smtp_tls_wrappermode.
+//! lmtp_tls_security_level, smtp_tls_wrappermode, smtp_use_tls, lmtp_use_tls,
+//! smtp_tls_CAfile, lmtp_tls_CAfile, smtp_starttls_timeout, lmtp_starttls_timeout.
 //!
 //! # STANDARDS
 //! RFC 5321 (SMTP; 5.1 for MX and implicit MX), RFC 7505 (null MX), RFC 1035 (DNS),
-//! RFC 2033 (LMTP), RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152
+//! RFC 2033 (LMTP), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS), RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152
 //! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 (DSN), RFC 2034/3463 (enhanced status codes).
 
 pub mod cache;

@@ -13,6 +13,15 @@
 //! SIZE, BODY=8BITMIME, SMTPUTF8 and the DSN parameters when offered; SMTP loop detection
 //! (the server greets or answers EHLO with our own `myhostname`); per-recipient replies
 //! after the final dot for LMTP; QUIT at the end.
+//!
+//! STARTTLS (RFC 3207) by [`Config::tls`], as Postfix's `*_tls_security_level`: when the
+//! EHLO reply offers it (and the level is not `none`) the session sends STARTTLS and, on
+//! 220, asks the driver for the handshake ([`Stage::Tls`]); the driver answers with
+//! [`Session::tls_started`] (EHLO again, capabilities from the new reply only) or
+//! [`Session::tls_failed`]. Not offered or refused: `may` goes on in plaintext, mandatory
+//! levels defer (4.7.4 "TLS is required, but was not offered by host ...", 4.7.5 for a
+//! refused STARTTLS or a failed handshake). A failed handshake at `may` is marked
+//! ([`Session::tls_fallback`]) so the caller retries the server without TLS, as Postfix does.
 
 use std::collections::VecDeque;
 
@@ -38,6 +47,9 @@ pub enum Stage {
     /// The reply(ies) after the final dot (`*_data_done_timeout`).
     DataDone,
     Quit,
+    /// Not a reply: run the TLS handshake (`*_starttls_timeout`), then call
+    /// [`Session::tls_started`] or [`Session::tls_failed`].
+    Tls,
 }
 
 /// What the driver does next.
@@ -74,6 +86,9 @@ pub struct Config {
     /// End a session that completed its handshake without QUIT, so the connection can be
     /// cached for the next delivery ([`Session::reusable`]).
     pub keep_open: bool,
+    /// The TLS security level for this session (`None` when TLS is off or impossible,
+    /// e.g. the plaintext retry after a failed handshake at `may`).
+    pub tls: rpost_tls::ClientLevel,
 }
 
 /// One recipient to deliver.
@@ -169,13 +184,14 @@ enum Cmd {
     DotRcpt(usize),
     /// The dot after a 354 that came though no recipient was accepted.
     DotDiscard,
+    StartTls,
     Quit,
 }
 
 impl Cmd {
     fn stage(self) -> Stage {
         match self {
-            Cmd::Greeting | Cmd::Ehlo | Cmd::Helo => Stage::Helo,
+            Cmd::Greeting | Cmd::Ehlo | Cmd::Helo | Cmd::StartTls => Stage::Helo,
             Cmd::Mail => Stage::Mail,
             Cmd::Rcpt(_) => Stage::Rcpt,
             Cmd::Data => Stage::DataInit,
@@ -191,6 +207,7 @@ impl Cmd {
             Cmd::Ehlo if protocol == Protocol::Lmtp => "performing the LHLO handshake",
             Cmd::Ehlo => "performing the EHLO handshake",
             Cmd::Helo => "performing the HELO handshake",
+            Cmd::StartTls => "sending STARTTLS",
             Cmd::Mail => "sending MAIL FROM",
             Cmd::Rcpt(_) => "sending RCPT TO",
             Cmd::Data => "sending DATA command",
@@ -206,6 +223,7 @@ impl Cmd {
             Cmd::Ehlo if protocol == Protocol::Lmtp => "LHLO command",
             Cmd::Ehlo => "EHLO command",
             Cmd::Helo => "HELO command",
+            Cmd::StartTls => "STARTTLS command",
             Cmd::Mail => "MAIL FROM command",
             Cmd::Rcpt(_) => "RCPT TO command",
             Cmd::Data => "DATA command",
@@ -237,6 +255,10 @@ pub struct Session {
     /// Ended without QUIT, every reply read: the connection may serve another delivery.
     reusable: bool,
     warnings: Vec<String>,
+    /// The conversation runs over TLS.
+    tls_active: bool,
+    /// The handshake failed at level `may`: the caller may retry without TLS.
+    tls_fallback: bool,
 }
 
 fn cmd_line(out: &mut Vec<u8>, line: &str) {
@@ -287,6 +309,8 @@ impl Session {
             quit_sent: false,
             reusable: false,
             warnings: Vec::new(),
+            tls_active: false,
+            tls_fallback: false,
         }
     }
 
@@ -398,6 +422,7 @@ impl Session {
         match cmd {
             Cmd::Greeting => return self.greeting(r),
             Cmd::Ehlo | Cmd::Helo => return self.helo_reply(cmd, r),
+            Cmd::StartTls => return self.starttls_reply(r),
             Cmd::Mail => {
                 if r.is_positive() {
                     self.mail_ok = true;
@@ -513,8 +538,72 @@ impl Session {
             return step;
         }
         self.caps = if cmd == Cmd::Ehlo { Caps::from_ehlo(&r) } else { Caps::default() };
+        if !self.tls_active && self.cfg.tls != rpost_tls::ClientLevel::None {
+            if self.caps.starttls {
+                let mut send = Vec::new();
+                cmd_line(&mut send, "STARTTLS");
+                self.pending.push_back(Cmd::StartTls);
+                return Step { send, body: false, wait: Some(Stage::Helo) };
+            }
+            if self.cfg.tls.mandatory() {
+                let reason = format!("TLS is required, but was not offered by host {}", self.peer);
+                self.fail_all(Outcome::Deferred, "4.7.4", &reason);
+                return self.quit();
+            }
+        }
         self.handshake_done = true;
         self.begin_transaction()
+    }
+
+    /// The reply to STARTTLS.
+    fn starttls_reply(&mut self, r: ServerReply) -> Step {
+        if r.is_positive() {
+            return Step { send: Vec::new(), body: false, wait: Some(Stage::Tls) };
+        }
+        if self.cfg.tls.mandatory() {
+            let reason = format!("TLS is required, but host {} refused to start TLS: {}", self.peer, r.text());
+            self.fail_all(Outcome::Deferred, "4.7.5", &reason);
+            return self.quit();
+        }
+        // Opportunistic: the server is still in the state after EHLO; go on in plaintext.
+        self.handshake_done = true;
+        self.begin_transaction()
+    }
+
+    /// The handshake completed: say EHLO again (RFC 3207 section 4.2: forget the old
+    /// capabilities).
+    pub fn tls_started(&mut self) -> Step {
+        self.tls_active = true;
+        self.caps = Caps::default();
+        let verb = match self.cfg.protocol {
+            Protocol::Smtp => "EHLO",
+            Protocol::Lmtp => "LHLO",
+        };
+        let mut send = Vec::new();
+        cmd_line(&mut send, &format!("{verb} {}", self.cfg.helo_name));
+        self.pending.push_back(Cmd::Ehlo);
+        Step { send, body: false, wait: Some(Stage::Helo) }
+    }
+
+    /// The handshake failed (the connection is unusable). At `may` the caller retries
+    /// without TLS ([`Session::tls_fallback`]); this session's recipients are deferred in
+    /// case it does not.
+    pub fn tls_failed(&mut self, why: &str) -> Step {
+        self.tls_fallback = !self.cfg.tls.mandatory();
+        let reason = format!("Cannot start TLS: handshake failure with host {}: {why}", self.peer);
+        self.fail_all(Outcome::Deferred, "4.7.5", &reason);
+        self.pending.clear();
+        Step::done()
+    }
+
+    /// True when the TLS handshake failed at level `may`: retry in plaintext.
+    pub fn tls_fallback(&self) -> bool {
+        self.tls_fallback
+    }
+
+    /// True when the conversation ran over TLS.
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
     }
 
     fn begin_transaction(&mut self) -> Step {
@@ -692,6 +781,7 @@ mod tests {
             skip_5xx_greeting: true,
             skip_quit_response: protocol == Protocol::Smtp,
             keep_open: false,
+            tls: rpost_tls::ClientLevel::None,
         }
     }
 

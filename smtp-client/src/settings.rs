@@ -26,8 +26,16 @@ pub struct ProtoSettings {
     pub timeouts: Timeouts,
     /// `*_tls_security_level` as configured.
     pub tls_level: String,
-    /// The TLS level (or `smtp_tls_wrappermode`) demands TLS, which is not implemented yet.
+    /// The TLS level (or `smtp_tls_wrappermode`) demands TLS: no plaintext delivery.
     pub tls_required: bool,
+    /// The parsed level (`smtp_use_tls = yes` with an empty level is `may`).
+    pub tls: rpost_tls::ClientLevel,
+    /// `smtp_tls_wrappermode`: TLS from the first byte (SMTPS, port 465).
+    pub tls_wrapper: bool,
+    /// The rustls client configuration for the level (None for `none`, or when it could not
+    /// be built: then `tls_problem` says why and mandatory levels defer).
+    pub tls_config: Option<std::sync::Arc<rpost_tls::rustls::ClientConfig>>,
+    pub tls_problem: Option<String>,
     /// `smtp_skip_5xx_greeting` (lmtp(8) has no parameter of its own here).
     pub skip_5xx_greeting: bool,
     /// Postfix's `smtp_skip_quit_response` (default yes) / `lmtp_skip_quit_response` (no);
@@ -213,11 +221,6 @@ impl OwnAddrs {
     }
 }
 
-/// TLS levels that refuse to deliver without TLS.
-fn level_requires_tls(level: &str) -> bool {
-    ["encrypt", "dane-only", "fingerprint", "verify", "secure"].iter().any(|l| level.eq_ignore_ascii_case(l))
-}
-
 fn proto(p: &Params, prefix: &str, helo: &str, helo_timeout: &str) -> Result<ProtoSettings, SettingsError> {
     let time = |name: &str| -> Result<Option<Duration>, ConfigError> {
         let d = p.get_time(&format!("{prefix}_{name}"))?;
@@ -239,6 +242,29 @@ fn proto(p: &Params, prefix: &str, helo: &str, helo_timeout: &str) -> Result<Pro
     };
     let tls_level = p.get(&format!("{prefix}_tls_security_level"))?;
     let wrapper = prefix == "smtp" && p.get_bool("smtp_tls_wrappermode")?;
+    let level_param: &'static str =
+        if prefix == "smtp" { "smtp_tls_security_level" } else { "lmtp_tls_security_level" };
+    let mut tls = rpost_tls::ClientLevel::parse(&tls_level).map_err(|_| SettingsError::Invalid {
+        name: level_param,
+        value: tls_level.clone(),
+        why: "expected none, may, encrypt, dane, verify or secure (dane-only and fingerprint are not supported)",
+    })?;
+    if tls == rpost_tls::ClientLevel::None && tls_level.trim().is_empty() && p.get_bool(&format!("{prefix}_use_tls"))? {
+        tls = rpost_tls::ClientLevel::May;
+    }
+    if wrapper && tls == rpost_tls::ClientLevel::None {
+        // Wrapper mode is TLS or nothing; without a level, Postfix's wrapper mode is encrypt.
+        tls = rpost_tls::ClientLevel::Encrypt;
+    }
+    let ca = p.get(&format!("{prefix}_tls_CAfile"))?;
+    let (tls_config, tls_problem) =
+        match rpost_tls::client_config(tls, (!ca.is_empty()).then(|| std::path::Path::new(&ca))) {
+            Ok(c) => (c, None),
+            Err(e) => {
+                tracing::warn!("{level_param} = {tls_level}: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
     let helo_timeout = p.get_time(helo_timeout)?;
     Ok(ProtoSettings {
         helo_name: p.get(helo)?,
@@ -251,8 +277,13 @@ fn proto(p: &Params, prefix: &str, helo: &str, helo_timeout: &str) -> Result<Pro
             data_xfer: time("data_xfer_timeout")?,
             data_done: time("data_done_timeout")?,
             quit: time("quit_timeout")?,
+            starttls: time("starttls_timeout")?,
         },
-        tls_required: level_requires_tls(&tls_level) || wrapper,
+        tls_required: tls.mandatory() || wrapper,
+        tls,
+        tls_wrapper: wrapper,
+        tls_config,
+        tls_problem,
         tls_level,
         skip_5xx_greeting: p.get_bool("smtp_skip_5xx_greeting")?,
         skip_quit_response: prefix == "smtp",

@@ -348,10 +348,13 @@ async fn what_cannot_be_delivered_yet_is_deferred_honestly() {
         "Host or domain name not found. Name service error for name=example.com type=MX: Host not found, try again"
     );
 
+    // Mandatory TLS and a server without STARTTLS: deferred, the mail is never sent in clear.
     let s = settings(env.dir.path(), false, &[("smtp_tls_security_level", "encrypt")]);
-    let st = deliver(&s, &request(&env, "[127.0.0.1]:1", &["a@example.com"])).await.statuses.remove(0);
+    let (port, captured, _srv) = tcp_server("220 fake.example ESMTP", smtp_answers(accept_all)).await;
+    let st = deliver(&s, &request(&env, &format!("[127.0.0.1]:{port}"), &["a@example.com"])).await.statuses.remove(0);
     assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Deferred, "4.7.4"));
-    assert_eq!(st.reason, "TLS is required but not implemented yet");
+    assert_eq!(st.reason, "TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]");
+    assert!(!captured.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
 
     let mut req = request(&env, "[127.0.0.1]:1", &["a@example.com"]);
     req.queue_id = "0000000000000001".into();
