@@ -233,6 +233,52 @@ fn daemon_reconnects(kind: Kind) {
     c.cmd("QUIT");
 }
 
+/// Connections idle for `idle_interval` are closed (politely: the server sees a logout).
+fn idle_connections_close(kind: Kind) {
+    let db = match TestDb::create(kind) {
+        Ok(db) => db,
+        Err(why) => {
+            eprintln!("SKIPPED: {} idle_interval not tested: {why}", kind.table_type());
+            return;
+        }
+    };
+    db.exec("CREATE TABLE users (email varchar(100) NOT NULL);\nINSERT INTO users VALUES ('bob@example.com');\n");
+    let t = kind.table_type();
+    let cf = format!("{}query = SELECT 1 FROM users WHERE email='%s'\nidle_interval = 1\n", db.cf_lines());
+    let suite = Suite::builder()
+        .main("mydestination", "localhost")
+        .main("virtual_mailbox_domains", "example.com")
+        .main("virtual_mailbox_maps", &format!("{t}:{{root}}/etc/users.cf"))
+        .main("alias_maps", "")
+        .main("local_recipient_maps", "")
+        .inet("smtp", "n - n - - smtpd")
+        .start_with(|s| s.write_config("users.cf", &cf));
+    let mut c = SmtpClient::connect(suite.port("smtp"));
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<sender@client.example>");
+    let r = c.cmd("RCPT TO:<bob@example.com>");
+    assert!(r.starts_with("250"), "{r}");
+    // smtpd is still running and connected to us; its database session goes away by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.connections() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{t} session still open long after idle_interval");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = c.cmd("RCPT TO:<bob@example.com>");
+    assert!(r.starts_with("250"), "connects again when needed: {r}");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn mysql_idle_connections_close() {
+    idle_connections_close(Kind::Mysql);
+}
+
+#[test]
+fn pgsql_idle_connections_close() {
+    idle_connections_close(Kind::Pgsql);
+}
+
 #[test]
 fn mysql_maps() {
     server_tests(Kind::Mysql);

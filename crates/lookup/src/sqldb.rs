@@ -73,7 +73,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest one lookup may take, all hosts together.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most connections (and concurrent queries) one table opens per host.
+/// Most concurrent queries of one table, and most connections it keeps per host.
 pub const MAX_CONNECTIONS: usize = 4;
 /// Debian's MariaDB/MySQL socket, which libmysqlclient uses for `localhost`.
 const MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
@@ -326,7 +326,10 @@ impl Worker {
                     loop {
                         tokio::select! {
                             job = rx.recv() => {
-                                let Some(job) = job else { break };
+                                let Some(job) = job else {
+                                    backend.close_all().await;
+                                    break;
+                                };
                                 let b = backend.clone();
                                 tokio::spawn(async move {
                                     let result = match tokio::time::timeout(LOOKUP_TIMEOUT, b.handle(job.request)).await {
@@ -538,6 +541,7 @@ impl Backend {
             if self.settings.idle.is_none_or(|d| now.duration_since(used) < d) {
                 return Some(conn);
             }
+            tokio::spawn(conn.close());
         }
         None
     }
@@ -546,6 +550,8 @@ impl Backend {
         let mut st = self.state();
         if st[h].idle.len() < MAX_CONNECTIONS {
             st[h].idle.push((conn, Instant::now()));
+        } else {
+            tokio::spawn(conn.close());
         }
     }
 
@@ -555,8 +561,35 @@ impl Backend {
         let now = Instant::now();
         let mut st = self.state();
         for s in st.iter_mut() {
-            s.idle.retain(|(_, used)| now.duration_since(*used) < max);
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut s.idle).into_iter().partition(|(_, used)| now.duration_since(*used) < max);
+            s.idle = keep;
+            for (conn, _) in expired {
+                tokio::spawn(conn.close());
+            }
         }
+    }
+
+    /// Closes every kept connection (the table is gone).
+    async fn close_all(&self) {
+        let conns: Vec<Conn> = self.state().iter_mut().flat_map(|s| s.idle.drain(..).map(|(c, _)| c)).collect();
+        for conn in conns {
+            conn.close().await;
+        }
+    }
+}
+
+impl Conn {
+    /// Says goodbye to the server (so it logs no aborted connection), briefly.
+    async fn close(self) {
+        let closing = async {
+            let _ = match self {
+                Conn::Mysql(c) => c.close().await,
+                Conn::Pgsql(c) => c.close().await,
+                Conn::Sqlite(c) => c.close().await,
+            };
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
     }
 }
 
