@@ -85,8 +85,15 @@ pub(crate) struct SqlTable {
     domains: DomainFilter,
     path: PathBuf,
     stamp: Option<FileStamp>,
+    /// sqlite: device and inode of `dbpath` as opened, to notice a replaced database.
+    db_inode: Option<(u64, u64)>,
     warnings: Vec<String>,
     worker: Worker,
+}
+
+fn inode(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for SqlTable {
@@ -103,7 +110,9 @@ impl SqlTable {
         let mut warnings = cfg.warnings.clone();
         let settings = Settings::from_config(spec, &cfg, &mut warnings)?;
         let worker = Worker::start(spec, settings)?;
+        let mut db_inode = None;
         if driver == SqlDriver::Sqlite {
+            db_inode = inode(Path::new(&cfg.dbpath));
             // Open the file now: errors show at open, and a chroot later does not matter.
             worker.call(Request::Connect).map_err(|m| LookupError::open(spec, m))?;
         }
@@ -113,6 +122,7 @@ impl SqlTable {
             domains,
             path: path.to_path_buf(),
             stamp,
+            db_inode,
             warnings,
             worker,
         }))
@@ -132,7 +142,10 @@ impl Table for SqlTable {
     }
 
     fn changed(&self) -> bool {
+        // The table file was edited, or an SQLite database was replaced by a new file (the
+        // open one would keep answering from the old).
         self.stamp.is_some_and(|s| s.changed(&self.path))
+            || self.db_inode.is_some_and(|i| inode(Path::new(&self.cfg.dbpath)) != Some(i))
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -778,6 +791,13 @@ mod tests {
         let t = open(&format!("sqlite:{}", cf.display())).unwrap();
         assert_eq!(t.lookup("any@example.com").unwrap().as_deref(), Some("<7>,<1.5>"));
         assert_eq!(t.lookup("nodomain").unwrap(), None, "%d without a domain: no query");
+
+        // Replacing the database file (not editing it in place) asks daemons to reopen.
+        assert!(!t.changed());
+        let copy = dir.path("copy.sqlite");
+        std::fs::copy(&db, &copy).unwrap();
+        std::fs::rename(&copy, &db).unwrap();
+        assert!(t.changed());
     }
 
     #[test]
