@@ -142,7 +142,12 @@ pub struct Qmgr {
     resolver: Resolver,
     limits: Limits,
     active: HashMap<QueueId, Active>,
-    waiting: VecDeque<Job>,
+    /// Jobs waiting for a slot, one FIFO per destination (Postfix's per-destination queues).
+    waiting: HashMap<DestKey, VecDeque<Job>>,
+    /// Destinations whose jobs may be startable now: a job arrived, an attempt ended, or the
+    /// periodic sweep. Dispatch looks only at these, so one finished delivery costs O(1),
+    /// not a walk over every waiting job.
+    dirty: HashSet<DestKey>,
     dests: HashMap<DestKey, Dest>,
     policies: HashMap<String, Policy>,
     tx: mpsc::UnboundedSender<Event>,
@@ -164,7 +169,8 @@ impl Qmgr {
             limits,
             reporter,
             active: HashMap::new(),
-            waiting: VecDeque::new(),
+            waiting: HashMap::new(),
+            dirty: HashSet::new(),
             dests: HashMap::new(),
             policies: HashMap::new(),
             tx,
@@ -194,7 +200,11 @@ impl Qmgr {
         loop {
             let ev = tokio::select! {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => return },
-                _ = tick.tick() => Event::Trigger,
+                _ = tick.tick() => {
+                    // Dead destinations come back to life by the clock: look at all of them.
+                    self.dirty.extend(self.waiting.keys().cloned());
+                    Event::Trigger
+                }
             };
             match ev {
                 Event::Trigger => self.intake(),
@@ -202,10 +212,12 @@ impl Qmgr {
                     self.last_deferred_scan = None;
                     // A flush also retries dead destinations at once (as `postqueue -f`).
                     self.dests.retain(|_, d| d.busy() > 0);
+                    self.dirty.extend(self.waiting.keys().cloned());
                     self.intake();
                 }
                 Event::Done { id, route, dest, statuses, feedback } => {
                     self.feedback(&dest, feedback);
+                    self.dirty.insert(dest);
                     self.apply(&id, &route, statuses);
                 }
             }
@@ -230,8 +242,7 @@ impl Qmgr {
     fn intake(&mut self) {
         // Destinations with nothing running, waiting or suspended are forgotten, as Postfix
         // deletes empty queues: the next message starts at the initial concurrency.
-        let waiting: HashSet<&DestKey> = self.waiting.iter().map(|j| &j.dest).collect();
-        self.dests.retain(|k, d| d.busy() > 0 || d.dead().is_some() || waiting.contains(k));
+        self.dests.retain(|k, d| d.busy() > 0 || d.dead().is_some() || self.waiting.contains_key(k));
         let due_deferred = self
             .last_deferred_scan
             .is_none_or(|t| t.elapsed() >= self.limits.queue_run_delay.min(Duration::from_secs(60)));
@@ -358,7 +369,13 @@ impl Qmgr {
                 let name = if per_recipient { part[0].address.to_ascii_lowercase() } else { route.nexthop.clone() };
                 let dest = DestKey { transport: route.transport.clone(), name };
                 active.running += 1;
-                self.waiting.push_back(Job { id: id.clone(), route: route.clone(), dest, recipients: part.to_vec() });
+                self.dirty.insert(dest.clone());
+                self.waiting.entry(dest.clone()).or_default().push_back(Job {
+                    id: id.clone(),
+                    route: route.clone(),
+                    dest,
+                    recipients: part.to_vec(),
+                });
             }
         }
         let nothing_to_do = active.running == 0;
@@ -372,50 +389,49 @@ impl Qmgr {
     /// destination is dead, without an attempt.
     fn dispatch(&mut self) {
         let now = Instant::now();
-        let mut still_waiting = VecDeque::new();
         let mut suspended = Vec::new();
-        while let Some(job) = self.waiting.pop_front() {
-            if !self.active.contains_key(&job.id) {
-                continue;
-            }
-            let policy = self.policy(&job.route.transport);
-            let dest = self.dests.entry(job.dest.clone()).or_insert_with(|| Dest::new(&policy));
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(mut queue) = self.waiting.remove(&key) else { continue };
+            let policy = self.policy(&key.transport);
+            let dest = self.dests.entry(key.clone()).or_insert_with(|| Dest::new(&policy));
             dest.resume_if_due(&policy, now);
             if let Some(dead) = dest.dead() {
                 let (dsn, reason) = (dead.dsn.clone(), dead.reason.clone());
-                suspended.push((job, dsn, reason));
+                suspended.extend(queue.drain(..).map(|job| (job, dsn.clone(), reason.clone())));
                 continue;
             }
-            if !dest.has_slot() {
-                still_waiting.push_back(job);
-                continue;
+            while dest.has_slot()
+                && let Some(job) = queue.pop_front()
+            {
+                let Some(active) = self.active.get(&job.id) else { continue };
+                dest.start();
+                let env = &active.file.envelope;
+                let request = DeliveryRequest {
+                    queue_id: job.id.to_string(),
+                    queue_dir: QueueDir::Active.name().to_string(),
+                    transport: job.route.transport.clone(),
+                    nexthop: job.route.nexthop.clone(),
+                    sender: env.sender.clone(),
+                    recipients: job.recipients,
+                    eight_bit: matches!(env.body, Some(rpost_queue::BodyType::EightBitMime)),
+                    smtputf8: env.smtputf8,
+                    envid: env.envid.clone(),
+                    ret_full: env.ret.map(|r| r == rpost_queue::Ret::Full),
+                };
+                let socket = self.queue.root().join("private").join(&job.route.transport);
+                let tx = self.tx.clone();
+                let timeout = self.limits.ipc_timeout;
+                let (id, route, dest) = (job.id, job.route, job.dest);
+                tokio::spawn(async move {
+                    let (statuses, agent_answered) = deliver(&socket, &request, timeout).await;
+                    let feedback = site_feedback(&statuses, agent_answered);
+                    let _ = tx.send(Event::Done { id, route, dest, statuses, feedback });
+                });
             }
-            dest.start();
-            let Some(active) = self.active.get(&job.id) else { continue };
-            let env = &active.file.envelope;
-            let request = DeliveryRequest {
-                queue_id: job.id.to_string(),
-                queue_dir: QueueDir::Active.name().to_string(),
-                transport: job.route.transport.clone(),
-                nexthop: job.route.nexthop.clone(),
-                sender: env.sender.clone(),
-                recipients: job.recipients,
-                eight_bit: matches!(env.body, Some(rpost_queue::BodyType::EightBitMime)),
-                smtputf8: env.smtputf8,
-                envid: env.envid.clone(),
-                ret_full: env.ret.map(|r| r == rpost_queue::Ret::Full),
-            };
-            let socket = self.queue.root().join("private").join(&job.route.transport);
-            let tx = self.tx.clone();
-            let timeout = self.limits.ipc_timeout;
-            let (id, route, dest) = (job.id, job.route, job.dest);
-            tokio::spawn(async move {
-                let (statuses, agent_answered) = deliver(&socket, &request, timeout).await;
-                let feedback = site_feedback(&statuses, agent_answered);
-                let _ = tx.send(Event::Done { id, route, dest, statuses, feedback });
-            });
+            if !queue.is_empty() {
+                self.waiting.insert(key, queue);
+            }
         }
-        self.waiting = still_waiting;
         for (job, dsn, reason) in suspended {
             let Some(active) = self.active.get(&job.id) else { continue };
             let age = delay_secs(active.file.envelope.arrival);
