@@ -1,6 +1,9 @@
 //! Dovecot-compatible dot-locks (`<file>.lock`, created with `O_EXCL`, holding `pid:host`).
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::MaildirError;
@@ -19,6 +22,44 @@ pub(crate) struct DotLock {
     lock_name: String,
     file: Option<std::fs::File>,
     released: bool,
+    // Declared last: dropped after the lock file is gone, so the next thread finds it free.
+    _gate: Gate,
+}
+
+/// Threads of one process queue for a lock path here, woken as soon as it is released,
+/// instead of polling the lock file with growing sleeps: twenty LMTP deliveries to one
+/// mailbox in one lmtp-deliver otherwise spend most of their time asleep. The dot-lock file
+/// still excludes other processes (imapd, Dovecot).
+#[derive(Debug)]
+struct Gate(PathBuf);
+
+static GATES: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+static GATE_FREED: Condvar = Condvar::new();
+
+impl Gate {
+    /// Waits until no other thread of this process holds `path`, or returns None at `deadline`.
+    fn enter(path: PathBuf, deadline: Instant) -> Option<Gate> {
+        let mut held = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let set = held.get_or_insert_with(HashSet::new);
+            if !set.contains(&path) {
+                set.insert(path.clone());
+                return Some(Gate(path));
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            held = GATE_FREED.wait_timeout(held, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut held = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = held.as_mut() {
+            set.remove(&self.0);
+        }
+        GATE_FREED.notify_all();
+    }
 }
 
 fn now_secs() -> i64 {
@@ -39,7 +80,10 @@ impl DotLock {
         let lock_name = format!("{target}.lock");
         let io_err = |e: io::Error| MaildirError::io(dir.path().join(&lock_name), e);
         let deadline = Instant::now() + timeout;
-        let mut wait = Duration::from_millis(5);
+        let gate = Gate::enter(dir.path().join(&lock_name), deadline)
+            .ok_or_else(|| MaildirError::LockTimeout(dir.path().join(&lock_name)))?;
+        // Only other processes are left to wait for: poll, briefly, as Dovecot does.
+        let mut wait = Duration::from_millis(1);
         loop {
             match dir.create_new(&lock_name, 0o600, owner) {
                 Ok(mut f) => {
@@ -49,6 +93,7 @@ impl DotLock {
                         lock_name,
                         file: Some(f),
                         released: false,
+                        _gate: gate,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -66,7 +111,7 @@ impl DotLock {
                 return Err(MaildirError::LockTimeout(dir.path().join(&lock_name)));
             }
             std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_millis(200));
+            wait = (wait * 2).min(Duration::from_millis(25));
         }
     }
 
