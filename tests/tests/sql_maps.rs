@@ -175,6 +175,33 @@ fn server_tests(kind: Kind) {
         "one@example.com",
     );
 
+    // Column types come back as text where they can; others say what to do.
+    let typed = |name: &str, select: &str| {
+        suite.write_config(
+            name,
+            &format!("{}query = SELECT {select} FROM virtual_aliases WHERE source='%s'\n", db.cf_lines()),
+        );
+        format!("{t}:{}", suite.config_dir().join(name).display())
+    };
+    match kind {
+        Kind::Mysql => {
+            hit(
+                &suite,
+                &typed("types.cf", "CAST(1.5 AS DECIMAL(5,2)), TRUE, 2.5e0, NULL, id"),
+                "alias@example.com",
+                "1.50,1,2.5,1",
+            );
+            let e = error(&suite, &typed("date.cf", "CURRENT_DATE"), "alias@example.com");
+            assert!(e.contains("has type DATE") && e.contains("CAST"), "{e}");
+        }
+        Kind::Pgsql => {
+            hit(&suite, &typed("types.cf", "true, 2.5::float8, NULL, id"), "alias@example.com", "t,2.5,1");
+            let e = error(&suite, &typed("numeric.cf", "1.5::numeric"), "alias@example.com");
+            assert!(e.contains("has type NUMERIC") && e.contains("::text"), "{e}");
+            hit(&suite, &typed("cast.cf", "1.5::numeric::text"), "alias@example.com", "1.5");
+        }
+    }
+
     if kind == Kind::Mysql {
         // Postfix's default `hosts = localhost` is the server's UNIX socket for MySQL, as
         // in libmysqlclient; `unix:/path` names one explicitly.

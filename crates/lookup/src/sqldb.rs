@@ -13,7 +13,9 @@
 //! (which panics or deadlocks). When the caller is a worker of a
 //! multi-thread runtime, the wait runs in `block_in_place`, so the other
 //! sessions of that worker move to another thread while the database
-//! answers; elsewhere it is a plain blocking wait. Lookups from several
+//! answers; elsewhere it is a plain blocking wait (a task of a
+//! current-thread runtime holds up that runtime meanwhile, as any
+//! synchronous lookup does). Lookups from several
 //! callers run concurrently on the table's thread (up to
 //! [`MAX_CONNECTIONS`] connections). The thread ends when the table is
 //! dropped.
