@@ -189,8 +189,16 @@ fn psql(db: &str, sql: &str) -> Result<String, String> {
     run("runuser", &["-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db], sql)
 }
 
-/// Runs SQL on the SQLite database `file` (created when missing) with the `sqlite3` shell.
+/// Runs SQL on the SQLite database `file` (created when missing) with the `sqlite3` shell,
+/// or Python's sqlite3 module where the shell is not installed.
 pub fn sqlite(file: &Path, sql: &str) -> Result<(), String> {
     let file = file.to_str().ok_or("non-UTF-8 path")?;
-    run("sqlite3", &["-bail", file], sql).map(|_| ())
+    match run("sqlite3", &["-bail", file], sql) {
+        Ok(_) => Ok(()),
+        Err(e) if e.contains("No such file") => {
+            let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.stdin.read())\nc.commit()\n";
+            run("python3", &["-c", script, file], sql).map(|_| ()).map_err(|p| format!("{e}; {p}"))
+        }
+        Err(e) => Err(e),
+    }
 }
