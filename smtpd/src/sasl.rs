@@ -1,30 +1,22 @@
-//! The client side of Dovecot's auth protocol (version 1.x), as Postfix's
-//! `smtpd_sasl_type = dovecot` speaks it to `auth` client sockets: our authd or a real
-//! Dovecot.
+//! smtpd's connection to a Dovecot auth client socket (our authd, or a real Dovecot), as
+//! Postfix's `smtpd_sasl_type = dovecot`: the protocol itself is
+//! `rpost_auth_proto::client::ClientConnection` (sans-IO); this module moves its bytes over
+//! a UNIX socket with time limits, and builds the `AUTH` request the way Postfix does
+//! (`service=smtp nologin lip= lport= rip= rport= [secured] [resp=]`).
 //!
-//! rpost-auth-proto is meant to hold this protocol for every service; it was still a
-//! skeleton when smtpd needed it, so smtpd carries this small client: the pure part
-//! ([`parse_handshake`], [`auth_line`], [`cont_line`], [`parse_reply`]) and a tokio
-//! connection ([`Conn`]). Everything the client sends into the protocol is either validated
-//! base64, a mechanism name the server itself listed, an IP address, or tab-escaped.
-//!
-//! Wire shape: we send `VERSION\t1\t2` and `CPID\t<pid>`; the server answers `VERSION\t1\tN`,
-//! `MECH\t<name>\t<flags>...`, `SPID`, `CUID`, `COOKIE`, `DONE`. Then
-//! `AUTH\t<id>\t<mech>\tservice=smtp\tnologin\tlip=..\trip=..\tlport=..\trport=..[\tsecured][\tresp=<b64>]`
-//! is answered by `CONT\t<id>\t<b64>`, `OK\t<id>\tuser=<name>...` or
-//! `FAIL\t<id>\t[reason=..]\t[temp]...`.
+//! Everything smtpd puts into a request is a mechanism name the server itself listed,
+//! an IP address, a port, or client text that [`crate::session`] has already checked to be
+//! base64; the protocol crate tab-escapes values anyway.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use rpost_auth_proto::client::{AuthRequest, ClientConnection, ClientUpdate, ServerReply as Reply, code};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::session::Mechanism;
-
-/// Longest line accepted from the auth server (Dovecot's own limit is 16 KB).
-pub const MAX_LINE: usize = 16 * 1024;
 
 /// Why the SASL server could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,87 +30,9 @@ pub enum SaslError {
     #[error("auth server closed the connection")]
     Closed,
     #[error("auth server protocol error: {0}")]
-    Protocol(String),
-}
-
-/// Dovecot's tab escaping (str_tabescape): \001 → \0011, \t → \001t, \r → \001r, \n → \001n.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\u{1}' => out.push_str("\u{1}1"),
-            '\t' => out.push_str("\u{1}t"),
-            '\r' => out.push_str("\u{1}r"),
-            '\n' => out.push_str("\u{1}n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Reverses [`escape`]; an unknown escape keeps the character after \001.
-pub fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\u{1}' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('1') => out.push('\u{1}'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('n') => out.push('\n'),
-            Some(o) => out.push(o),
-            None => {}
-        }
-    }
-    out
-}
-
-/// Our opening lines.
-pub fn hello(pid: u32) -> String {
-    format!("VERSION\t1\t2\nCPID\t{pid}\n")
-}
-
-/// Collects the server's handshake; `Some(mechanisms)` at `DONE`.
-#[derive(Debug, Default)]
-pub struct Handshake {
-    version_ok: bool,
-    mechs: Vec<Mechanism>,
-}
-
-/// Feeds one server handshake line (without LF).
-pub fn parse_handshake(h: &mut Handshake, line: &str) -> Result<Option<Vec<Mechanism>>, SaslError> {
-    let mut f = line.split('\t');
-    match f.next().unwrap_or("") {
-        "VERSION" => {
-            if f.next() != Some("1") {
-                return Err(SaslError::Protocol(format!("unsupported protocol version: {line}")));
-            }
-            h.version_ok = true;
-        }
-        "MECH" => {
-            let name = f.next().unwrap_or("").to_ascii_uppercase();
-            let valid = !name.is_empty()
-                && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
-                return Err(SaslError::Protocol(format!("bad mechanism name in {:?}", line)));
-            }
-            h.mechs.push(Mechanism { name, flags: f.map(|s| s.to_ascii_lowercase()).collect() });
-        }
-        "DONE" => {
-            if !h.version_ok {
-                return Err(SaslError::Protocol("DONE before VERSION".into()));
-            }
-            return Ok(Some(std::mem::take(&mut h.mechs)));
-        }
-        // SPID, CUID, COOKIE and future lines are for master login, which smtpd does not use.
-        _ => {}
-    }
-    Ok(None)
+    Protocol(#[from] rpost_auth_proto::ProtoError),
+    #[error("auth server sent a challenge that is not base64")]
+    BadChallenge,
 }
 
 /// Connection details sent with AUTH.
@@ -129,74 +43,56 @@ pub struct Peer {
     pub secured: bool,
 }
 
-/// `AUTH` request line. `mech` must come from the server's list and `initial` must be
-/// validated base64 (the caller guarantees both; they are escaped anyway).
-pub fn auth_line(id: u32, mech: &str, service: &str, peer: &Peer, initial: Option<&str>) -> String {
-    let mut l = format!("AUTH\t{id}\t{}\tservice={}\tnologin", escape(mech), escape(service));
+/// The request Postfix's smtpd sends for one AUTH command.
+pub fn request(mech: &str, service: &str, peer: &Peer, initial: Option<&str>) -> AuthRequest {
+    let mut req = AuthRequest::new(0, mech, service).with("nologin", None);
     if let Some((ip, port)) = peer.local {
-        l.push_str(&format!("\tlip={ip}\tlport={port}"));
+        req = req.with("lip", Some(&ip.to_string())).with("lport", Some(&port.to_string()));
     }
-    l.push_str(&format!("\trip={}\trport={}", peer.remote.0, peer.remote.1));
+    req = req.with("rip", Some(&peer.remote.0.to_string())).with("rport", Some(&peer.remote.1.to_string()));
     if peer.secured {
-        l.push_str("\tsecured");
+        req = req.with("secured", None);
     }
     if let Some(r) = initial {
-        l.push_str(&format!("\tresp={}", escape(r)));
+        req = req.with("resp", Some(r));
     }
-    l.push('\n');
-    l
+    req
 }
 
-/// `CONT` line with the client's base64 response.
-pub fn cont_line(id: u32, response: &str) -> String {
-    format!("CONT\t{id}\t{}\n", escape(response))
-}
-
-/// The server's answer to AUTH or CONT.
+/// The server's answer to AUTH or CONT, as smtpd uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerReply {
-    Ok { user: String },
+    Ok {
+        user: String,
+    },
+    /// A challenge, base64 (checked: it goes to the SMTP client verbatim).
     Cont(String),
-    Fail { reason: Option<String>, temp: bool },
+    Fail {
+        reason: Option<String>,
+        temp: bool,
+    },
 }
 
-/// Parses a reply line for request `id`; `Ok(None)`: a line for another id (ignored).
-pub fn parse_reply(line: &str, id: u32) -> Result<Option<ServerReply>, SaslError> {
-    let mut f = line.split('\t');
-    let verb = f.next().unwrap_or("");
-    let rid = f.next().unwrap_or("");
-    if !matches!(verb, "OK" | "CONT" | "FAIL") {
-        return Err(SaslError::Protocol(format!("unexpected reply {:?}", verb)));
-    }
-    if rid != id.to_string() {
-        return Ok(None);
-    }
-    let args: Vec<&str> = f.collect();
-    let param = |k: &str| args.iter().find_map(|a| a.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
-    Ok(Some(match verb {
-        "CONT" => {
-            let ch = args.first().copied().unwrap_or("");
-            if !crate::session::valid_base64(ch) {
-                return Err(SaslError::Protocol("challenge is not base64".into()));
+fn convert(r: Reply) -> Result<ServerReply, SaslError> {
+    Ok(match r {
+        Reply::Ok { user, .. } => ServerReply::Ok { user },
+        Reply::Cont { data, .. } => {
+            if !crate::session::valid_base64(&data) {
+                return Err(SaslError::BadChallenge);
             }
-            ServerReply::Cont(ch.to_string())
+            ServerReply::Cont(data)
         }
-        "OK" => match param("user") {
-            Some(u) if !u.is_empty() => ServerReply::Ok { user: unescape(u) },
-            _ => return Err(SaslError::Protocol("OK without user".into())),
-        },
-        _ => ServerReply::Fail {
-            reason: param("reason").map(unescape),
-            temp: args.contains(&"temp") || param("code") == Some("temp_fail"),
-        },
-    }))
+        Reply::Fail(f) => {
+            ServerReply::Fail { temp: f.temp || f.code.as_deref() == Some(code::TEMPFAIL), reason: f.reason }
+        }
+    })
 }
 
 /// A connection to the auth client socket.
 #[derive(Debug)]
 pub struct Conn {
-    stream: BufReader<UnixStream>,
-    next_id: u32,
+    stream: UnixStream,
+    proto: ClientConnection,
     timeout: Duration,
     pub mechanisms: Vec<Mechanism>,
 }
@@ -208,47 +104,43 @@ impl Conn {
             .await
             .map_err(|_| SaslError::Timeout)?
             .map_err(|source| SaslError::Connect { path: path.display().to_string(), source })?;
-        let mut conn = Conn { stream: BufReader::new(stream), next_id: 1, timeout, mechanisms: Vec::new() };
-        conn.send(&hello(std::process::id())).await?;
-        let mut h = Handshake::default();
-        loop {
-            let line = conn.line().await?;
-            if let Some(m) = parse_handshake(&mut h, &line)? {
-                conn.mechanisms = m;
-                return Ok(conn);
-            }
-        }
+        let (proto, hello) = ClientConnection::new(std::process::id());
+        let mut conn = Conn { stream, proto, timeout, mechanisms: Vec::new() };
+        conn.send(&hello).await?;
+        while conn.update().await? != ClientUpdate::Ready {}
+        conn.mechanisms =
+            conn.proto.mechanisms().map(|m| Mechanism { name: m.name.clone(), flags: m.flags.clone() }).collect();
+        Ok(conn)
     }
 
     async fn send(&mut self, s: &str) -> Result<(), SaslError> {
-        tokio::time::timeout(self.timeout, self.stream.get_mut().write_all(s.as_bytes()))
+        tokio::time::timeout(self.timeout, self.stream.write_all(s.as_bytes()))
             .await
             .map_err(|_| SaslError::Timeout)??;
         Ok(())
     }
 
-    async fn line(&mut self) -> Result<String, SaslError> {
-        let mut buf = Vec::new();
-        let read = async {
-            let mut limited = (&mut self.stream).take(MAX_LINE as u64 + 1);
-            limited.read_until(b'\n', &mut buf).await
-        };
-        let n = tokio::time::timeout(self.timeout, read).await.map_err(|_| SaslError::Timeout)??;
-        if n == 0 {
-            return Err(SaslError::Closed);
+    /// The next update from the server, reading as needed.
+    async fn update(&mut self) -> Result<ClientUpdate, SaslError> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(u) = self.proto.poll()? {
+                return Ok(u);
+            }
+            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut buf))
+                .await
+                .map_err(|_| SaslError::Timeout)??;
+            if n == 0 {
+                return Err(SaslError::Closed);
+            }
+            self.proto.feed(&buf[..n]);
         }
-        if buf.last() != Some(&b'\n') {
-            return Err(SaslError::Protocol("line too long".into()));
-        }
-        buf.pop();
-        String::from_utf8(buf).map_err(|_| SaslError::Protocol("line is not UTF-8".into()))
     }
 
-    async fn reply(&mut self, id: u32) -> Result<ServerReply, SaslError> {
+    async fn reply(&mut self) -> Result<ServerReply, SaslError> {
         loop {
-            let line = self.line().await?;
-            if let Some(r) = parse_reply(&line, id)? {
-                return Ok(r);
+            if let ClientUpdate::Reply(r) = self.update().await? {
+                return convert(r);
             }
         }
     }
@@ -261,92 +153,61 @@ impl Conn {
         peer: &Peer,
         initial: Option<&str>,
     ) -> Result<(u32, ServerReply), SaslError> {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.send(&auth_line(id, mech, service, peer, initial)).await?;
-        Ok((id, self.reply(id).await?))
+        let (id, line) = self.proto.auth(request(mech, service, peer, initial));
+        self.send(&line).await?;
+        Ok((id, self.reply().await?))
     }
 
     /// Sends the client's response in exchange `id`.
     pub async fn cont(&mut self, id: u32, response: &str) -> Result<ServerReply, SaslError> {
-        self.send(&cont_line(id, response)).await?;
-        self.reply(id).await
+        let line = self.proto.cont(id, response);
+        self.send(&line).await?;
+        self.reply().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[test]
-    fn escaping_round_trips() {
-        let s = "a\tb\nc\rd\u{1}e";
-        assert_eq!(escape(s), "a\u{1}tb\u{1}nc\u{1}rd\u{1}1e");
-        assert_eq!(unescape(&escape(s)), s);
-    }
-
-    #[test]
-    fn handshake_as_dovecot_sends_it() {
-        let mut h = Handshake::default();
-        let lines = [
-            "VERSION\t1\t2",
-            "MECH\tPLAIN\tplaintext",
-            "MECH\tLOGIN\tplaintext",
-            "MECH\tANONYMOUS\tanonymous",
-            "SPID\t1234",
-            "CUID\t7",
-            "COOKIE\t0123456789abcdef",
-        ];
-        for l in lines {
-            assert_eq!(parse_handshake(&mut h, l).unwrap(), None);
-        }
-        let m = parse_handshake(&mut h, "DONE").unwrap().unwrap();
-        assert_eq!(m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["PLAIN", "LOGIN", "ANONYMOUS"]);
-        assert_eq!(m[2].flags, ["anonymous"]);
-        assert!(parse_handshake(&mut Handshake::default(), "VERSION\t2\t0").is_err());
-        assert!(parse_handshake(&mut Handshake::default(), "DONE").is_err());
-        assert!(parse_handshake(&mut h, "MECH\tPL AIN").is_err());
-    }
-
-    #[test]
-    fn auth_line_shape() {
+    fn request_as_postfix_sends_it() {
         let peer = Peer {
             local: Some(("127.0.0.1".parse().unwrap(), 587)),
             remote: ("192.0.2.1".parse().unwrap(), 40000),
             secured: true,
         };
+        let mut c = ClientConnection::new(1).0;
+        let (_, line) = c.auth(request("PLAIN", "smtp", &peer, Some("AGFsaWNlAHNlY3JldA==")));
         assert_eq!(
-            auth_line(3, "PLAIN", "smtp", &peer, Some("AGFsaWNlAHNlY3JldA==")),
-            "AUTH\t3\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\tlport=587\trip=192.0.2.1\trport=40000\tsecured\tresp=AGFsaWNlAHNlY3JldA==\n"
+            line,
+            "AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\tlport=587\trip=192.0.2.1\trport=40000\tsecured\tresp=AGFsaWNlAHNlY3JldA==\n"
         );
         let peer = Peer { local: None, secured: false, ..peer };
-        assert_eq!(
-            auth_line(4, "LOGIN", "sm\ttp", &peer, None),
-            "AUTH\t4\tLOGIN\tservice=sm\u{1}ttp\tnologin\trip=192.0.2.1\trport=40000\n"
-        );
-        assert_eq!(cont_line(4, ""), "CONT\t4\t\n");
+        let (_, line) = c.auth(request("LOGIN", "smtp", &peer, None));
+        assert_eq!(line, "AUTH\t2\tLOGIN\tservice=smtp\tnologin\trip=192.0.2.1\trport=40000\n");
     }
 
     #[test]
-    fn replies() {
-        assert_eq!(
-            parse_reply("OK\t1\tuser=alice@example.test\tx=y", 1).unwrap(),
-            Some(ServerReply::Ok { user: "alice@example.test".into() })
-        );
-        assert_eq!(parse_reply("CONT\t1\tVXNlcm5hbWU6", 1).unwrap(), Some(ServerReply::Cont("VXNlcm5hbWU6".into())));
-        assert_eq!(parse_reply("CONT\t1\t", 1).unwrap(), Some(ServerReply::Cont(String::new())));
-        assert_eq!(
-            parse_reply("FAIL\t1\tuser=bob\treason=Password\u{1}tmismatch", 1).unwrap(),
-            Some(ServerReply::Fail { reason: Some("Password\tmismatch".into()), temp: false })
-        );
-        assert_eq!(parse_reply("FAIL\t1\ttemp", 1).unwrap(), Some(ServerReply::Fail { reason: None, temp: true }));
-        assert_eq!(parse_reply("OK\t2\tuser=x", 1).unwrap(), None, "another request's reply");
-        assert!(parse_reply("OK\t1", 1).is_err());
-        assert!(parse_reply("CONT\t1\tnot base64!", 1).is_err());
-        assert!(parse_reply("HELLO\t1", 1).is_err());
+    fn replies_convert() {
+        let fail = |temp, code: Option<&str>| {
+            Reply::Fail(rpost_auth_proto::client::Failure {
+                id: 1,
+                reason: Some("nope".into()),
+                temp,
+                code: code.map(String::from),
+                user: None,
+            })
+        };
+        assert_eq!(convert(fail(false, None)).unwrap(), ServerReply::Fail { reason: Some("nope".into()), temp: false });
+        assert!(matches!(convert(fail(true, None)).unwrap(), ServerReply::Fail { temp: true, .. }));
+        assert!(matches!(convert(fail(false, Some("temp_fail"))).unwrap(), ServerReply::Fail { temp: true, .. }));
+        assert!(matches!(convert(Reply::Cont { id: 1, data: "bad base64!".into() }), Err(SaslError::BadChallenge)));
+        assert_eq!(convert(Reply::Cont { id: 1, data: String::new() }).unwrap(), ServerReply::Cont(String::new()));
     }
 
-    /// A scripted server on a socketpair: the connection reads the handshake and a full
+    /// A scripted server on a UNIX socket: the connection reads the handshake and a full
     /// LOGIN exchange.
     #[tokio::test]
     async fn conn_against_a_scripted_server() {
@@ -383,5 +244,19 @@ mod tests {
         let got = server.await.unwrap();
         assert!(got[0].starts_with("AUTH\t1\tLOGIN\tservice=smtp"), "{got:?}");
         assert_eq!(got[1], "CONT\t1\tYWxpY2U=\n");
+    }
+
+    #[tokio::test]
+    async fn a_server_speaking_another_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"VERSION\t2\t0\nDONE\n").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let e = Conn::connect(&path, Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(e, SaslError::Protocol(_)), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! Submission as the packaged master.cf sets it up (587: STARTTLS required, AUTH only after
 //! it, only authenticated clients; 465: implicit TLS), with smtpd's SASL pointed at a REAL
-//! Dovecot auth socket. Real clients: swaks and Python's smtplib. Skipped when Dovecot,
-//! swaks or python3 is missing (`.ci/run` installs them).
+//! Dovecot auth socket, and at our authd (`private/auth`, the default smtpd_sasl_path).
+//! Real clients: swaks and Python's smtplib. Skipped when Dovecot, swaks or python3 is
+//! missing (`.ci/run` installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,14 +77,21 @@ fn have(tool: &str) -> bool {
 
 /// The suite: 25 (may, AUTH offered), 587 and 465 as in packaging/master.cf. Loopback is
 /// not in mynetworks, so relaying needs AUTH.
-fn suite(auth_socket: &Path) -> Suite {
-    Suite::builder()
-        .main("mynetworks", "192.0.2.0/24")
+/// `auth_socket`: a Dovecot's; None: our authd on private/auth.
+fn suite(auth_socket: Option<&Path>) -> Suite {
+    let b = match auth_socket {
+        Some(path) => Suite::builder().main("smtpd_sasl_path", &path.display().to_string()),
+        None => Suite::builder()
+            .main("auth_passdb", "passwd-file:{root}/etc/users")
+            .main("auth_mechanisms", "plain login")
+            .main("auth_failure_delay", "0s")
+            .master_line("auth unix - - n - 1 authd"),
+    };
+    b.main("mynetworks", "192.0.2.0/24")
         .main("virtual_mailbox_domains", "example.test")
         .main("local_recipient_maps", "")
         .main("alias_maps", "")
         .main("smtpd_sasl_type", "dovecot")
-        .main("smtpd_sasl_path", &auth_socket.display().to_string())
         .main("broken_sasl_auth_clients", "yes")
         .main("smtpd_tls_received_header", "yes")
         .inet("smtp", "n - n - - smtpd -o smtpd_tls_security_level=may -o smtpd_sasl_auth_enable=yes")
@@ -98,7 +106,7 @@ fn suite(auth_socket: &Path) -> Suite {
             "n - n - - smtpd -o syslog_name=rpost/smtps -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes \
              -o smtpd_client_restrictions=permit_sasl_authenticated,reject",
         )
-        .start()
+        .start_with(|s| s.write_config("users", "alice@example.test:{PLAIN}secret::::::\n"))
 }
 
 fn swaks(args: &[&str]) -> String {
@@ -121,7 +129,7 @@ fn setup(tag: &str) -> Option<(Dovecot, Suite)> {
         eprintln!("Dovecot unavailable: test skipped");
         return None;
     };
-    let suite = suite(&dovecot.dir.join("auth-client"));
+    let suite = suite(Some(&dovecot.dir.join("auth-client")));
     Some((dovecot, suite))
 }
 
@@ -280,4 +288,39 @@ s.quit()
     assert!(out.contains("wrong: 535"), "{out}");
     // The generated certificate verifies for localhost with Python's default checks.
     assert!(out.contains("smtps: TLSv1.3"), "{out}");
+}
+
+#[test]
+fn submission_against_our_authd() {
+    if !have("swaks") {
+        eprintln!("swaks missing: test skipped");
+        return;
+    }
+    let suite = suite(None);
+    let port = suite.port("submission").to_string();
+    let auth = |mech: &str, pass: &str| {
+        swaks(&[
+            "--port",
+            &port,
+            "--tls",
+            "--auth",
+            mech,
+            "--auth-user",
+            "alice@example.test",
+            "--auth-password",
+            pass,
+            "--from",
+            "alice@example.test",
+            "--to",
+            "bob@elsewhere.example",
+        ])
+    };
+    let out = auth("PLAIN", "secret");
+    assert!(out.contains("235 2.7.0") && out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    let out = auth("LOGIN", "secret");
+    assert!(out.contains("235 2.7.0") && out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    let out = auth("PLAIN", "wrong");
+    assert!(out.contains("535 5.7.8 Error: authentication failed"), "{out}");
+    let log = suite.wait_log("sasl_method=LOGIN, sasl_username=alice@example.test", Duration::from_secs(30));
+    assert!(!log.contains("secret"), "{log}");
 }
