@@ -293,7 +293,8 @@ impl<'s> Session<'s> {
     /// The TLS handshake failed: log it as Postfix does; the driver closes the connection.
     pub fn tls_failed(&self, error: &str) {
         tracing::info!("SSL_accept error from {}: {error}", self.client.display());
-        tracing::info!("lost connection after STARTTLS from {}", self.client.display());
+        let after = if self.s.tls_wrapper { "CONNECT" } else { "STARTTLS" };
+        tracing::info!("lost connection after {after} from {}", self.client.display());
     }
 
     /// STARTTLS is offered: a certificate, a level, not yet in TLS.

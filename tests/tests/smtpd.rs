@@ -381,16 +381,23 @@ fn unauthorized_pipelining_is_refused() {
 }
 
 #[test]
-fn services_that_demand_tls_refuse_mail_until_tls_exists() {
+fn services_that_demand_tls_refuse_mail_in_the_clear() {
     let suite = Suite::builder()
         .inet("submission", "n - n - - smtpd -o smtpd_tls_security_level=encrypt")
         .inet("smtps", "n - n - - smtpd -o smtpd_tls_wrappermode=yes")
         .start();
     let mut c = SmtpClient::connect(suite.port("submission"));
-    c.cmd("EHLO client.example");
+    let ehlo = c.cmd("EHLO client.example");
+    assert!(ehlo.contains("250-STARTTLS\r\n"), "{ehlo}");
     assert_eq!(c.cmd("MAIL FROM:<a@client.example>"), "530 5.7.0 Must issue a STARTTLS command first\r\n");
-    let c = SmtpClient::connect(suite.port("smtps"));
-    assert!(c.greeting.starts_with("421 4.3.0 "), "{}", c.greeting);
+    // smtps: TLS from the first byte; a plaintext client never gets a plaintext greeting.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", suite.port("smtps"))).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    raw.write_all(b"EHLO client.example\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(!got.windows(4).any(|w| w == b"220 "), "{:?}", String::from_utf8_lossy(&got));
 }
 
 #[test]
