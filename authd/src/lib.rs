@@ -14,8 +14,10 @@
 //! On `private/auth` authd speaks Dovecot's auth client protocol (crate rpost-auth-proto), so
 //! rpost's smtpd and an unmodified Postfix with `smtpd_sasl_type = dovecot` and
 //! `smtpd_sasl_path = private/auth` authenticate against it. Mechanisms (`auth_mechanisms`):
-//! PLAIN, LOGIN, and CRAM-MD5, which works only for users whose stored password is `{PLAIN}`
-//! or `{CRAM-MD5}` (others fail and the log says why). Started with the argument `userdb`,
+//! PLAIN, LOGIN, CRAM-MD5, which works only for users whose stored password is `{PLAIN}` or
+//! `{CRAM-MD5}`, and SCRAM-SHA-256 (no channel binding; `{SCRAM-SHA-256}` or `{PLAIN}`
+//! users; the server's proof is sent as a last challenge before OK). A mechanism the stored
+//! password cannot serve fails, and the log says why. Started with the argument `userdb`,
 //! the same program serves the auth-userdb protocol instead (`USER`, `PASS`; `LIST` answers
 //! failed): lmtp-deliver and other delivery agents ask it for `uid`, `gid`, `home`, `mail`.
 //!
@@ -66,7 +68,8 @@
 //!
 //! # STANDARDS
 //! Dovecot auth protocol v1.2 and auth-master protocol; RFC 4422 (SASL), RFC 4616 (PLAIN),
-//! draft-murchison-sasl-login (LOGIN), RFC 2195 (CRAM-MD5).
+//! draft-murchison-sasl-login (LOGIN), RFC 2195 (CRAM-MD5), RFC 5802 and RFC 7677
+//! (SCRAM-SHA-256).
 
 pub mod db;
 pub mod mech;

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::db::{Db, Lookup};
-use crate::mech::{self, Exchange, Proof, Step};
+use crate::mech::{self, Exchange, Proof, ScramKeys, Step};
 use crate::penalty::{self, Penalty};
 
 /// How long a request waits for the client's next response (Dovecot: AUTH_REQUEST_TIMEOUT).
@@ -230,57 +230,69 @@ async fn request(
             }
         },
     };
+    let canon = |authcid: &str| -> Result<String, ServerReply> {
+        auth.db.canonical_user(authcid, &service).map_err(|e| {
+            tracing::error!("auth_username_format: {e}");
+            temp_fail(id)
+        })
+    };
     let mut step = ex.start(initial);
-    let (authcid, proof) = loop {
+    let (user, outcome) = loop {
         match step {
-            Step::Challenge(c) => {
-                let _ = tx.send(ServerReply::Cont { id, data: b64_encode(&c) });
-                let data = match tokio::time::timeout(CONTINUE_TIMEOUT, cont.recv()).await {
-                    Ok(Some(d)) => d,
-                    Ok(None) => return fail(id, None),
-                    Err(_) => {
-                        tracing::info!(
-                            "{mech_name}(?,{}): client did not answer the challenge in time",
-                            printable(rip)
-                        );
-                        return fail(id, Some("Authentication timed out"));
-                    }
-                };
-                if data.trim() == "*" {
-                    return fail(id, Some("Authentication aborted by client."));
-                }
-                let Some(bytes) = b64_decode(&data) else {
-                    return ServerReply::Fail(Failure {
-                        id,
-                        reason: Some("Invalid base64 data in continued response".into()),
-                        code: Some(code::INVALID_BASE64.into()),
-                        ..Failure::default()
-                    });
-                };
-                step = ex.step(&bytes);
-            }
+            Step::Challenge(c) => match exchange(id, &c, &mut cont, tx, &mech_name, rip).await {
+                Ok(bytes) => step = ex.step(&bytes),
+                Err(r) => return r,
+            },
             Step::Fail(reason) => {
                 tracing::info!("{mech_name}(?,{}): {reason}", printable(rip));
                 return failed(auth, id, ip, rip, None, Some(reason)).await;
             }
-            Step::Check { authcid, proof } => break (authcid, proof),
-        }
-    };
-    let user = match auth.db.canonical_user(&authcid, &service) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!("auth_username_format: {e}");
-            return temp_fail(id);
+            Step::Check { authcid, proof } => {
+                let user = match canon(&authcid) {
+                    Ok(u) => u,
+                    Err(r) => return r,
+                };
+                let (a, u) = (auth.clone(), user.clone());
+                let outcome = match tokio::task::spawn_blocking(move || check(&a.db, &u, proof)).await {
+                    Ok(o) => o,
+                    Err(e) => Outcome::TempFail(format!("password check task: {e}")),
+                };
+                break (user, outcome);
+            }
+            Step::Lookup { authcid } => {
+                let user = match canon(&authcid) {
+                    Ok(u) => u,
+                    Err(r) => return r,
+                };
+                let (a, u) = (auth.clone(), user.clone());
+                let keys = match tokio::task::spawn_blocking(move || scram_keys(&a.db, &u)).await {
+                    Ok(k) => k,
+                    Err(e) => Err(Outcome::TempFail(format!("password lookup task: {e}"))),
+                };
+                match keys {
+                    Ok(k) => step = ex.keys(Some(k)),
+                    Err(o) => break (user, o),
+                }
+            }
+            Step::Proven { authcid, server_final } => {
+                let user = match canon(&authcid) {
+                    Ok(u) => u,
+                    Err(r) => return r,
+                };
+                // The client must see the server's proof before it is told OK.
+                if let Err(r) = exchange(id, &server_final, &mut cont, tx, &mech_name, rip).await {
+                    return r;
+                }
+                break (user, Outcome::Ok);
+            }
+            Step::Mismatch { authcid } => match canon(&authcid) {
+                Ok(u) => break (u, Outcome::Mismatch),
+                Err(r) => return r,
+            },
         }
     };
     let driver = auth.db.passdb_driver().to_string();
     let who = format!("{driver}({},{})", printable(&user), printable(rip));
-    let a = auth.clone();
-    let u = user.clone();
-    let outcome = match tokio::task::spawn_blocking(move || check(&a.db, &u, proof)).await {
-        Ok(o) => o,
-        Err(e) => Outcome::TempFail(format!("password check task: {e}")),
-    };
     match outcome {
         Outcome::Ok => {
             if let Some(ip) = ip {
@@ -298,13 +310,72 @@ async fn request(
             failed(auth, id, ip, rip, Some(user), None).await
         }
         Outcome::NoCredentials(why) => {
-            tracing::info!("{who}: {mech_name} needs the password in PLAIN or CRAM-MD5 form, the passdb has {why}");
+            tracing::info!("{who}: {mech_name} cannot use the stored password ({why})");
             failed(auth, id, ip, rip, Some(user), None).await
         }
         Outcome::TempFail(e) => {
             tracing::error!("{who}: {e}");
             temp_fail(id)
         }
+    }
+}
+
+/// Sends a challenge and waits for the client's answer (decoded), or the reply that ends the
+/// request (timeout, cancel, bad base64, client gone).
+async fn exchange(
+    id: u32,
+    challenge: &[u8],
+    cont: &mut mpsc::UnboundedReceiver<String>,
+    tx: &mpsc::UnboundedSender<ServerReply>,
+    mech_name: &str,
+    rip: &str,
+) -> Result<Vec<u8>, ServerReply> {
+    let _ = tx.send(ServerReply::Cont { id, data: b64_encode(challenge) });
+    let data = match tokio::time::timeout(CONTINUE_TIMEOUT, cont.recv()).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return Err(fail(id, None)),
+        Err(_) => {
+            tracing::info!("{mech_name}(?,{}): client did not answer the challenge in time", printable(rip));
+            return Err(fail(id, Some("Authentication timed out")));
+        }
+    };
+    if data.trim() == "*" {
+        return Err(fail(id, Some("Authentication aborted by client.")));
+    }
+    b64_decode(&data).ok_or_else(|| {
+        ServerReply::Fail(Failure {
+            id,
+            reason: Some("Invalid base64 data in continued response".into()),
+            code: Some(code::INVALID_BASE64.into()),
+            ..Failure::default()
+        })
+    })
+}
+
+/// A user's SCRAM-SHA-256 keys: stored `{SCRAM-SHA-256}` data, or derived from `{PLAIN}`.
+fn scram_keys(db: &Db, user: &str) -> Result<ScramKeys, Outcome> {
+    let entry = match db.passdb(user) {
+        Lookup::Found(e) => e,
+        Lookup::NotFound => return Err(Outcome::UnknownUser),
+        Lookup::TempFail(e) => return Err(Outcome::TempFail(e)),
+    };
+    let Some(stored) = entry.password else { return Err(Outcome::NoCredentials("nopassword")) };
+    let (_, data) = rpost_password::split_stored(&stored, &db.default_scheme);
+    match rpost_password::stored_scheme(&stored, &db.default_scheme) {
+        Ok(rpost_password::Scheme::ScramSha256) => match rpost_password::parse_scram(data) {
+            Some((iterations, salt, stored_key, server_key)) => {
+                Ok(ScramKeys { iterations, salt, stored_key, server_key })
+            }
+            None => Err(Outcome::TempFail("malformed SCRAM-SHA-256 password data".into())),
+        },
+        Ok(rpost_password::Scheme::Plain) => {
+            let mut salt = vec![0u8; 16];
+            getrandom::getrandom(&mut salt).map_err(|e| Outcome::TempFail(format!("random salt: {e}")))?;
+            let (sk, vk) = rpost_password::scram_keys(data.as_bytes(), &salt, mech::SCRAM_ITERATIONS);
+            Ok(ScramKeys { iterations: mech::SCRAM_ITERATIONS, salt, stored_key: sk.to_vec(), server_key: vk.to_vec() })
+        }
+        Ok(_) => Err(Outcome::NoCredentials("a one-way hash")),
+        Err(e) => Err(Outcome::TempFail(e.to_string())),
     }
 }
 

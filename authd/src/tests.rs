@@ -227,3 +227,93 @@ async fn userdb_protocol() {
     assert!(!all.contains("$6$") && !all.contains("plainsecret"), "no password data on the userdb socket: {all}");
     assert_eq!(replies[3], MasterReply::ListDone { id: 4, failed: true });
 }
+
+fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// A SCRAM-SHA-256 client run against authd; returns the final reply.
+async fn scram(c: &mut Client, user: &str, pass: &str) -> ServerReply {
+    let bare = format!("n={user},r=clientnonce123");
+    let (id, line) = c.conn.auth(
+        AuthRequest::new(0, "SCRAM-SHA-256", "imap").with("resp", Some(&b64_encode(format!("n,,{bare}").as_bytes()))),
+    );
+    c.send(line).await;
+    let first = match c.next().await {
+        ClientUpdate::Reply(ServerReply::Cont { data, .. }) => {
+            String::from_utf8(rpost_auth_proto::b64_decode(&data).unwrap()).unwrap()
+        }
+        ClientUpdate::Reply(r) => return r,
+        other => panic!("{other:?}"),
+    };
+    let mut nonce = "";
+    let mut salt = Vec::new();
+    let mut iter = 0;
+    for f in first.split(',') {
+        match f.split_at(2) {
+            ("r=", v) => nonce = v,
+            ("s=", v) => salt = rpost_auth_proto::b64_decode(v).unwrap(),
+            ("i=", v) => iter = v.parse().unwrap(),
+            _ => {}
+        }
+    }
+    assert!(nonce.starts_with("clientnonce123") && nonce.len() > 20, "{first}");
+    let salted = rpost_password::scram_salted_password(pass.as_bytes(), &salt, iter);
+    let client_key = hmac256(&salted, b"Client Key");
+    let stored: Vec<u8> = <sha2::Sha256 as sha2::Digest>::digest(&client_key).to_vec();
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{bare},{first},{without_proof}");
+    let sig = hmac256(&stored, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(sig).map(|(a, b)| a ^ b).collect();
+    c.send(c.conn.cont(id, &b64_encode(format!("{without_proof},p={}", b64_encode(&proof)).as_bytes()))).await;
+    match c.next().await {
+        ClientUpdate::Reply(ServerReply::Cont { data, .. }) => {
+            let fin = String::from_utf8(rpost_auth_proto::b64_decode(&data).unwrap()).unwrap();
+            let server_key = hmac256(&salted, b"Server Key");
+            assert_eq!(
+                fin,
+                format!("v={}", b64_encode(&hmac256(&server_key, auth_message.as_bytes()))),
+                "server proof"
+            );
+            c.send(c.conn.cont(id, "")).await;
+            match c.next().await {
+                ClientUpdate::Reply(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+        ClientUpdate::Reply(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn scram_sha_256() {
+    let d = tempfile_dir::Dir::new();
+    let stored = rpost_password::generate("SCRAM-SHA-256", b"scramsecret").unwrap();
+    let sha = rpost_password::generate("SHA512-CRYPT", b"x").unwrap();
+    let path = d.write(
+        "users",
+        &format!("dave@example.com:{stored}::::::\nalice@example.com:{{PLAIN}}plainsecret::::::\nbob@example.com:{sha}::::::\n"),
+    );
+    let settings = Settings {
+        mechs: vec!["SCRAM-SHA-256".into()],
+        failure_delay: Duration::ZERO,
+        disable_plaintext: true,
+        hostname: "h".into(),
+    };
+    let a = Arc::new(Auth::new(settings, Db::from_specs(Some(&format!("passwd-file:{path}")), None).unwrap()));
+    let mut c = Client::connect(a).await;
+    assert!(
+        matches!(scram(&mut c, "dave@example.com", "scramsecret").await, ServerReply::Ok { user, .. } if user == "dave@example.com")
+    );
+    assert!(matches!(scram(&mut c, "alice@example.com", "plainsecret").await, ServerReply::Ok { .. }));
+    assert!(matches!(scram(&mut c, "dave@example.com", "wrong").await, ServerReply::Fail(_)));
+    assert!(
+        matches!(scram(&mut c, "bob@example.com", "x").await, ServerReply::Fail(_)),
+        "a one-way hash cannot serve SCRAM"
+    );
+    assert!(matches!(scram(&mut c, "nobody@example.com", "x").await, ServerReply::Fail(_)));
+}
