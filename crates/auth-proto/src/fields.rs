@@ -58,9 +58,10 @@ pub enum ExpandError {
 }
 
 impl Vars<'_> {
-    /// (value, whether it comes from the user and must be path-safe)
+    /// (value, whether it comes from the user and must be path-safe). `%n`/`%d` split at the
+    /// first `@`, as Dovecot does.
     fn value(&self, var: &str) -> Result<(String, bool), ExpandError> {
-        let (local, domain) = match self.user.rsplit_once('@') {
+        let (local, domain) = match self.user.split_once('@') {
             Some((l, d)) => (l, d),
             None => (self.user, ""),
         };
