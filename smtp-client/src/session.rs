@@ -1272,4 +1272,77 @@ mod tests {
         assert!(c.esmtp && c.pipelining && c.starttls && !c.dsn);
         assert_eq!(c.size, Some(2000));
     }
+
+    fn reply(s: &mut Session, wire: &str) -> Step {
+        s.reply(ServerReply::parse(&format!("{wire}\r\n")).unwrap())
+    }
+
+    #[test]
+    fn starttls_when_offered_then_ehlo_again() {
+        let mut c = cfg(Protocol::Smtp);
+        c.tls = rpost_tls::ClientLevel::May;
+        let mut s = Session::new(c, msg(&["b@x"]), PEER);
+        s.start();
+        reply(&mut s, "220 mx.example ESMTP");
+        let step = reply(&mut s, "250-mx.example\r\n250-PIPELINING\r\n250 STARTTLS");
+        assert_eq!(step.send, b"STARTTLS\r\n");
+        assert!(!s.handshake_done());
+        let step = reply(&mut s, "220 2.0.0 Ready to start TLS");
+        assert_eq!((step.send.as_slice(), step.wait), (&b""[..], Some(Stage::Tls)));
+        let step = s.tls_started();
+        assert_eq!(step.send, b"EHLO mail.example.test\r\n");
+        assert!(s.tls_active());
+        // Capabilities come from the new reply only; STARTTLS is not repeated.
+        let step = reply(&mut s, "250-mx.example\r\n250 STARTTLS");
+        assert_eq!(step.send, b"MAIL FROM:<alice@example.test>\r\n");
+        assert!(s.handshake_done() && !s.caps().pipelining);
+    }
+
+    #[test]
+    fn tls_levels_without_starttls() {
+        for (level, offered, refused, expect) in [
+            (rpost_tls::ClientLevel::None, true, false, "MAIL FROM:<alice@example.test>\r\n"),
+            (rpost_tls::ClientLevel::May, false, false, "MAIL FROM:<alice@example.test>\r\n"),
+            (rpost_tls::ClientLevel::May, true, true, "MAIL FROM:<alice@example.test>\r\n"),
+            (rpost_tls::ClientLevel::Encrypt, false, false, ""),
+            (rpost_tls::ClientLevel::Verify, true, true, ""),
+        ] {
+            let mut c = cfg(Protocol::Smtp);
+            c.tls = level;
+            let mut s = Session::new(c, msg(&["b@x"]), PEER);
+            s.start();
+            reply(&mut s, "220 mx.example ESMTP");
+            let ehlo = if offered { "250-mx.example\r\n250 STARTTLS" } else { "250 mx.example" };
+            let mut step = reply(&mut s, ehlo);
+            if refused {
+                assert_eq!(step.send, b"STARTTLS\r\n");
+                step = reply(&mut s, "454 4.7.0 TLS not available due to local problem");
+            }
+            if expect.is_empty() {
+                assert_eq!(step.send, b"QUIT\r\n", "{level:?}");
+                let r = &s.results()[0];
+                let dsn = if refused { "4.7.5" } else { "4.7.4" };
+                assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Deferred, dsn), "{level:?}: {}", r.reason);
+            } else {
+                assert_eq!(step.send, expect.as_bytes(), "{level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_handshake_marks_the_plaintext_retry_only_at_may() {
+        for (level, fallback) in [(rpost_tls::ClientLevel::May, true), (rpost_tls::ClientLevel::Encrypt, false)] {
+            let mut c = cfg(Protocol::Smtp);
+            c.tls = level;
+            let mut s = Session::new(c, msg(&["b@x"]), PEER);
+            s.start();
+            reply(&mut s, "220 mx.example ESMTP");
+            reply(&mut s, "250-mx.example\r\n250 STARTTLS");
+            reply(&mut s, "220 go ahead");
+            let step = s.tls_failed("handshake failure");
+            assert_eq!(step.wait, None);
+            assert_eq!(s.tls_fallback(), fallback);
+            assert_eq!(s.results()[0].dsn, "4.7.5");
+        }
+    }
 }

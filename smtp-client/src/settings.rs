@@ -335,6 +335,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_levels() {
+        use rpost_tls::ClientLevel;
+        let mut p = Params::empty();
+        p.set("myhostname", "mail.example.test");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert_eq!((s.smtp.tls, s.lmtp.tls), (ClientLevel::None, ClientLevel::None));
+        assert!(s.smtp.tls_config.is_none());
+        p.set("smtp_use_tls", "yes");
+        p.set("lmtp_tls_security_level", "encrypt");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert_eq!((s.smtp.tls, s.lmtp.tls), (ClientLevel::May, ClientLevel::Encrypt));
+        assert!(!s.smtp.tls_required && s.lmtp.tls_required && s.lmtp.tls_config.is_some());
+        // verify without CA certificates: the level stands, the configuration is missing,
+        // and delivery will defer (never fall back to plaintext).
+        p.set("smtp_tls_security_level", "verify");
+        p.set("smtp_tls_CAfile", "/nonexistent/ca.pem");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert!(s.smtp.tls_required && s.smtp.tls_config.is_none() && s.smtp.tls_problem.is_some());
+        p.set("smtp_tls_security_level", "fingerprint");
+        assert!(Settings::from_params(&p, false, "/q".into()).is_err());
+        p.set("smtp_tls_security_level", "");
+        p.set("smtp_use_tls", "no");
+        p.set("smtp_tls_wrappermode", "yes");
+        let s = Settings::from_params(&p, false, "/q".into()).unwrap();
+        assert!(s.smtp.tls_wrapper && s.smtp.tls_required && s.smtp.tls == ClientLevel::Encrypt);
+    }
+
+    #[test]
     fn lookups_and_the_cache() {
         let mut p = Params::empty();
         p.set("myhostname", "mail.example.test");
