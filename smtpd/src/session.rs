@@ -1007,3 +1007,139 @@ pub fn valid_base64(s: &str) -> bool {
 fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c }).take(255).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpost_smtp_proto::parse_command;
+
+    fn settings(extra: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
+        let dir = tempfile::tempdir().unwrap();
+        rpost_tls::ensure_default_identity(dir.path(), "mx.example.test").unwrap();
+        let mut p = rpost_config::Params::empty();
+        p.set("myhostname", "mx.example.test");
+        p.set("config_directory", &dir.path().display().to_string());
+        p.set("smtpd_tls_security_level", "may");
+        p.set("smtpd_sasl_auth_enable", "yes");
+        for (k, v) in extra {
+            p.set(k, v);
+        }
+        let s = Settings::from_params(&p).unwrap();
+        (dir, s)
+    }
+
+    fn client() -> Client {
+        Client { addr: "192.0.2.9".parse().unwrap(), port: 1234, name: "unknown".into() }
+    }
+
+    fn cmd(s: &mut Session<'_>, line: &str) -> Step {
+        s.command(parse_command(line.as_bytes()), false)
+    }
+
+    fn text(step: &Step) -> String {
+        String::from_utf8(step.reply.as_ref().map(|r| r.to_bytes()).unwrap_or_default()).unwrap()
+    }
+
+    fn mechs() -> Vec<Mechanism> {
+        vec![
+            Mechanism { name: "PLAIN".into(), flags: vec!["plaintext".into()] },
+            Mechanism { name: "LOGIN".into(), flags: vec!["plaintext".into()] },
+            Mechanism { name: "ANONYMOUS".into(), flags: vec!["anonymous".into()] },
+        ]
+    }
+
+    fn info() -> rpost_tls::TlsInfo {
+        rpost_tls::TlsInfo { protocol: "TLSv1.3".into(), cipher: "TLS_AES_256_GCM_SHA384".into(), bits: 256 }
+    }
+
+    #[test]
+    fn starttls_is_offered_once_and_resets_the_session() {
+        let (_d, st) = settings(&[]);
+        let mut s = Session::new(&st, client());
+        s.set_mechanisms(mechs());
+        let ehlo = text(&cmd(&mut s, "EHLO c.example"));
+        assert!(ehlo.contains("250-STARTTLS\r\n") && ehlo.contains("250-AUTH PLAIN LOGIN\r\n"), "{ehlo}");
+        assert_eq!(text(&cmd(&mut s, "MAIL FROM:<a@c.example>")), "250 2.1.0 Ok\r\n");
+        let step = cmd(&mut s, "STARTTLS");
+        assert_eq!((text(&step).as_str(), &step.next), ("220 2.0.0 Ready to start TLS\r\n", &Next::StartTls));
+        s.tls_started(info());
+        assert!(s.helo.is_none() && s.tx.is_none() && !s.esmtp, "RFC 3207 4.2: everything is forgotten");
+        let ehlo = text(&cmd(&mut s, "EHLO c.example"));
+        assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+        assert_eq!(text(&cmd(&mut s, "STARTTLS")), "554 5.5.1 Error: TLS already active\r\n");
+    }
+
+    #[test]
+    fn levels_none_and_encrypt() {
+        let (_d, st) = settings(&[("smtpd_tls_security_level", "none")]);
+        let mut s = Session::new(&st, client());
+        assert!(!text(&cmd(&mut s, "EHLO c.example")).contains("STARTTLS"));
+        assert_eq!(text(&cmd(&mut s, "STARTTLS")), "502 5.5.1 Error: command not implemented\r\n");
+        let (_d, st) = settings(&[("smtpd_tls_security_level", "encrypt")]);
+        let mut s = Session::new(&st, client());
+        s.set_mechanisms(mechs());
+        let ehlo = text(&cmd(&mut s, "EHLO c.example"));
+        assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+        for c in ["MAIL FROM:<a@c.example>", "AUTH PLAIN AGEAYg==", "VRFY u"] {
+            assert_eq!(text(&cmd(&mut s, c)), "530 5.7.0 Must issue a STARTTLS command first\r\n", "{c}");
+        }
+        // A configured level without a usable certificate: STARTTLS answers 454.
+        let mut p = rpost_config::Params::empty();
+        p.set("config_directory", "/nonexistent");
+        p.set("smtpd_tls_security_level", "may");
+        let st = Settings::from_params(&p).unwrap();
+        let mut s = Session::new(&st, client());
+        assert_eq!(text(&cmd(&mut s, "STARTTLS")), "454 4.7.0 TLS not available due to local problem\r\n");
+    }
+
+    #[test]
+    fn auth_decisions() {
+        let (_d, st) = settings(&[("smtpd_tls_auth_only", "yes")]);
+        let mut s = Session::new(&st, client());
+        s.set_mechanisms(mechs());
+        assert!(!text(&cmd(&mut s, "EHLO c.example")).contains("AUTH"));
+        assert_eq!(
+            text(&cmd(&mut s, "AUTH PLAIN")),
+            "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+        );
+        s.tls_started(info());
+        cmd(&mut s, "EHLO c.example");
+        assert_eq!(text(&cmd(&mut s, "AUTH ANONYMOUS")), "504 5.5.4 Unsupported authentication mechanism\r\n");
+        // A parameter with a tab never reaches the auth server: the parser refuses it.
+        assert!(text(&cmd(&mut s, "AUTH PLAIN a\tb")).starts_with("501 "));
+        let step = cmd(&mut s, "AUTH plain =");
+        assert_eq!(step.next, Next::Auth(AuthStart { mechanism: "PLAIN".into(), initial: Some(String::new()) }));
+        assert!(
+            matches!(s.auth_response(b"*"), AuthAnswer::Abort(st) if text(&st) == "501 5.7.0 Authentication aborted\r\n")
+        );
+        cmd(&mut s, "AUTH LOGIN");
+        assert!(
+            matches!(s.auth_response(b"not base64"), AuthAnswer::Abort(st) if text(&st) == "501 5.5.2 Cannot decode response\r\n")
+        );
+        cmd(&mut s, "AUTH LOGIN");
+        assert_eq!(s.auth_response(b"YWxpY2U="), AuthAnswer::Send("YWxpY2U=".into()));
+        assert_eq!(s.auth_challenge("UGFzc3dvcmQ6"), b"334 UGFzc3dvcmQ6\r\n");
+        let fail = s.auth_done(AuthOutcome::Failure { reason: None });
+        assert_eq!(text(&fail), "535 5.7.8 Error: authentication failed: authentication failure\r\n");
+        assert!(s.sasl_user.is_none());
+        cmd(&mut s, "AUTH PLAIN AGFsaWNlAHNlY3JldA==");
+        let ok = s.auth_done(AuthOutcome::Success { user: "alice".into() });
+        assert_eq!(text(&ok), "235 2.7.0 Authentication successful\r\n");
+        assert_eq!((s.sasl_user.as_deref(), s.sasl_method.as_deref()), (Some("alice"), Some("PLAIN")));
+        assert_eq!(text(&cmd(&mut s, "AUTH PLAIN")), "503 5.5.1 Error: already authenticated\r\n");
+        assert!(s.disconnect_line().contains("auth=1/7"), "{}", s.disconnect_line());
+    }
+
+    #[test]
+    fn auth_is_not_offered_to_exception_networks_or_without_sasl() {
+        let (_d, st) = settings(&[("smtpd_sasl_exceptions_networks", "192.0.2.0/24")]);
+        let mut s = Session::new(&st, client());
+        assert!(!s.wants_sasl());
+        s.set_mechanisms(mechs());
+        assert!(!text(&cmd(&mut s, "EHLO c.example")).contains("AUTH"));
+        assert_eq!(text(&cmd(&mut s, "AUTH PLAIN")), "503 5.5.1 Error: authentication not enabled\r\n");
+        let (_d, st) = settings(&[("smtpd_sasl_auth_enable", "no")]);
+        let mut s = Session::new(&st, client());
+        assert_eq!(text(&cmd(&mut s, "AUTH PLAIN")), "503 5.5.1 Error: authentication not enabled\r\n");
+    }
+}
