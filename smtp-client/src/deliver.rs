@@ -535,8 +535,8 @@ impl TcpDelivery<'_> {
         msg.recipients = self.open.iter().map(|&i| self.msg.recipients[i].clone()).collect();
         let mut cfg = self.cfg.clone();
         cfg.tls = tls_level;
-        // TLS connections are not cached (the cache holds plaintext TCP streams).
-        cfg.keep_open = cache_key.is_some() && tls_level == rpost_tls::ClientLevel::None;
+        // A session that ends up in TLS quits instead (the cache holds plaintext streams).
+        cfg.keep_open = cache_key.is_some();
         let mut session = Session::new(cfg, msg, peer);
         let t = &self.proto.timeouts;
         let tls = match (&self.proto.tls_config, tls_level) {

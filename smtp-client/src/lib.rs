@@ -67,8 +67,8 @@
 //!   here); `dane-only` and `fingerprint` are configuration errors. `smtp_tls_wrappermode`:
 //!   TLS before the greeting. Logged as `Untrusted TLS connection established to
 //!   host[addr]:25: TLSv1.3 with cipher ... (256/256 bits)` (`Verified` at verify/secure).
-//!   Sessions that may use TLS are not kept in the connection cache (it holds plaintext
-//!   streams only).
+//!   Sessions that ran over TLS end with QUIT instead of staying in the connection cache
+//!   (it holds plaintext streams only).
 //!
 //! Not yet: SASL authentication, DNSSEC/DANE, fallback relays.
 //!

@@ -702,7 +702,8 @@ impl Session {
         if self.quit_sent {
             return Step::done();
         }
-        if self.cfg.keep_open && self.handshake_done && self.pending.is_empty() {
+        // TLS sessions end with QUIT: the connection cache holds plaintext streams only.
+        if self.cfg.keep_open && !self.tls_active && self.handshake_done && self.pending.is_empty() {
             // The next delivery starts with RSET, which also ends whatever transaction
             // state the server still has (e.g. after every RCPT was refused).
             self.unsent.clear();
@@ -1327,6 +1328,24 @@ mod tests {
                 assert_eq!(step.send, expect.as_bytes(), "{level:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_tls_session_is_not_kept_open_for_the_cache() {
+        let mut c = cfg(Protocol::Smtp);
+        c.tls = rpost_tls::ClientLevel::May;
+        c.keep_open = true;
+        let mut s = Session::new(c, msg(&["b@x"]), PEER);
+        s.start();
+        reply(&mut s, "220 mx.example ESMTP");
+        reply(&mut s, "250-mx.example\r\n250 STARTTLS");
+        reply(&mut s, "220 go ahead");
+        s.tls_started();
+        reply(&mut s, "250 mx.example");
+        reply(&mut s, "250 ok");
+        let step = reply(&mut s, "550 5.1.1 no");
+        assert_eq!(step.send, b"QUIT\r\n");
+        assert!(!s.reusable());
     }
 
     #[test]
