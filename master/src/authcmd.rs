@@ -192,3 +192,67 @@ fn plain_login(path: &Path, info: &[String], user: &str, password: &str) -> Resu
         }
     }
 }
+
+/// doveadm user's exit status for an unknown user (EX_NOUSER).
+const EX_NOUSER: u8 = 67;
+
+/// The auth-userdb socket: `-a PATH`, else `auth_socket_path` (default `auth-userdb`) in
+/// `private/` of the queue directory.
+fn userdb_socket(dir: &Path, socket: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(s) = socket {
+        return Ok(s.to_path_buf());
+    }
+    let config = rpost_config::Config::load(dir).map_err(|e| e.to_string())?;
+    let name = config.params.get("auth_socket_path").map_err(|e| e.to_string())?;
+    if name.starts_with('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let queue = config.params.get("queue_directory").map_err(|e| e.to_string())?;
+    Ok(Path::new(&queue).join("private").join(name))
+}
+
+/// `rmaster auth user [-a SOCKET] USER`: a userdb lookup through `authd userdb`, printed as
+/// `doveadm user` does (`field<TAB>value` lines).
+pub fn auth_user(dir: &Path, socket: Option<&Path>, user: &str) -> ExitCode {
+    let path = match userdb_socket(dir, socket) {
+        Ok(p) => p,
+        Err(e) => return fatal(e, EX_TEMPFAIL),
+    };
+    let reply = (|| -> Result<rpost_auth_proto::MasterReply, String> {
+        let mut sock = UnixStream::connect(&path).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+        let (mut client, hello) = rpost_auth_proto::MasterClient::new();
+        let (_, line) = client.user(user, "doveadm");
+        sock.write_all(format!("{hello}{line}").as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(r) = client.poll().map_err(|e| e.to_string())? {
+                return Ok(r);
+            }
+            let n = sock.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("authd closed the connection".into());
+            }
+            client.feed(&buf[..n]);
+        }
+    })();
+    match reply {
+        Ok(rpost_auth_proto::MasterReply::User { user, fields, .. }) => {
+            println!("field\tvalue");
+            println!("user\t{user}");
+            for (k, v) in fields {
+                println!("{k}\t{}", v.unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(rpost_auth_proto::MasterReply::NotFound { .. }) => {
+            eprintln!("userdb lookup: user {user} doesn't exist");
+            ExitCode::from(EX_NOUSER)
+        }
+        Ok(rpost_auth_proto::MasterReply::Fail { reason, .. }) => {
+            fatal(format!("userdb lookup failed for {user}: {}", reason.unwrap_or_default()), EX_TEMPFAIL)
+        }
+        Ok(other) => fatal(format!("unexpected reply from authd: {other:?}"), EX_TEMPFAIL),
+        Err(e) => fatal(format!("{}: {e}", path.display()), EX_TEMPFAIL),
+    }
+}

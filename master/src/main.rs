@@ -119,6 +119,13 @@ enum AuthCommand {
         /// The password (else prompted without echo, or read from standard input).
         password: Option<String>,
     },
+    /// Look a user up in the userdb through `authd userdb`, as doveadm user.
+    User {
+        /// The auth-userdb socket (default: private/$auth_socket_path in queue_directory).
+        #[arg(short = 'a', value_name = "SOCKET")]
+        socket: Option<PathBuf>,
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +195,9 @@ fn main() -> ExitCode {
         }
         Command::Auth { command: AuthCommand::Test { socket, info, user, password } } => {
             return authcmd::auth_test(&dir, socket.as_deref(), &info, &user, password);
+        }
+        Command::Auth { command: AuthCommand::User { socket, user } } => {
+            return authcmd::auth_user(&dir, socket.as_deref(), &user);
         }
         Command::Start { foreground: true, detached } => {
             commands::start_foreground(&dir, detached, cli.verbose).map(|()| ExitCode::SUCCESS)

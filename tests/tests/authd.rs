@@ -248,6 +248,17 @@ fn plain_login_cram_md5_and_failures() {
     assert_eq!(out.status.code(), Some(77));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("passdb: alice@example.test auth failed\n"));
 
+    // rmaster auth user, as doveadm user, through the auth-userdb socket.
+    let out = s.rmaster(&["auth", "user", "Bob@example.test"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "field\tvalue\nuser\tbob@example.test\nuid\t5000\ngid\t5000\nhome\t/var/vmail/example.test/bob\n"
+    );
+    let out = s.rmaster(&["auth", "user", "zed@example.test"]);
+    assert_eq!(out.status.code(), Some(67));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user zed@example.test doesn't exist"));
+
     s.wait_log("Password mismatch", Duration::from_secs(10));
     s.wait_log("unknown user", Duration::from_secs(10));
     assert_no_secrets(&s, &secrets);
