@@ -248,6 +248,23 @@ fn plain_login_cram_md5_and_failures() {
     assert_eq!(out.status.code(), Some(77));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("passdb: alice@example.test auth failed\n"));
 
+    // Dovecot's own client: doveadm auth test against our socket.
+    if Command::new("doveadm").arg("help").output().is_ok() {
+        let sock = socket(&s, "auth");
+        let d = Command::new("doveadm")
+            .args(["auth", "test", "-a", sock.to_str().unwrap(), "alice@example.test", ALICE_PW])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&d.stdout);
+        assert!(d.status.success(), "{text}{}", String::from_utf8_lossy(&d.stderr));
+        assert!(text.starts_with("passdb: alice@example.test auth succeeded"), "{text}");
+        let d = Command::new("doveadm")
+            .args(["auth", "test", "-a", sock.to_str().unwrap(), "alice@example.test", "wrong"])
+            .output()
+            .unwrap();
+        assert_eq!(d.status.code(), out.status.code(), "same exit status as rmaster auth test");
+    }
+
     // rmaster auth user, as doveadm user, through the auth-userdb socket.
     let out = s.rmaster(&["auth", "user", "Bob@example.test"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
