@@ -1,6 +1,7 @@
 //! TLS end to end: the self-signed certificate `rmaster check` creates, our smtp-client
 //! delivering to our smtpd over STARTTLS (log lines and Received: as Postfix writes them),
-//! and a replaced certificate taking effect at `rmaster reload`.
+//! a replaced certificate taking effect at `rmaster reload`, and both directions against a
+//! real Postfix with mandatory TLS (skipped without root or Postfix).
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -136,4 +137,81 @@ fn a_replaced_certificate_is_served_after_reload() {
 
 fn fingerprint_tools_missing() -> bool {
     Command::new("python3").arg("-c").arg("import ssl, smtplib").output().map(|o| !o.status.success()).unwrap_or(true)
+}
+
+/// A real Postfix (Debian's) with `smtp_tls_security_level = encrypt` relays to our smtpd:
+/// its smtp client must find STARTTLS and complete the handshake, or the mail would stay.
+#[test]
+fn postfix_relays_to_our_smtpd_with_mandatory_tls() {
+    let ours = Suite::builder()
+        .main("myhostname", "mx.b.test")
+        .main("virtual_mailbox_domains", "b.test")
+        .main("local_recipient_maps", "")
+        .main("alias_maps", "")
+        .inet("smtp", "n - n - - smtpd -o smtpd_tls_security_level=may")
+        .start();
+    let port = ours.port("smtp");
+    let Some(pf) = rpost_testkit::postfix::Postfix::start(
+        &[
+            ("relayhost", &format!("[127.0.0.1]:{port}")),
+            ("smtp_tls_security_level", "encrypt"),
+            ("smtp_tls_loglevel", "1"),
+        ],
+        "",
+    ) else {
+        return;
+    };
+    let mut c = SmtpClient::connect(pf.port());
+    c.cmd("EHLO client.example");
+    c.send_mail("sender@client.example", &["bob@b.test"], "Subject: via postfix\r\n\r\nhi\r\n").expect("queued");
+    let log = pf.wait_log("status=sent", T);
+    assert!(log.contains(&format!("TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3")), "{log}");
+    let ours_log = ours.wait_log("Anonymous TLS connection established", T);
+    assert!(ours_log.contains("from localhost[127.0.0.1]: TLSv1.3 with cipher"), "{ours_log}");
+}
+
+/// Our smtp-client with `smtp_tls_security_level = encrypt` delivers to a real Postfix
+/// smtpd that offers STARTTLS with the certificate `rmaster check` made.
+#[test]
+fn our_smtp_client_relays_to_postfix_with_mandatory_tls() {
+    // The certificate for Postfix: made by our own `rmaster check` in a throwaway suite.
+    let certs = Suite::builder().inet("smtp", "n - n - - smtpd -o smtpd_tls_security_level=may").prepare();
+    certs.rmaster(&["check"]);
+    let cert = certs.config_dir().join("tls/rpost.pem");
+    let key = certs.config_dir().join("tls/rpost.key");
+    let Some(pf) = rpost_testkit::postfix::Postfix::start(
+        &[
+            ("smtpd_tls_cert_file", &cert.display().to_string()),
+            ("smtpd_tls_key_file", &key.display().to_string()),
+            ("smtpd_tls_security_level", "may"),
+            ("smtpd_tls_loglevel", "1"),
+            ("relay_domains", "b.test"),
+            ("smtpd_recipient_restrictions", "permit_mynetworks, reject"),
+            ("defer_transports", "smtp"),
+        ],
+        "",
+    ) else {
+        return;
+    };
+    let a = Suite::builder()
+        .main("myhostname", "mail.a.test")
+        .main("relayhost", &format!("[127.0.0.1]:{}", pf.port()))
+        .main("smtp_tls_security_level", "encrypt")
+        .main("local_recipient_maps", "")
+        .main("alias_maps", "")
+        .inet("smtp", "n - n - - smtpd")
+        .master_line("qmgr unix n - n 300 1 qmgr")
+        .master_line("smtp unix - - n - - smtp-client")
+        .start();
+    let mut c = SmtpClient::connect(a.port("smtp"));
+    c.cmd("EHLO client.example");
+    let id = c.send_mail("sender@a.test", &["bob@b.test"], "Subject: to postfix\r\n\r\nhi\r\n").expect("queued");
+    let log = a.wait_log(&format!("{id}: removed"), T);
+    assert!(
+        log.contains(&format!("Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{}: TLSv1.3", pf.port())),
+        "{log}"
+    );
+    assert!(log.contains("status=sent (250 2.0.0 Ok: queued as "), "{log}");
+    let pf_log = pf.wait_log("Anonymous TLS connection established from", T);
+    assert!(pf_log.contains("TLSv1.3 with cipher"), "{pf_log}");
 }

@@ -19,7 +19,8 @@ pub struct Postfix {
     port: u16,
 }
 
-/// The services a queue-and-deliver instance needs, nothing else (no pickup, no local).
+/// The services a queue-and-deliver instance needs, nothing else (no pickup, no local);
+/// tlsmgr for instances that use TLS.
 const MASTER_CF: &str = "cleanup unix n - n - 0 cleanup\n\
                          qmgr unix n - n 300 1 qmgr\n\
                          rewrite unix - - n - - trivial-rewrite\n\
@@ -34,7 +35,8 @@ const MASTER_CF: &str = "cleanup unix n - n - 0 cleanup\n\
                          smtp unix - - n - - smtp\n\
                          anvil unix - - n - 1 anvil\n\
                          scache unix - - n - 1 scache\n\
-                         postlog unix-dgram n - n - 1 postlogd\n";
+                         postlog unix-dgram n - n - 1 postlogd\n\
+                         tlsmgr unix - - n 1000? 1 tlsmgr\n";
 
 impl Postfix {
     /// Starts Postfix with smtpd on a free 127.0.0.1 port. `main` lines are appended to a
