@@ -263,6 +263,15 @@ fn plain_login_cram_md5_and_failures() {
             .output()
             .unwrap();
         assert_eq!(d.status.code(), out.status.code(), "same exit status as rmaster auth test");
+        let usock = socket(&s, "auth-userdb");
+        let d =
+            Command::new("doveadm").args(["user", "-a", usock.to_str().unwrap(), "bob@example.test"]).output().unwrap();
+        let text = String::from_utf8_lossy(&d.stdout);
+        assert!(d.status.success(), "{text}{}", String::from_utf8_lossy(&d.stderr));
+        assert!(
+            text.contains("uid") && text.contains("5000") && text.contains("/var/vmail/example.test/bob"),
+            "{text}"
+        );
     }
 
     // rmaster auth user, as doveadm user, through the auth-userdb socket.
