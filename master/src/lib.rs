@@ -19,6 +19,8 @@
 //! * [`commands`]: the command-line verbs;
 //! * [`conf`]: `rmaster conf`, the postconf(1) work-alike;
 //! * [`admin`]: `rmaster queue` (postqueue/postcat) and `rmaster map` (postmap/postalias).
+//! * [`tls`]: the self-signed default certificate `start` and `check` create in
+//!   `$config_directory/tls/` when a service wants TLS and names none.
 //!
 //! # SECURITY
 //! rmaster is the only rpost program that keeps root privileges. It never reads network

@@ -38,7 +38,8 @@ enum Command {
     Reload,
     /// Report whether the master runs, and its services and processes.
     Status,
-    /// Validate the configuration and daemons; create or repair the queue directory.
+    /// Validate the configuration and daemons; create or repair the queue directory; create
+    /// a self-signed TLS certificate when a service wants TLS and none is configured.
     Check,
     /// Inspect the mail queue (postqueue -p, postcat -q).
     Queue {
