@@ -355,6 +355,8 @@ fn pw_interop_with_doveadm() {
         "CRYPT",
         "SSHA512",
         "SCRAM-SHA-256",
+        "SSHA",
+        "SHA",
     ] {
         // Ours -> doveadm.
         let out = s.rmaster(&["pw", "-s", scheme, "-p", pass]);

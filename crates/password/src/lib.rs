@@ -21,10 +21,10 @@
 //! | `PLAIN`, `CLEAR`, `CLEARTEXT` | the password | yes | yes |
 //! | `CRAM-MD5` | 64 hex: the HMAC-MD5 inner/outer states (Dovecot's layout) | yes | yes, and usable by the CRAM-MD5 mechanism |
 //! | `SCRAM-SHA-256` | `iter,salt,StoredKey,ServerKey` (base64) | yes (4096 iterations) | yes |
-//! | `SHA256`, `SHA512`, `SSHA256`, `SSHA512`, `PLAIN-MD5`, `LDAP-MD5`, `SMD5` | digests, base64 (PLAIN-MD5: hex); `.HEX`/`.B64` suffixes | yes | yes |
+//! | `SHA256`, `SHA512`, `SSHA256`, `SSHA512`, `SHA`/`SHA1`, `SSHA`, `PLAIN-MD5`, `LDAP-MD5`, `SMD5` | digests, base64 (PLAIN-MD5: hex); `.HEX`/`.B64` suffixes | yes | yes |
 //!
-//! Not available: `SHA`/`SSHA`/`SHA1` (no SHA-1 implementation among the dependencies),
-//! `DES-CRYPT`, `DIGEST-MD5`, `PBKDF2`, `OTP`, `PLAIN-MD4`; each gives
+//! Not available: `DES-CRYPT` (and 13-character DES `CRYPT`), `DIGEST-MD5`, `PBKDF2`, `OTP`,
+//! `PLAIN-MD4`, `SCRAM-SHA-1`; each gives
 //! [`PasswordError::Unsupported`], never a silent mismatch.
 //!
 //! # SECURITY
@@ -43,6 +43,7 @@
 //! HMAC precomputation); RFC 5802/7677 (SCRAM-SHA-256 stored keys).
 
 mod md5raw;
+mod sha1raw;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -84,6 +85,8 @@ pub enum Scheme {
     PlainMd5,
     LdapMd5,
     Smd5,
+    Sha1,
+    Ssha,
 }
 
 /// How a digest scheme's bytes are written.
@@ -115,8 +118,10 @@ impl Scheme {
             "PLAIN-MD5" => Scheme::PlainMd5,
             "LDAP-MD5" => Scheme::LdapMd5,
             "SMD5" => Scheme::Smd5,
-            u @ ("SHA" | "SHA1" | "SSHA" | "DES-CRYPT" | "DIGEST-MD5" | "PBKDF2" | "OTP" | "PLAIN-MD4"
-            | "PLAIN-TRUNC" | "SCRAM-SHA-1" | "LANMAN" | "NTLM" | "RPA" | "SKEY") => {
+            "SHA" | "SHA1" => Scheme::Sha1,
+            "SSHA" => Scheme::Ssha,
+            u @ ("DES-CRYPT" | "DIGEST-MD5" | "PBKDF2" | "OTP" | "PLAIN-MD4" | "PLAIN-TRUNC" | "SCRAM-SHA-1"
+            | "LANMAN" | "NTLM" | "RPA" | "SKEY") => {
                 return Err(PasswordError::Unsupported(u.to_string()));
             }
             other => return Err(PasswordError::UnknownScheme(printable(other))),
@@ -143,6 +148,8 @@ impl Scheme {
             Scheme::PlainMd5 => "PLAIN-MD5",
             Scheme::LdapMd5 => "LDAP-MD5",
             Scheme::Smd5 => "SMD5",
+            Scheme::Sha1 => "SHA1",
+            Scheme::Ssha => "SSHA",
         }
     }
 
@@ -174,6 +181,9 @@ pub const SCHEMES: &[&str] = &[
     "PLAIN-MD5",
     "LDAP-MD5",
     "SMD5",
+    "SHA",
+    "SHA1",
+    "SSHA",
 ];
 
 /// `NAME`, `NAME.HEX` or `NAME.B64`.
@@ -267,7 +277,8 @@ pub fn generate(scheme_name: &str, password: &[u8]) -> Result<String, PasswordEr
             };
             encode(&Md5::digest(password), enc)
         }
-        Scheme::Ssha256 | Scheme::Ssha512 | Scheme::Smd5 => {
+        Scheme::Sha1 => encode(&sha1raw::digest(password), enc),
+        Scheme::Ssha256 | Scheme::Ssha512 | Scheme::Smd5 | Scheme::Ssha => {
             let salt = random(if scheme == Scheme::Smd5 { 4 } else { 8 })?;
             let mut out = salted_digest(scheme, password, &salt);
             out.extend_from_slice(&salt);
@@ -277,7 +288,7 @@ pub fn generate(scheme_name: &str, password: &[u8]) -> Result<String, PasswordEr
     let shown = if scheme_name.contains('.') { scheme_name.to_ascii_uppercase() } else { scheme.name().to_string() };
     // doveadm prints the name as asked for aliases it keeps (CRYPT, MD5, CLEAR...).
     let shown = match scheme_name.to_ascii_uppercase().as_str() {
-        n @ ("MD5" | "CLEAR" | "CLEARTEXT" | "HMAC-MD5") => n.to_string(),
+        n @ ("MD5" | "CLEAR" | "CLEARTEXT" | "HMAC-MD5" | "SHA") => n.to_string(),
         _ => shown,
     };
     Ok(format!("{{{shown}}}{data}"))
@@ -313,6 +324,11 @@ fn salted_digest(scheme: Scheme, password: &[u8], salt: &[u8]) -> Vec<u8> {
     match scheme {
         Scheme::Ssha256 => Sha256::new().chain_update(password).chain_update(salt).finalize().to_vec(),
         Scheme::Ssha512 => Sha512::new().chain_update(password).chain_update(salt).finalize().to_vec(),
+        Scheme::Ssha => {
+            let mut v = password.to_vec();
+            v.extend_from_slice(salt);
+            sha1raw::digest(&v).to_vec()
+        }
         _ => Md5::new().chain_update(password).chain_update(salt).finalize().to_vec(),
     }
 }
@@ -350,10 +366,12 @@ pub fn verify(stored: &str, password: &[u8], default_scheme: &str) -> Result<boo
         Scheme::Sha256 => ct_eq(&decode(data, enc, 32, scheme)?, &Sha256::digest(password)),
         Scheme::Sha512 => ct_eq(&decode(data, enc, 64, scheme)?, &Sha512::digest(password)),
         Scheme::PlainMd5 | Scheme::LdapMd5 => ct_eq(&decode(data, enc, 16, scheme)?, &Md5::digest(password)),
-        Scheme::Ssha256 | Scheme::Ssha512 | Scheme::Smd5 => {
+        Scheme::Sha1 => ct_eq(&decode(data, enc, 20, scheme)?, &sha1raw::digest(password)),
+        Scheme::Ssha256 | Scheme::Ssha512 | Scheme::Smd5 | Scheme::Ssha => {
             let len = match scheme {
                 Scheme::Ssha256 => 32,
                 Scheme::Ssha512 => 64,
+                Scheme::Ssha => 20,
                 _ => 16,
             };
             let raw = match enc {
@@ -618,6 +636,9 @@ mod tests {
         "{SSHA512}t67xpoZQW9ZDNVnU7RdFr04bM7gEs4PTrK0xZfrqSquBaMGmp8fGbI0bVMWDbtzT+SYhb06sw0bFKNB10HJTpXKdUgc=",
         "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
         "{PLAIN}secret",
+        "{SSHA}2iJB1lH4nW1uiIEwkyI3fSrJT/feHxL2",
+        "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+        "{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=",
         "{PLAIN-MD5}5ebe2294ecd0e0f08eab7690d2a6ee69",
         "{SCRAM-SHA-256}4096,JkkJXoqB0AAbyXb3Tu/wEQ==,Xb2DxlW2OCxEi7GPYLw9gYwR8+s+fCRng/nA1KOk6LI=,Bz+2nEJ0hzOHHtqqEcJpDvYumBmZgGHR6ses+ZkQ96k=",
     ];
@@ -690,7 +711,7 @@ mod tests {
 
     #[test]
     fn errors_name_no_secrets() {
-        assert!(matches!(verify("{SSHA}abc", b"x", "CRYPT"), Err(PasswordError::Unsupported(_))));
+        assert!(matches!(verify("{DIGEST-MD5}abc", b"x", "CRYPT"), Err(PasswordError::Unsupported(_))));
         assert!(matches!(verify("{NOPE}abc", b"x", "CRYPT"), Err(PasswordError::UnknownScheme(_))));
         assert!(matches!(verify("{CRYPT}abcdefghijklm", b"x", "CRYPT"), Err(PasswordError::Unsupported(_))));
         let e = verify("{SHA512-CRYPT}$6$rounds=abc$s3cr3thash", b"x", "CRYPT").unwrap_err().to_string();
