@@ -302,8 +302,10 @@ impl Daemon {
             max_clients: options.max_clients.max(1),
             triggers: options.triggers,
         };
+        // Worker threads carry the program's name, so top -H and perf tell the daemons apart.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .thread_name(self.program)
             .build()
             .map_err(|source| DaemonError::Io { what: "tokio runtime".into(), source })?;
         let generation = self.env.generation;
