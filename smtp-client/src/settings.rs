@@ -256,6 +256,16 @@ fn proto(p: &Params, prefix: &str, helo: &str, helo_timeout: &str) -> Result<Pro
         // Wrapper mode is TLS or nothing; without a level, Postfix's wrapper mode is encrypt.
         tls = rpost_tls::ClientLevel::Encrypt;
     }
+    // Never silently weaker than configured: per-destination policies and client
+    // certificates are not supported yet.
+    if prefix == "smtp" && !p.get("smtp_tls_policy_maps")?.trim().is_empty() {
+        tracing::warn!(
+            "smtp_tls_policy_maps is not supported yet: smtp_tls_security_level = {tls_level} applies to every destination"
+        );
+    }
+    if !p.get(&format!("{prefix}_tls_cert_file"))?.trim().is_empty() {
+        tracing::warn!("{prefix}_tls_cert_file: client certificates are not supported yet: none is presented");
+    }
     let ca = p.get(&format!("{prefix}_tls_CAfile"))?;
     let (tls_config, tls_problem) =
         match rpost_tls::client_config(tls, (!ca.is_empty()).then(|| std::path::Path::new(&ca))) {

@@ -107,6 +107,23 @@ pub struct Settings {
     pub sender_login_broken: Option<String>,
 }
 
+/// Postfix TLS settings rpost does not honour yet: said once at start, never silently
+/// ignored. (TLS 1.2 and 1.3 only, rustls' AEAD suites: stricter than any Postfix default.)
+fn unsupported_tls_settings(p: &Params) -> Result<(), ConfigError> {
+    if p.get_bool("smtpd_tls_ask_ccert")? || p.get_bool("smtpd_tls_req_ccert")? {
+        tracing::warn!(
+            "smtpd_tls_ask_ccert/smtpd_tls_req_ccert: client certificates are not supported: none are requested"
+        );
+    }
+    for name in ["smtpd_tls_protocols", "smtpd_tls_mandatory_protocols"] {
+        let v = p.get(name)?;
+        if v.contains("TLSv1.3") && (v.contains(">=TLSv1.3") || v.contains("!TLSv1.2")) {
+            tracing::warn!("{name} = {v}: rpost always accepts TLSv1.2 and TLSv1.3; TLSv1.2 is not excluded");
+        }
+    }
+    Ok(())
+}
+
 /// Loads the certificate smtpd serves: smtpd_tls_chain_files, else smtpd_tls_cert_file +
 /// smtpd_tls_key_file, else the pair `rmaster check`/`rmaster start` generates under
 /// `$config_directory/tls/`. Problems are warnings: the service then does not offer TLS
@@ -175,6 +192,7 @@ impl Settings {
             }
         };
         let tls_wrapper = p.get_bool("smtpd_tls_wrappermode")?;
+        unsupported_tls_settings(p)?;
         let tls = if tls_level != TlsLevel::None || tls_wrapper { load_tls(p)? } else { None };
         if tls.is_none() && (tls_level == TlsLevel::Encrypt || tls_wrapper) {
             tracing::warn!("TLS is required on this service but no certificate is usable: mail is refused");
