@@ -153,6 +153,33 @@ impl Db {
         }
     }
 
+    /// Every user name, for `LIST`: only passwd-file userdbs (or a passwd-file passdb when
+    /// there is no userdb) can be enumerated. `None` when the database cannot be listed.
+    pub fn list(&self, mask: Option<&str>) -> Option<Result<Vec<String>, String>> {
+        let table = match &self.userdb {
+            UserDbSource::Table(t) => t.as_ref(),
+            UserDbSource::None => self.passdb.as_deref()?,
+            UserDbSource::Passwd => return None,
+        };
+        if !is_passwd_file(table) {
+            return None;
+        }
+        let spec = table.spec();
+        let path = spec.strip_prefix("proxy:").unwrap_or(spec).strip_prefix("passwd-file:")?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(format!("{path}: {e}"))),
+        };
+        let names = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once(':').map(|(u, _)| u.trim()))
+            .filter(|u| !u.is_empty() && mask.is_none_or(|m| wildcard(m, u)))
+            .map(str::to_string)
+            .collect();
+        Some(Ok(names))
+    }
+
     /// Looks `user` up in the userdb and returns its fields, `%`-expanded.
     pub fn userdb(&self, user: &str, service: &str) -> Lookup<Params> {
         let raw = match &self.userdb {
@@ -215,6 +242,30 @@ impl Db {
         }
         Lookup::Found(out)
     }
+}
+
+/// Dovecot's user mask: `*` any run of characters, `?` one character.
+pub fn wildcard(mask: &str, name: &str) -> bool {
+    let (m, n): (Vec<char>, Vec<char>) = (mask.chars().collect(), name.chars().collect());
+    // Iterative matching with one backtrack point: linear in practice, no recursion.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < m.len() && (m[i] == '?' || m[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < m.len() && m[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    m[i..].iter().all(|&c| c == '*')
 }
 
 /// Reads a passdb value (see the module documentation).
@@ -299,6 +350,16 @@ mod tests {
         assert_eq!(param(&root, "uid"), Some("0"));
         assert!(matches!(db.passdb("root"), Lookup::TempFail(_)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*", "a@b"));
+        assert!(wildcard("*@example.com", "alice@example.com"));
+        assert!(!wildcard("*@example.com", "alice@example.org"));
+        assert!(wildcard("al?ce@*", "alice@x"));
+        assert!(wildcard("a*b*c", "axxbyyc"));
+        assert!(!wildcard("a*b*c", "axxbyy"));
     }
 
     #[test]

@@ -18,8 +18,9 @@
 //! `{CRAM-MD5}`, and SCRAM-SHA-256 (no channel binding; `{SCRAM-SHA-256}` or `{PLAIN}`
 //! users; the server's proof is sent as a last challenge before OK). A mechanism the stored
 //! password cannot serve fails, and the log says why. Started with the argument `userdb`,
-//! the same program serves the auth-userdb protocol instead (`USER`, `PASS`; `LIST` answers
-//! failed): lmtp-deliver and other delivery agents ask it for `uid`, `gid`, `home`, `mail`.
+//! the same program serves the auth-userdb protocol instead (`USER`, `PASS`, and `LIST` with
+//! `user=` wildcards for passwd-file userdbs; other tables answer `DONE id fail`): delivery
+//! agents, `rmaster auth user` and `doveadm user -a` ask it for `uid`, `gid`, `home`, `mail`.
 //!
 //! Passwords: `auth_passdb` is any rpost-lookup table: Dovecot's passwd-file
 //! (`user:{SCHEME}hash:uid:gid::home::extra_fields`), `static:` (`password=...` or

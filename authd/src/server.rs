@@ -453,8 +453,8 @@ fn check(db: &Db, user: &str, proof: Proof) -> Outcome {
     }
 }
 
-/// Serves one auth-userdb connection (`USER`, `PASS`; `LIST` is answered as failed, the
-/// lookup tables cannot be enumerated).
+/// Serves one auth-userdb connection (`USER`, `PASS`, and `LIST` for passwd-file
+/// userdbs; other tables cannot be enumerated and answer `DONE id fail`).
 pub async fn serve_userdb<S: AsyncRead + AsyncWrite + Unpin>(auth: Arc<Auth>, mut stream: S) {
     if stream.write_all(rpost_auth_proto::master::server_hello(std::process::id()).as_bytes()).await.is_err() {
         return;
@@ -476,6 +476,16 @@ pub async fn serve_userdb<S: AsyncRead + AsyncWrite + Unpin>(auth: Arc<Auth>, mu
                     return;
                 }
             };
+            if let MasterRequest::List { id, params } = &req {
+                let (a, id, mask) = (auth.clone(), *id, rpost_auth_proto::param(params, "user").map(str::to_string));
+                let lines = tokio::task::spawn_blocking(move || list_replies(&a, id, mask.as_deref()))
+                    .await
+                    .unwrap_or_else(|_| MasterReply::ListDone { id, failed: true }.to_line());
+                if stream.write_all(lines.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let a = auth.clone();
             let reply: Option<MasterReply> =
                 tokio::task::spawn_blocking(move || userdb_reply(&a, req)).await.unwrap_or_default();
@@ -484,6 +494,25 @@ pub async fn serve_userdb<S: AsyncRead + AsyncWrite + Unpin>(auth: Arc<Auth>, mu
             {
                 return;
             }
+        }
+    }
+}
+
+/// `LIST id [user=mask]`: a `LIST` line per user, then `DONE`.
+fn list_replies(auth: &Auth, id: u32, mask: Option<&str>) -> String {
+    match auth.db.list(mask) {
+        Some(Ok(names)) => {
+            let mut out: String = names.into_iter().map(|user| MasterReply::ListUser { id, user }.to_line()).collect();
+            out.push_str(&MasterReply::ListDone { id, failed: false }.to_line());
+            out
+        }
+        Some(Err(e)) => {
+            tracing::error!("userdb list: {e}");
+            MasterReply::ListDone { id, failed: true }.to_line()
+        }
+        None => {
+            tracing::info!("auth-userdb: LIST needs a passwd-file userdb");
+            MasterReply::ListDone { id, failed: true }.to_line()
         }
     }
 }
@@ -522,10 +551,7 @@ fn userdb_reply(auth: &Auth, req: MasterRequest) -> Option<MasterReply> {
                 }
             }
         }
-        MasterRequest::List { id, .. } => {
-            tracing::info!("auth-userdb: LIST is not supported by lookup-table userdbs");
-            MasterReply::ListDone { id, failed: true }
-        }
+        MasterRequest::List { .. } => unreachable!("LIST is answered by list_replies"),
         MasterRequest::Unsupported { command, id } => {
             tracing::info!("auth-userdb: {} is not supported", printable(&command));
             MasterReply::Fail { id: id?, reason: Some(format!("{} is not supported", printable(&command))) }

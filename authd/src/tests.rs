@@ -207,7 +207,7 @@ async fn userdb_protocol() {
     io.write_all(format!("{hello}{u1}{u2}{p1}{l1}").as_bytes()).await.unwrap();
     let mut replies = Vec::new();
     let mut all = String::new();
-    while replies.len() < 4 {
+    while replies.len() < 7 {
         let mut buf = [0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0);
@@ -225,7 +225,16 @@ async fn userdb_protocol() {
         matches!(&replies[2], MasterReply::Pass { fields, .. } if rpost_auth_proto::param(fields, "user") == Some("bob@example.com"))
     );
     assert!(!all.contains("$6$") && !all.contains("plainsecret"), "no password data on the userdb socket: {all}");
-    assert_eq!(replies[3], MasterReply::ListDone { id: 4, failed: true });
+    let listed: Vec<&MasterReply> = replies[3..].iter().collect();
+    assert_eq!(
+        listed,
+        [
+            &MasterReply::ListUser { id: 4, user: "alice@example.com".into() },
+            &MasterReply::ListUser { id: 4, user: "carol@example.com".into() },
+            &MasterReply::ListUser { id: 4, user: "bob@example.com".into() },
+            &MasterReply::ListDone { id: 4, failed: false },
+        ]
+    );
 }
 
 fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
