@@ -79,6 +79,10 @@ pub use uidlist::{UIDLIST_LOCK_TIMEOUT, UidRecord, Uidlist, UidlistLock};
 use dir::Dir;
 use lock::DotLock;
 
+/// Group commits of directory fsyncs (new/, cur/) and of uidlist fdatasyncs, per path.
+static DIR_SYNCS: rpost_fsync::GroupSyncs = rpost_fsync::GroupSyncs::new();
+static FILE_SYNCS: rpost_fsync::GroupSyncs = rpost_fsync::GroupSyncs::new();
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum MaildirError {
@@ -345,7 +349,8 @@ impl Maildir {
                 io::Error::from(io::ErrorKind::AlreadyExists),
             )));
         }
-        if let Err(e) = dest.fsync() {
+        // Group commit: concurrent deliveries into this mailbox share one fsync of new/.
+        if let Err(e) = DIR_SYNCS.sync(dest.path(), || dest.fsync()) {
             // The link may not be durable: take it back so the caller can retry cleanly.
             let _ = dest.unlink(&filename);
             return Err(cleanup(MaildirError::io(dest.path().to_path_buf(), e)));
@@ -374,8 +379,10 @@ impl Maildir {
             UIDLIST_LOCK_TIMEOUT,
         )?;
         if let Some((uid, file)) = lock.append_new(filename)? {
+            let path = lock.path().join(uidlist::UIDLIST_NAME);
             drop(lock);
-            file.sync_data().map_err(io)?;
+            // Appends of concurrent deliveries share one fdatasync of the list.
+            FILE_SYNCS.sync(&path, || file.sync_data()).map_err(io)?;
             return Ok(uid);
         }
         let mut list = lock.load()?;

@@ -4,7 +4,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -27,12 +27,12 @@ const CREATE_ATTEMPTS: usize = 1000;
 pub struct Queue {
     root: PathBuf,
     /// Shared by all clones: concurrent commits share `incoming/` fsyncs.
-    incoming_sync: Arc<GroupSync>,
+    incoming_sync: Arc<rpost_fsync::GroupSync>,
 }
 
 impl Queue {
     pub fn new(root: impl Into<PathBuf>) -> Queue {
-        Queue { root: root.into(), incoming_sync: Arc::new(GroupSync::default()) }
+        Queue { root: root.into(), incoming_sync: Arc::new(rpost_fsync::GroupSync::default()) }
     }
 
     pub fn root(&self) -> &Path {
@@ -281,70 +281,17 @@ fn still_linked(file: &File, path: &Path) -> bool {
     }
 }
 
-/// Group commit for directory fsyncs. A committer needs *a* directory fsync that started
-/// after its file was created; when many commit at once, one fsync serves them all instead
-/// of each queueing its own. File fsyncs are never serialized: each commit syncs its own file
-/// in parallel with the others.
-#[derive(Debug, Default)]
-pub(crate) struct GroupSync {
-    state: Mutex<SyncState>,
-    done: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Number of fsyncs started / finished so far.
-    started: u64,
-    finished: u64,
-    running: bool,
-    /// Outcome of the most recently finished fsync.
-    last_error: Option<(io::ErrorKind, String)>,
-}
-
-impl GroupSync {
-    /// Returns once an fsync of `dir` that began after this call has completed.
-    pub(crate) fn sync(&self, dir: &Path) -> Result<(), QueueError> {
-        let mut st = self.state.lock().map_err(|_| QueueError::io(dir, io::Error::other("sync lock poisoned")))?;
-        // Any fsync already running may have started before our file existed.
-        let needed = st.started + 1;
-        loop {
-            if st.finished >= needed {
-                // A later fsync than the one we needed also covers us.
-                return match &st.last_error {
-                    None => Ok(()),
-                    Some((kind, msg)) => Err(QueueError::io(dir, io::Error::new(*kind, msg.clone()))),
-                };
-            }
-            if !st.running {
-                st.running = true;
-                st.started += 1;
-                let mine = st.started;
-                drop(st);
-                let result = sync_dir(dir);
-                st = self.state.lock().map_err(|_| QueueError::io(dir, io::Error::other("sync lock poisoned")))?;
-                st.running = false;
-                st.finished = mine;
-                st.last_error = match &result {
-                    Ok(()) => None,
-                    Err(QueueError::Io { source, .. }) => Some((source.kind(), source.to_string())),
-                    Err(e) => Some((io::ErrorKind::Other, e.to_string())),
-                };
-                self.done.notify_all();
-                continue;
-            }
-            st = self.done.wait(st).map_err(|_| QueueError::io(dir, io::Error::other("sync lock poisoned")))?;
-        }
-    }
-}
-
 /// fsync a directory, making renames, creations and removals in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    fsync_dir(dir).map_err(|e| QueueError::io(dir, e))
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
     OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
         .open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| QueueError::io(dir, e))
 }
 
 /// The locked file, writable through the lock guard.
@@ -368,7 +315,8 @@ pub struct IncomingMessage {
     id: QueueId,
     path: PathBuf,
     dir: PathBuf,
-    dir_sync: Arc<GroupSync>,
+    /// Group commit of the incoming/ fsync: one fsync serves every commit waiting for it.
+    dir_sync: Arc<rpost_fsync::GroupSync>,
     out: Option<BufWriter<Locked>>,
     crc: crc32fast::Hasher,
     content_len: u64,
@@ -428,7 +376,7 @@ impl IncomingMessage {
         let file = finish(out, &end).map_err(|e| QueueError::io(&self.path, e))?;
         // Put the file back so Drop unlinks it (under the lock) on error.
         self.out = Some(BufWriter::new(file));
-        self.dir_sync.sync(&self.dir)?;
+        self.dir_sync.sync(|| fsync_dir(&self.dir)).map_err(|e| QueueError::io(&self.dir, e))?;
         self.committed = true;
         Ok(self.id.clone())
     }
