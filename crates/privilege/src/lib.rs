@@ -11,6 +11,11 @@
 //! verifies that root cannot be regained. When the process is not root it changes nothing and
 //! reports [`Dropped::NotRoot`], so the suite also runs unprivileged (tests, trial runs).
 //!
+//! [`suspend_root`] and [`become_user`] serve the mailbox-side daemons (pop3d, imapd), which
+//! switch to a different mail user per login: before login the process runs as
+//! `mail_owner` with only the saved uid left at 0; after a successful login it switches real,
+//! effective and saved ids to the mail user for good and serves that one session.
+//!
 //! [`inherit_fds`] is the master's half of descriptor passing: each listener is duplicated
 //! to a descriptor above every target number in the parent, and moved onto its target
 //! (clearing close-on-exec) in the forked child just before `exec`.
@@ -110,6 +115,73 @@ pub fn drop_privileges(user: &str, jail: Option<&Path>) -> Result<Dropped, PrivE
         return Err(PrivError::StillRoot);
     }
     Ok(Dropped::To(id))
+}
+
+/// What [`suspend_root`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Suspended {
+    /// Effective and real ids are now `user`'s; the saved uid stays 0 for [`become_user`].
+    To(Identity),
+    /// The process was not root; nothing changed.
+    NotRoot { uid: u32 },
+}
+
+/// For a daemon that must switch to a mail user after a login (pop3d, imapd, as Dovecot's
+/// post-login processes): runs as `user` (`mail_owner`) from now on, keeping only the saved
+/// uid 0 so that [`become_user`] can later switch once, for good. Files, sockets and signals
+/// see `user`'s rights only; code execution in the process could regain root through the
+/// saved id, which is why such a daemon serves one login per process and calls
+/// [`become_user`] (which clears it) before it touches a mailbox.
+pub fn suspend_root(user: &str) -> Result<Suspended, PrivError> {
+    if !is_root() {
+        return Ok(Suspended::NotRoot { uid: Uid::effective().as_raw() });
+    }
+    let id = lookup_user(user)?;
+    if id.uid == 0 {
+        return Err(PrivError::RootUser(id.name));
+    }
+    let sys = |what| move |source| PrivError::Sys { what, source };
+    let (uid, gid) = (Uid::from_raw(id.uid), Gid::from_raw(id.gid));
+    nix::unistd::setgroups(&[gid]).map_err(sys("setgroups"))?;
+    nix::unistd::setresgid(gid, gid, Gid::from_raw(0)).map_err(sys("setresgid"))?;
+    nix::unistd::setresuid(uid, uid, Uid::from_raw(0)).map_err(sys("setresuid"))?;
+    Ok(Suspended::To(id))
+}
+
+/// What [`become_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Became {
+    /// Real, effective and saved ids are now `uid`/`gid`; root cannot be regained.
+    Switched,
+    /// The process already ran as `uid` without root to give up (a non-root trial run).
+    AlreadyThere,
+}
+
+/// Switches the whole process (every thread: glibc applies set*id to all of them) to the
+/// mail user `uid`/`gid` for good: real, effective and saved ids, supplementary groups
+/// reduced to `gid`. Works from root or from [`suspend_root`]'s state. Refuses uid 0, and a
+/// process that is neither root nor able to regain it can only "become" its own uid.
+pub fn become_user(uid: u32, gid: u32) -> Result<Became, PrivError> {
+    if uid == 0 {
+        return Err(PrivError::RootUser("uid 0".into()));
+    }
+    let sys = |what| move |source| PrivError::Sys { what, source };
+    let root = Uid::from_raw(0);
+    if !is_root() && nix::unistd::setresuid(Uid::from_raw(u32::MAX), root, Uid::from_raw(u32::MAX)).is_err() {
+        // No root to regain: only our own uid (and its groups) can be served.
+        if Uid::effective().as_raw() == uid && Uid::current().as_raw() == uid {
+            return Ok(Became::AlreadyThere);
+        }
+        return Err(PrivError::Sys { what: "become mail user without root", source: nix::Error::EPERM });
+    }
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::setgroups(&[g]).map_err(sys("setgroups"))?;
+    nix::unistd::setresgid(g, g, g).map_err(sys("setresgid"))?;
+    nix::unistd::setresuid(u, u, u).map_err(sys("setresuid"))?;
+    if nix::unistd::setresuid(Uid::from_raw(u32::MAX), root, Uid::from_raw(u32::MAX)).is_ok() {
+        return Err(PrivError::StillRoot);
+    }
+    Ok(Became::Switched)
 }
 
 /// Arranges for `fds[i]` to appear as descriptor `first + i` in the program `cmd` executes.

@@ -1,0 +1,21 @@
+//! imapd - the mailbox side of rpost: IMAP and POP3 servers and their shared login layer
+//!
+//! # SUMMARY
+//! The library behind the `imapd` and `pop3d` programs, which rmaster runs as master.cf
+//! services (`imap inet n - n - - imapd`, `pop3 inet n - n - - pop3d`).
+//!
+//! # DESCRIPTION
+//! [`login`]: authentication through authd, the userdb lookup, the mail location and the
+//! switch to the mail user, shared by both protocols. The POP3 server comes next.
+//!
+//! # SECURITY
+//! See [`login`]: one client per process; before login the process runs as `mail_owner`,
+//! after login as the mail user, and it exits after the session.
+//!
+//! # CONFIGURATION
+//! See the modules.
+//!
+//! # STANDARDS
+//! RFC 1939 (POP3), RFC 2449, RFC 5034, RFC 2595; IMAP: see the IMAP modules.
+
+pub mod login;
