@@ -15,8 +15,10 @@
 //!
 //! * greeting `220 <hostname> rpost LMTP ready`; LHLO offers PIPELINING,
 //!   ENHANCEDSTATUSCODES, 8BITMIME, CHUNKING (BDAT) and SMTPUTF8;
-//! * RCPT looks the user up at once ([`userdb`]): unknown users get
-//!   `550 5.1.1 <addr> User doesn't exist: addr`, lookup failures `451 4.3.0`;
+//! * RCPT looks the user up at once ([`userdb`]) by asking authd on its auth-userdb socket
+//!   (`auth_socket_path`, as Dovecot's lmtp asks its auth service): unknown users get
+//!   `550 5.1.1 <addr> User doesn't exist: addr`; lookup failures, and authd not running,
+//!   `451 4.3.0 <addr> Temporary user lookup failure`;
 //! * after the content, one reply per accepted recipient in RCPT order:
 //!   `250 2.0.0 <addr> <id> Saved`, `452 4.2.2 <addr> Quota exceeded (mailbox for user is
 //!   full)`, `552 5.2.3` over mailbox_size_limit, `451 4.3.0 <addr> Temporary internal error`;
@@ -115,16 +117,18 @@
 //! Address extensions put into `forward_path` pass a character filter without `/`. Not
 //! running as root, `local` delivers everything as itself and says so once.
 //!
-//! Addresses are untrusted: the local part and domain in `home`, `mail_home` and
-//! `mail_location` templates must be single safe path components (no `/`, `.` or `..`, no
-//! control characters), so `../../etc@example.com` never names a directory outside the base
-//! (`550 5.1.3`); mailbox names from `+detail` are validated by rpost-maildir. Lines are
+//! lmtp-deliver reads no password data: authd is the only process that does. Addresses are
+//! untrusted: a local part or domain that is not a single safe path component (no `/`, `.`
+//! or `..`, no control characters) is refused before authd is asked, and the same holds in
+//! `mail_home` and `mail_location` templates, so `../../etc@example.com` never names a
+//! directory outside the base (`550 5.1.3`); mailbox names from `+detail` are validated by rpost-maildir. Lines are
 //! bounded by `line_length_limit`, recipients per transaction by 1000, idle clients by 5
 //! minutes, content by `mailbox_size_limit`.
 //!
 //! # CONFIGURATION
-//! hostname (default `$myhostname`), auth_passdb, auth_userdb, auth_username_format,
-//! mail_home, mail_location (default `maildir:~/Maildir`), mail_uid, mail_gid,
+//! hostname (default `$myhostname`), auth_socket_path (authd's auth-userdb socket, default
+//! `private/auth-userdb`; authd applies auth_passdb, auth_userdb and auth_username_format),
+//! ipc_timeout (at most 60 s per lookup), mail_home, mail_location (default `maildir:~/Maildir`), mail_uid, mail_gid,
 //! first_valid_uid, first_valid_gid, recipient_delimiter, lmtp_save_to_detail_mailbox,
 //! lda_mailbox_autocreate, lda_mailbox_autosubscribe, lmtp_rcpt_check_quota,
 //! mailbox_size_limit, mail_temp_dir, line_length_limit; userdb fields uid, gid, home, mail,

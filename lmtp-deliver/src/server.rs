@@ -106,7 +106,12 @@ impl Driver<'_> {
     async fn event<S: AsyncRead + AsyncWrite + Unpin>(&mut self, ev: Event, stream: &mut S) -> Flow {
         match ev {
             Event::Command(cmd) => {
-                let step = self.session.command(cmd);
+                let mut step = self.session.command(cmd);
+                if let Next::Lookup(rcpt) = step.next {
+                    let s = &self.shared.settings;
+                    let lookup = s.userdb.lookup(&rcpt.local, &rcpt.domain).await;
+                    step = self.session.rcpt_lookup(rcpt, lookup);
+                }
                 self.apply(step)
             }
             Event::LineTooLong => {
@@ -187,6 +192,8 @@ impl Driver<'_> {
         match step.next {
             Next::Continue => Flow::Go,
             Next::Close => Flow::Stop,
+            // Resolved in `event` before a step is applied.
+            Next::Lookup(_) => Flow::Go,
             Next::Data => {
                 self.spool = Some(Spool::new(&self.shared.settings.temp_dir));
                 self.codec.start_data();

@@ -3,8 +3,8 @@
 //! The driver ([`crate::server`]) feeds it the events of `rpost_smtp_proto::ServerCodec`,
 //! spools the content, runs the deliveries [`Session::jobs`] asks for and hands their
 //! outcomes to [`Session::delivered`], which answers once per accepted recipient, in RCPT
-//! order. User lookups at RCPT go through the settings' [`crate::userdb::UserDb`] (tables
-//! read from memory; a passwd-file is re-read when it changes).
+//! order. A RCPT asks the driver for a user lookup ([`Next::Lookup`]); the driver asks authd
+//! through [`crate::userdb::UserDb`] and hands the answer to [`Session::rcpt_lookup`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
@@ -28,6 +28,17 @@ pub enum Next {
     Discard { size: u64 },
     /// Send the replies, then close.
     Close,
+    /// Look the recipient up, then call [`Session::rcpt_lookup`] with the result.
+    Lookup(PendingRcpt),
+}
+
+/// A RCPT waiting for its user lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRcpt {
+    /// As given in RCPT TO (without brackets).
+    pub address: String,
+    pub local: String,
+    pub domain: String,
 }
 
 /// Replies to send, then what to do next.
@@ -204,8 +215,20 @@ impl<'s> Session<'s> {
         if tx.rcpts.len() >= RECIPIENT_LIMIT {
             return Step::reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
+        Step {
+            replies: Vec::new(),
+            next: Next::Lookup(PendingRcpt { address, local: to.local.clone(), domain: to.domain.clone() }),
+        }
+    }
+
+    /// The answer to a [`Next::Lookup`]: accepts or refuses the recipient.
+    pub fn rcpt_lookup(&mut self, rcpt: PendingRcpt, lookup: Lookup) -> Step {
+        let Some(tx) = &self.tx else {
+            return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+        };
         let id = tx.id.clone();
-        match self.s.userdb.lookup(&to.local, &to.domain) {
+        let address = rcpt.address;
+        match lookup {
             Lookup::Found(user) => {
                 if self.s.rcpt_check_quota
                     && let Some(limit) = user.quota

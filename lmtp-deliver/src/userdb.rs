@@ -1,27 +1,39 @@
-//! Recipients to mail users: the passdb/userdb lookups, Dovecot's `%` variables, the home
-//! directory, the Maildir location and the uid/gid the mail is written for.
+//! Recipients to mail users: the userdb lookup through authd, the home directory, the Maildir
+//! location and the uid/gid the mail is written for.
 //!
-//! Order, as Dovecot's LMTP does it for a recipient `local+detail@domain`:
+//! lmtp-deliver reads no password or user data itself: authd is the only process that does
+//! (DESIGN.md). Each recipient is a `USER` request on authd's auth-userdb socket
+//! (`auth_socket_path`, default `private/auth-userdb`), as Dovecot's lmtp asks its auth
+//! service. Order, for a recipient `local+detail@domain`:
 //! 1. the detail is split off at `recipient_delimiter`;
-//! 2. the user name is `auth_username_format` (default `%Lu`) of `local@domain`;
-//! 3. `auth_passdb`, when set, must know the user (else "User doesn't exist");
-//! 4. `auth_userdb` gives `uid`, `gid`, `home`, `mail` and `quota_rule` (static table:
-//!    `uid=vmail gid=vmail home=/var/vmail/%d/%n`; passwd-file: its uid, gid and home columns
-//!    and `userdb_*` extra fields). Without `auth_userdb`, a passwd-file passdb serves as the
-//!    userdb too (Dovecot's usual `userdb { driver = passwd-file }` over the same file);
-//! 5. what is missing comes from `mail_home`, `mail_location` (default `maildir:~/Maildir`),
-//!    `mail_uid` and `mail_gid`.
+//! 2. a local part or domain that could not stand as one path component (`/`, `.`, `..`,
+//!    control characters) is refused with `550 5.1.3` before anything is asked;
+//! 3. authd is asked for `local@domain` (service `lmtp`); it applies `auth_username_format`
+//!    and answers with the user's canonical name and fields (`uid`, `gid`, `home`, `mail`,
+//!    `quota_rule`, already `%`-expanded), `NOTFOUND` (`550 5.1.1`), or `FAIL`;
+//! 4. what is missing comes from `mail_home`, `mail_location` (default `maildir:~/Maildir`),
+//!    `mail_uid` and `mail_gid`, expanded here with rpost-auth-proto's `%` variables.
 //!
-//! Security: the local part and domain come from the network. In path templates (`home`,
-//! `mail_home`, `mail_location`) `%u`, `%n` and `%d` must expand to a single safe path
-//! component (no `/`, not `.` or `..`, no control characters), and the resulting Maildir
-//! path must be absolute without `..`; otherwise the recipient is refused, so a local part
-//! like `../../etc` never names a directory outside the configured base.
+//! authd down, slow (`ipc_timeout`, at most 60 s here) or failing gives `451 4.3.0`: the
+//! client retries later and nothing is lost. Connections to authd are kept and reused; one
+//! that fails is dropped and the request is tried once more on a fresh one.
+//!
+//! Security: the local part and domain come from the network. Values expanded here into path
+//! templates (`mail_home`, `mail_location`) must be single safe path components (authd does
+//! the same for its `home`/`mail`), and the resulting Maildir path must be absolute without
+//! `..`; otherwise the recipient is refused, so a local part like `../../etc` never names a
+//! directory outside the configured base. Values from authd are not expanded again: a `%` in
+//! a user name stays a `%`.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use rpost_config::{ConfigError, Params};
-use rpost_lookup::Table;
+use rpost_auth_proto::fields::{ExpandError, Vars, expand};
+use rpost_auth_proto::{MasterClient, MasterReply, Params, param};
+use rpost_config::{ConfigError, Params as Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 
 /// What a recipient resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +50,7 @@ pub enum Lookup {
 /// A mail user, ready for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The user name after auth_username_format (the lookup key).
+    /// The user name as authd canonicalised it (auth_username_format).
     pub name: String,
     pub home: Option<PathBuf>,
     /// INBOX: the Maildir++ store root.
@@ -51,90 +63,13 @@ pub struct User {
     pub detail: Option<String>,
 }
 
-/// Why a `%` template could not be expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExpandError {
-    /// A variable value that must not appear in a path (`/`, `..`, control characters).
-    Unsafe(String),
-    /// A template error (the configuration's fault).
-    Template(String),
-}
-
-/// Values for Dovecot's `%` variables.
-#[derive(Debug, Clone, Copy)]
-pub struct Vars<'a> {
-    /// `%u`: the full user name.
-    pub user: &'a str,
-    /// `%h`: the home directory, when known.
-    pub home: Option<&'a str>,
-}
-
-impl Vars<'_> {
-    fn value(&self, var: &str) -> Result<(String, bool), ExpandError> {
-        let (local, domain) = match self.user.split_once('@') {
-            Some((l, d)) => (l, d),
-            None => (self.user, ""),
-        };
-        // (value, whether it comes from the address and must be path-safe)
-        Ok(match var {
-            "u" | "user" => (self.user.to_string(), true),
-            "n" | "username" => (local.to_string(), true),
-            "d" | "domain" => (domain.to_string(), true),
-            "s" | "service" => ("lmtp".to_string(), false),
-            "h" | "home" => match self.home {
-                Some(h) => (h.to_string(), false),
-                None => return Err(ExpandError::Template("%h used but the user has no home directory".into())),
-            },
-            other => return Err(ExpandError::Template(format!("unknown variable %{other}"))),
-        })
-    }
-}
-
-/// Expands `%u %n %d %h %s %%` (with the `L` lower-case modifier: `%Lu`) and the long forms
-/// `%{user} %{username} %{domain} %{home} %{service}`. With `path`, values taken from the
-/// address must be safe single path components.
-pub fn expand(template: &str, vars: &Vars<'_>, path: bool) -> Result<String, ExpandError> {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut it = template.chars().peekable();
-    while let Some(c) = it.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut lower = false;
-        let mut c = it.next().ok_or_else(|| ExpandError::Template("'%' at the end".into()))?;
-        if c == '%' {
-            out.push('%');
-            continue;
-        }
-        if c == 'L' {
-            lower = true;
-            c = it.next().ok_or_else(|| ExpandError::Template("'%L' at the end".into()))?;
-        }
-        let name: String = if c == '{' {
-            let mut n = String::new();
-            loop {
-                match it.next() {
-                    Some('}') => break,
-                    Some(ch) => n.push(ch),
-                    None => return Err(ExpandError::Template("unterminated %{".into())),
-                }
-            }
-            n
-        } else {
-            c.to_string()
-        };
-        let (mut value, from_address) = vars.value(&name)?;
-        if lower {
-            value = value.to_lowercase();
-        }
-        if path && from_address && !safe_component(&value) {
-            return Err(ExpandError::Unsafe(value));
-        }
-        out.push_str(&value);
-    }
-    Ok(out)
-}
+/// The service name lmtp-deliver gives authd (`%s`, Dovecot's `service=lmtp`).
+pub const SERVICE: &str = "lmtp";
+/// Idle authd connections kept for reuse.
+const POOL_MAX: usize = 16;
+/// The longest wait for one authd answer, whatever ipc_timeout says: a client waits for
+/// the RCPT reply meanwhile.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// A value that may stand as one path component: not `.` or `..`, no `/`, no control
 /// characters. (Empty is allowed: `/var/vmail//alice` is still inside `/var/vmail`.)
@@ -142,61 +77,50 @@ fn safe_component(v: &str) -> bool {
     v != "." && v != ".." && !v.chars().any(|c| c == '/' || c.is_control())
 }
 
-/// userdb fields.
-#[derive(Debug, Default, Clone)]
-struct Fields {
-    uid: Option<String>,
-    gid: Option<String>,
-    home: Option<String>,
-    mail: Option<String>,
-    quota_rule: Option<String>,
+/// One connection to authd's auth-userdb socket.
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    client: MasterClient,
 }
 
-impl Fields {
-    fn extra(&mut self, text: &str) {
-        for field in text.split_whitespace() {
-            let Some((k, v)) = field.split_once('=') else { continue };
-            let k = k.strip_prefix("userdb_").unwrap_or(k);
-            let v = Some(v.to_string()).filter(|v| !v.is_empty());
-            match k {
-                "uid" => self.uid = v,
-                "gid" => self.gid = v,
-                "home" => self.home = v,
-                "mail" => self.mail = v,
-                "quota_rule" => self.quota_rule = v,
-                _ => {}
+impl Conn {
+    async fn open(path: &Path) -> std::io::Result<Conn> {
+        let mut stream = UnixStream::connect(path).await?;
+        let (client, hello) = MasterClient::new();
+        stream.write_all(hello.as_bytes()).await?;
+        Ok(Conn { stream, client })
+    }
+
+    /// One `USER` request and its answer.
+    async fn user(&mut self, name: &str) -> Result<MasterReply, String> {
+        let (id, line) = self.client.user(name, SERVICE);
+        self.stream.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(reply) = self.client.poll().map_err(|e| e.to_string())? {
+                // Requests go one at a time and a connection given up on is dropped, so
+                // an answer to another id is a confused server.
+                if reply.id() != id {
+                    return Err(format!("authd answered request {} instead of {id}", reply.id()));
+                }
+                return Ok(reply);
             }
+            let n = self.stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("authd closed the connection".into());
+            }
+            self.client.feed(&buf[..n]);
         }
     }
-
-    /// A passwd-file line (`password:uid:gid:gecos:home:shell:extra`).
-    fn passwd(value: &str) -> Fields {
-        let p = rpost_lookup::split_passwd_value(value);
-        let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
-        let mut f = Fields { uid: some(p.uid), gid: some(p.gid), home: some(p.home), ..Fields::default() };
-        f.extra(p.extra_fields);
-        f
-    }
-
-    /// A `key=value ...` value (static: and other tables).
-    fn pairs(value: &str) -> Fields {
-        let mut f = Fields::default();
-        f.extra(value);
-        f
-    }
 }
 
-fn is_passwd_file(t: &dyn Table) -> bool {
-    let spec = t.spec();
-    spec.strip_prefix("proxy:").unwrap_or(spec).starts_with("passwd-file:")
-}
-
-/// The user database side of lmtp-deliver.
+/// The user database side of lmtp-deliver: an auth-userdb client and the local defaults.
 #[derive(Debug)]
 pub struct UserDb {
-    passdb: Option<Box<dyn Table>>,
-    userdb: Option<Box<dyn Table>>,
-    username_format: String,
+    socket: PathBuf,
+    timeout: Duration,
+    idle: Mutex<Vec<Conn>>,
     delimiter: String,
     mail_home: String,
     mail_location: String,
@@ -213,34 +137,32 @@ pub struct UserDb {
 pub enum UserDbError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Lookup(#[from] rpost_lookup::LookupError),
 }
 
-fn open_table(spec: &str) -> Result<Option<Box<dyn Table>>, rpost_lookup::LookupError> {
-    let spec = spec.trim();
-    if spec.is_empty() { Ok(None) } else { rpost_lookup::open(spec).map(Some) }
+/// `auth_socket_path`: absolute, or a name in `queue_directory/private/`.
+pub fn socket_path(p: &Config) -> Result<PathBuf, ConfigError> {
+    let name = p.get("auth_socket_path")?;
+    if name.starts_with('/') {
+        return Ok(PathBuf::from(name));
+    }
+    Ok(Path::new(&p.get("queue_directory")?).join("private").join(name))
 }
 
 impl UserDb {
-    /// Opens the tables named by auth_passdb and auth_userdb. `privileged`: the process runs
-    /// as root and must give each delivery's files to the mail user.
-    pub fn from_params(p: &Params, privileged: bool) -> Result<UserDb, UserDbError> {
-        let passdb = open_table(&p.get("auth_passdb")?)?;
-        let userdb = open_table(&p.get("auth_userdb")?)?;
-        for t in passdb.iter().chain(userdb.iter()) {
-            for w in t.warnings() {
-                tracing::warn!("{w}");
+    /// Reads the parameters; authd is first asked at the first RCPT. `privileged`: the
+    /// process runs as root and must give each delivery's files to the mail user.
+    pub fn from_params(p: &Config, privileged: bool) -> Result<UserDb, UserDbError> {
+        for name in ["auth_passdb", "auth_userdb"] {
+            if !p.get(name)?.trim().is_empty() {
+                tracing::debug!("{name} is authd's: lmtp-deliver asks authd on auth_socket_path");
             }
         }
-        if passdb.is_none() && userdb.is_none() {
-            tracing::warn!("neither auth_passdb nor auth_userdb is set: every recipient is deferred");
-        }
         let num = |name: &str| -> Result<u32, ConfigError> { Ok(p.get_int(name)?.clamp(0, u32::MAX as i64) as u32) };
+        let timeout = p.get_time("ipc_timeout")?.min(MAX_WAIT);
         Ok(UserDb {
-            passdb,
-            userdb,
-            username_format: p.get("auth_username_format")?,
+            socket: socket_path(p)?,
+            timeout,
+            idle: Mutex::new(Vec::new()),
             delimiter: p.get("recipient_delimiter")?,
             mail_home: p.get("mail_home")?,
             mail_location: p.get("mail_location")?,
@@ -252,39 +174,73 @@ impl UserDb {
         })
     }
 
+    /// The auth-userdb socket asked.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Resolves the recipient `local@domain` (`domain` empty for a bare local part).
-    pub fn lookup(&self, local: &str, domain: &str) -> Lookup {
+    pub async fn lookup(&self, local: &str, domain: &str) -> Lookup {
         let (user_part, ext) = rpost_lookup::split_extension(local, &self.delimiter);
         let detail = ext.map(|e| e[e.chars().next().map_or(0, char::len_utf8)..].to_string()).filter(|d| !d.is_empty());
+        for part in [user_part, domain] {
+            if !safe_component(part) {
+                return Lookup::BadAddress(format!(
+                    "address part {:?} cannot be used in a mailbox path",
+                    printable(part)
+                ));
+            }
+        }
         let full = if domain.is_empty() { user_part.to_string() } else { format!("{user_part}@{domain}") };
-        let name = match expand(&self.username_format, &Vars { user: &full, home: None }, false) {
-            Ok(n) => n,
-            Err(e) => return Lookup::TempFail(format!("auth_username_format: {e:?}")),
+        match self.ask(&full).await {
+            Ok(MasterReply::User { user, fields, .. }) => {
+                let name = if user.is_empty() { full } else { user };
+                self.resolve(name, &fields, detail)
+            }
+            Ok(MasterReply::NotFound { .. }) => Lookup::Unknown,
+            Ok(MasterReply::Fail { reason, .. }) => {
+                Lookup::TempFail(format!("authd: {}", reason.as_deref().unwrap_or("lookup failed")))
+            }
+            Ok(other) => Lookup::TempFail(format!("authd: unexpected reply {other:?}")),
+            Err(e) => Lookup::TempFail(format!("auth-userdb {}: {e}", self.socket.display())),
+        }
+    }
+
+    /// Asks authd, on an idle connection when there is one. A reused connection may have
+    /// been closed by an authd restart: then once more on a fresh one.
+    async fn ask(&self, name: &str) -> Result<MasterReply, String> {
+        let pooled = self.idle.lock().expect("pool lock").pop();
+        if let Some(conn) = pooled {
+            match self.ask_on(conn, name).await {
+                Ok(r) => return Ok(r),
+                Err(e) => tracing::debug!("reused auth-userdb connection failed ({e}): reconnecting"),
+            }
+        }
+        let conn = match tokio::time::timeout(self.timeout, Conn::open(&self.socket)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(format!("connect: {e} (is the auth-userdb service in master.cf?)")),
+            Err(_) => return Err("connect: timed out".into()),
         };
-        if self.passdb.is_none() && self.userdb.is_none() {
-            return Lookup::TempFail("neither auth_passdb nor auth_userdb is configured".into());
-        }
-        let mut fields = Fields::default();
-        if let Some(passdb) = &self.passdb {
-            match passdb.lookup(&name) {
-                Ok(Some(v)) => {
-                    if self.userdb.is_none() && is_passwd_file(passdb.as_ref()) {
-                        fields = Fields::passwd(&v);
-                    }
+        self.ask_on(conn, name).await
+    }
+
+    /// One request on `conn`; the connection goes back to the pool only after a clean answer.
+    async fn ask_on(&self, mut conn: Conn, name: &str) -> Result<MasterReply, String> {
+        match tokio::time::timeout(self.timeout, conn.user(name)).await {
+            Ok(Ok(reply)) => {
+                let mut idle = self.idle.lock().expect("pool lock");
+                if idle.len() < POOL_MAX {
+                    idle.push(conn);
                 }
-                Ok(None) => return Lookup::Unknown,
-                Err(e) => return Lookup::TempFail(e.to_string()),
+                Ok(reply)
             }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer in {}s", self.timeout.as_secs())),
         }
-        if let Some(userdb) = &self.userdb {
-            match userdb.lookup(&name) {
-                Ok(Some(v)) => {
-                    fields = if is_passwd_file(userdb.as_ref()) { Fields::passwd(&v) } else { Fields::pairs(&v) }
-                }
-                Ok(None) => return Lookup::Unknown,
-                Err(e) => return Lookup::TempFail(e.to_string()),
-            }
-        }
+    }
+
+    /// A user from authd's fields (already expanded there) and the local defaults.
+    pub fn resolve(&self, name: String, fields: &Params, detail: Option<String>) -> Lookup {
         match self.build(name, fields, detail) {
             Ok(u) => Lookup::Found(u),
             Err(ExpandError::Unsafe(v)) => {
@@ -294,32 +250,38 @@ impl UserDb {
         }
     }
 
-    fn build(&self, name: String, f: Fields, detail: Option<String>) -> Result<User, ExpandError> {
-        let vars = Vars { user: &name, home: None };
-        let home_template = f.home.as_deref().or(Some(self.mail_home.as_str()).filter(|h| !h.is_empty()));
-        let home = match home_template {
-            Some(t) => {
-                let h = expand(t, &vars, true)?;
-                if !h.starts_with('/') {
-                    return Err(ExpandError::Template(format!("relative home directory {h:?} not supported")));
-                }
-                Some(h)
-            }
+    fn build(&self, name: String, f: &Params, detail: Option<String>) -> Result<User, ExpandError> {
+        let field = |k: &str| param(f, k).filter(|v| !v.is_empty());
+        let vars = Vars { user: &name, service: SERVICE, ..Vars::default() };
+        let home = match field("home") {
+            Some(h) => Some(h.to_string()),
+            None if !self.mail_home.is_empty() => Some(expand(&self.mail_home, &vars, true)?),
             None => None,
         };
-        let vars = Vars { user: &name, home: home.as_deref() };
-        let location = f.mail.as_deref().or(Some(self.mail_location.as_str()).filter(|l| !l.is_empty()));
-        let maildir = maildir_path(location.unwrap_or("maildir:~/Maildir"), &vars)?;
-        let quota = match &f.quota_rule {
+        if let Some(h) = &home {
+            if !h.starts_with('/') {
+                return Err(ExpandError::Template(format!("relative home directory {h:?} not supported")));
+            }
+            check_path(Path::new(h)).map_err(ExpandError::Template)?;
+        }
+        let maildir = match field("mail") {
+            Some(m) => location_path(m, home.as_deref(), None)?,
+            None => {
+                let vars = Vars { home: home.as_deref(), ..vars };
+                let location = if self.mail_location.is_empty() { "maildir:~/Maildir" } else { &self.mail_location };
+                location_path(location, home.as_deref(), Some(&vars))?
+            }
+        };
+        let quota = match field("quota_rule") {
             Some(r) => parse_quota_rule(r).map_err(ExpandError::Template)?,
             None => None,
         };
-        let owner = if self.privileged { Some(self.owner(&f)?) } else { None };
+        let owner = if self.privileged { Some(self.owner(field("uid"), field("gid"))?) } else { None };
         Ok(User { name, home: home.map(PathBuf::from), maildir, owner, quota, detail })
     }
 
-    fn owner(&self, f: &Fields) -> Result<(u32, u32), ExpandError> {
-        let uid_spec = f.uid.as_deref().or(Some(self.mail_uid.as_str()).filter(|s| !s.is_empty()));
+    fn owner(&self, uid: Option<&str>, gid: Option<&str>) -> Result<(u32, u32), ExpandError> {
+        let uid_spec = uid.or(Some(self.mail_uid.as_str()).filter(|s| !s.is_empty()));
         let Some(uid_spec) = uid_spec else {
             return Err(ExpandError::Template(
                 "no uid: set mail_uid (or uid in the userdb); lmtp-deliver runs as root and does not write mail as root"
@@ -327,7 +289,7 @@ impl UserDb {
             ));
         };
         let (uid, primary_gid) = resolve_user(uid_spec).map_err(ExpandError::Template)?;
-        let gid = match f.gid.as_deref().or(Some(self.mail_gid.as_str()).filter(|s| !s.is_empty())) {
+        let gid = match gid.or(Some(self.mail_gid.as_str()).filter(|s| !s.is_empty())) {
             Some(g) => resolve_group(g).map_err(ExpandError::Template)?,
             None => primary_gid
                 .ok_or_else(|| ExpandError::Template("no gid: set mail_gid (or gid in the userdb)".into()))?,
@@ -375,8 +337,9 @@ fn printable(s: &str) -> String {
 }
 
 /// The INBOX path of a `mail_location` (`maildir:~/Maildir`, `maildir:/var/mail/%d/%n`,
-/// with Dovecot's `:KEY=value` options after the path).
-pub fn maildir_path(location: &str, vars: &Vars<'_>) -> Result<PathBuf, ExpandError> {
+/// with Dovecot's `:KEY=value` options after the path). `vars`: expand `%` variables (a
+/// local template); `None` for a value authd already expanded.
+pub fn location_path(location: &str, home: Option<&str>, vars: Option<&Vars<'_>>) -> Result<PathBuf, ExpandError> {
     let Some(rest) = location.strip_prefix("maildir:") else {
         return Err(ExpandError::Template(format!("mail_location {location:?}: only maildir: is supported")));
     };
@@ -393,9 +356,12 @@ pub fn maildir_path(location: &str, vars: &Vars<'_>) -> Result<PathBuf, ExpandEr
             _ => {}
         }
     }
-    let expanded = expand(path_template, vars, true)?;
+    let expanded = match vars {
+        Some(v) => expand(path_template, v, true)?,
+        None => path_template.to_string(),
+    };
     let path = if expanded == "~" || expanded.starts_with("~/") {
-        let Some(home) = vars.home else {
+        let Some(home) = home else {
             return Err(ExpandError::Template(format!("mail_location {location:?} uses ~ but the user has no home")));
         };
         PathBuf::from(format!("{home}{}", &expanded[1..]))
@@ -457,57 +423,47 @@ pub fn parse_quota_rule(rule: &str) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rpost_auth_proto::{MasterRequest, MasterServer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn vars(user: &str) -> Vars<'_> {
-        Vars { user, home: Some("/home/x") }
-    }
-
-    #[test]
-    fn variables_expand_as_dovecot() {
-        let v = vars("Alice@Example.Test");
-        assert_eq!(
-            expand("%u|%n|%d|%Lu|%Ln|%Ld|%h|%s|%%", &v, false).unwrap(),
-            "Alice@Example.Test|Alice|Example.Test|alice@example.test|alice|example.test|/home/x|lmtp|%"
-        );
-        assert_eq!(
-            expand("/v/%{domain}/%{username}/%{user}", &v, true).unwrap(),
-            "/v/Example.Test/Alice/Alice@Example.Test"
-        );
-        assert_eq!(expand("%n", &vars("bob"), true).unwrap(), "bob");
-        assert_eq!(expand("%d", &vars("bob"), true).unwrap(), "");
-        assert!(matches!(expand("%x", &v, false), Err(ExpandError::Template(_))));
-        assert!(matches!(expand("50%", &v, false), Err(ExpandError::Template(_))));
-        assert!(matches!(expand("%{user", &v, false), Err(ExpandError::Template(_))));
-        assert!(matches!(expand("%h", &Vars { user: "a", home: None }, false), Err(ExpandError::Template(_))));
+        Vars { user, service: SERVICE, home: Some("/home/x"), ..Vars::default() }
     }
 
     #[test]
     fn address_parts_never_escape_a_path() {
         for user in ["../../etc@example.test", "a/b@example.test", "..@example.test", "x@..", "x@a/b", "a\nb@x", ".@x"]
         {
-            assert!(matches!(expand("/var/vmail/%d/%n", &vars(user), true), Err(ExpandError::Unsafe(_))), "{user}");
+            let r = location_path("maildir:/var/vmail/%d/%n", None, Some(&vars(user)));
+            assert!(matches!(r, Err(ExpandError::Unsafe(_))), "{user}");
         }
-        // Outside paths the same values are just text.
-        assert_eq!(expand("%n", &vars("../x@y"), false).unwrap(), "../x");
         // Dots inside a name are fine.
-        assert_eq!(expand("/v/%d/%n", &vars("first.last@example.test"), true).unwrap(), "/v/example.test/first.last");
+        assert_eq!(
+            location_path("maildir:/v/%d/%n", None, Some(&vars("first.last@example.test"))).unwrap(),
+            PathBuf::from("/v/example.test/first.last")
+        );
     }
 
     #[test]
     fn mail_locations() {
         let v = vars("alice@example.test");
-        assert_eq!(maildir_path("maildir:~/Maildir", &v).unwrap(), PathBuf::from("/home/x/Maildir"));
-        assert_eq!(maildir_path("maildir:~", &v).unwrap(), PathBuf::from("/home/x"));
+        let home = Some("/home/x");
+        assert_eq!(location_path("maildir:~/Maildir", home, Some(&v)).unwrap(), PathBuf::from("/home/x/Maildir"));
+        assert_eq!(location_path("maildir:~", home, Some(&v)).unwrap(), PathBuf::from("/home/x"));
         assert_eq!(
-            maildir_path("maildir:/var/mail/%d/%n:LAYOUT=maildir++:INDEX=/idx/%u", &v).unwrap(),
+            location_path("maildir:/var/mail/%d/%n:LAYOUT=maildir++:INDEX=/idx/%u", home, Some(&v)).unwrap(),
             PathBuf::from("/var/mail/example.test/alice")
         );
+        // A value authd expanded is not expanded again.
+        assert_eq!(location_path("maildir:/m/100%n", home, None).unwrap(), PathBuf::from("/m/100%n"));
         for bad in
             ["mbox:~/mail", "maildir:~/M:LAYOUT=fs", "maildir:relative/path", "maildir:/a/../b", "maildir:~/M:INBOX=/x"]
         {
-            assert!(maildir_path(bad, &v).is_err(), "{bad}");
+            assert!(location_path(bad, home, Some(&v)).is_err(), "{bad}");
+            assert!(location_path(bad, home, None).is_err(), "{bad}");
         }
-        assert!(maildir_path("maildir:~/M", &Vars { user: "a", home: None }).is_err());
+        assert!(location_path("maildir:~/M", None, None).is_err());
     }
 
     #[test]
@@ -524,18 +480,16 @@ mod tests {
         assert!(parse_quota_rule("*:storage=1Q").is_err());
     }
 
-    fn params(extra: &[(&str, &str)]) -> Params {
-        let mut p = Params::empty();
+    fn params(extra: &[(&str, &str)]) -> Config {
+        let mut p = Config::empty();
         for (k, v) in extra {
             p.set(k, v);
         }
         p
     }
 
-    fn users_file(dir: &Path, text: &str) -> String {
-        let path = dir.join("users");
-        std::fs::write(&path, text).unwrap();
-        format!("passwd-file:{}", path.display())
+    fn fields(f: &[(&str, &str)]) -> Params {
+        f.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect()
     }
 
     fn found(l: Lookup) -> User {
@@ -546,72 +500,131 @@ mod tests {
     }
 
     #[test]
-    fn passwd_file_passdb_with_mail_home() {
-        let t = tempfile::tempdir().unwrap();
-        let spec = users_file(
-            t.path(),
-            "alice@example.test:{PLAIN}x::::::\nbob@example.test:{PLAIN}x:1234:1235::/srv/bob::userdb_mail=maildir:~/M userdb_quota_rule=*:storage=1M\n",
-        );
-        let p = params(&[
-            ("auth_passdb", &spec),
-            ("mail_home", "/var/vmail/%d/%n"),
-            ("mail_location", "maildir:~/mail"),
-            ("recipient_delimiter", "+"),
-        ]);
+    fn authd_fields_and_local_defaults() {
+        let p = params(&[("mail_home", "/var/vmail/%d/%n"), ("mail_location", "maildir:~/mail")]);
         let db = UserDb::from_params(&p, false).unwrap();
-        let a = found(db.lookup("Alice+lists", "Example.TEST"));
-        assert_eq!(a.name, "alice@example.test");
+        let a = found(db.resolve("alice@example.test".into(), &Params::new(), Some("lists".into())));
         assert_eq!(a.maildir, PathBuf::from("/var/vmail/example.test/alice/mail"));
         assert_eq!(a.home, Some(PathBuf::from("/var/vmail/example.test/alice")));
         assert_eq!(a.detail.as_deref(), Some("lists"));
         assert_eq!((a.owner, a.quota), (None, None));
-        let b = found(db.lookup("bob", "example.test"));
+        let b = found(db.resolve(
+            "bob@example.test".into(),
+            &fields(&[
+                ("uid", "1234"),
+                ("gid", "1235"),
+                ("home", "/srv/bob"),
+                ("mail", "maildir:~/M"),
+                ("quota_rule", "*:storage=1M"),
+            ]),
+            None,
+        ));
         assert_eq!(b.maildir, PathBuf::from("/srv/bob/M"));
         assert_eq!(b.quota, Some(1 << 20));
-        assert_eq!(db.lookup("carol", "example.test"), Lookup::Unknown);
-        assert_eq!(db.lookup("../../etc", "example.test"), Lookup::Unknown);
+        // authd's values are used as they are, but must still be absolute and without "..".
+        assert!(matches!(db.resolve("c".into(), &fields(&[("home", "rel/c")]), None), Lookup::TempFail(_)));
+        assert!(matches!(db.resolve("c".into(), &fields(&[("home", "/v/../c")]), None), Lookup::TempFail(_)));
+        assert!(matches!(db.resolve("c".into(), &fields(&[("mail", "maildir:/v/../c")]), None), Lookup::TempFail(_)));
+        // A canonical name that cannot be a path component never reaches mail_home.
+        assert!(matches!(db.resolve("../x@y".into(), &Params::new(), None), Lookup::BadAddress(_)));
 
-        // Running as root: the passwd-file uid/gid, else mail_uid/mail_gid; never root.
+        // Running as root: authd's uid/gid, else mail_uid/mail_gid; never root.
         let db = UserDb::from_params(&p, true).unwrap();
-        assert_eq!(found(db.lookup("bob", "example.test")).owner, Some((1234, 1235)));
-        assert!(matches!(db.lookup("alice", "example.test"), Lookup::TempFail(e) if e.contains("mail_uid")));
+        let bob = fields(&[("uid", "1234"), ("gid", "1235")]);
+        assert_eq!(found(db.resolve("bob@example.test".into(), &bob, None)).owner, Some((1234, 1235)));
+        assert!(
+            matches!(db.resolve("a@example.test".into(), &Params::new(), None), Lookup::TempFail(e) if e.contains("mail_uid"))
+        );
         let mut p2 = p.clone();
         p2.set("mail_uid", "0");
         p2.set("mail_gid", "0");
         let db = UserDb::from_params(&p2, true).unwrap();
-        assert!(matches!(db.lookup("alice", "example.test"), Lookup::TempFail(e) if e.contains("UID 0 not permitted")));
+        assert!(
+            matches!(db.resolve("a@example.test".into(), &Params::new(), None), Lookup::TempFail(e) if e.contains("UID 0 not permitted"))
+        );
         p2.set("mail_uid", "nobody");
         p2.set("mail_gid", "65534");
         let db = UserDb::from_params(&p2, true).unwrap();
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
-        assert_eq!(found(db.lookup("alice", "example.test")).owner, Some((nobody, 65534)));
+        assert_eq!(found(db.resolve("a@example.test".into(), &Params::new(), None)).owner, Some((nobody, 65534)));
         p2.set("mail_uid", "no-such-user-here");
         let db = UserDb::from_params(&p2, true).unwrap();
-        assert!(matches!(db.lookup("alice", "example.test"), Lookup::TempFail(e) if e.contains("unknown user")));
+        assert!(
+            matches!(db.resolve("a@example.test".into(), &Params::new(), None), Lookup::TempFail(e) if e.contains("unknown user"))
+        );
     }
 
-    #[test]
-    fn static_userdb_refuses_path_tricks() {
-        let p = params(&[("auth_userdb", "static:uid=vmail gid=vmail home=/var/vmail/%d/%n")]);
-        let db = UserDb::from_params(&p, false).unwrap();
-        let u = found(db.lookup("alice", "example.test"));
-        assert_eq!(u.maildir, PathBuf::from("/var/vmail/example.test/alice/Maildir"));
-        for (local, domain) in [("../../etc", "example.test"), ("a/b", "example.test"), ("..", "x"), ("x", "..")] {
-            assert!(matches!(db.lookup(local, domain), Lookup::BadAddress(_)), "{local}@{domain}");
+    /// A small auth-userdb server: `alice@example.test` exists (the name is answered lower
+    /// case, as authd's auth_username_format does), `fail@example.test` fails, others are
+    /// unknown. Counts connections; closes each after `per_conn` requests.
+    async fn userdb_server(path: PathBuf, per_conn: usize, conns: Arc<AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            conns.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                s.write_all(rpost_auth_proto::master::server_hello(1).as_bytes()).await.unwrap();
+                let mut server = MasterServer::new();
+                let mut buf = [0u8; 1024];
+                let mut served = 0;
+                while served < per_conn {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    server.feed(&buf[..n]);
+                    while let Ok(Some(MasterRequest::User { id, user, params })) = server.next_request() {
+                        assert_eq!(param(&params, "service"), Some("lmtp"));
+                        let user = user.to_lowercase();
+                        let r = match user.as_str() {
+                            "alice@example.test" => {
+                                MasterReply::User { id, user, fields: fields(&[("quota_rule", "*:storage=1k")]) }
+                            }
+                            "fail@example.test" => MasterReply::Fail { id, reason: Some("db down".into()) },
+                            _ => MasterReply::NotFound { id },
+                        };
+                        s.write_all(r.to_line().as_bytes()).await.unwrap();
+                        served += 1;
+                    }
+                }
+            });
         }
-        // The user name as looked up (%Lu) is lower case; the path uses it.
-        assert_eq!(
-            found(db.lookup("BOB", "Example.Test")).maildir,
-            PathBuf::from("/var/vmail/example.test/bob/Maildir")
-        );
-        // No tables at all: a configuration problem, deferred.
-        let db = UserDb::from_params(&params(&[]), false).unwrap();
-        assert!(matches!(db.lookup("a", "b"), Lookup::TempFail(_)));
-        // A passdb that is not a passwd-file only says who exists.
-        let p = params(&[("auth_passdb", "static:x"), ("mail_home", "/h/%n")]);
-        assert_eq!(
-            found(UserDb::from_params(&p, false).unwrap().lookup("a", "b")).maildir,
-            PathBuf::from("/h/a/Maildir")
-        );
+    }
+
+    #[tokio::test]
+    async fn lookups_through_authd() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("auth-userdb");
+        let p = params(&[
+            ("auth_socket_path", sock.to_str().unwrap()),
+            ("mail_home", "/var/vmail/%d/%n"),
+            ("recipient_delimiter", "+"),
+        ]);
+        let db = UserDb::from_params(&p, false).unwrap();
+        assert_eq!(db.socket(), sock);
+        // authd down: a temporary failure that names the socket.
+        assert!(matches!(db.lookup("alice", "example.test").await, Lookup::TempFail(e) if e.contains("auth-userdb")));
+
+        let conns = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(userdb_server(sock.clone(), 3, conns.clone()));
+        while !sock.exists() {
+            tokio::task::yield_now().await;
+        }
+        let a = found(db.lookup("Alice+lists", "Example.TEST").await);
+        assert_eq!(a.name, "alice@example.test");
+        assert_eq!(a.maildir, PathBuf::from("/var/vmail/example.test/alice/Maildir"));
+        assert_eq!((a.detail.as_deref(), a.quota), (Some("lists"), Some(1024)));
+        assert_eq!(db.lookup("carol", "example.test").await, Lookup::Unknown);
+        assert!(matches!(db.lookup("fail", "example.test").await, Lookup::TempFail(e) if e.contains("db down")));
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "one connection, reused");
+        // The server closed that connection after three requests: the next lookup notices
+        // and asks again on a fresh one, transparently.
+        assert!(matches!(db.lookup("alice", "example.test").await, Lookup::Found(_)));
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        // Path tricks are refused before authd is asked.
+        for (l, d) in [("../../etc", "example.test"), ("a/b", "example.test"), ("..", "x"), ("x", ".."), ("a\nb", "x")]
+        {
+            assert!(matches!(db.lookup(l, d).await, Lookup::BadAddress(_)), "{l}@{d}");
+        }
     }
 }

@@ -1,14 +1,18 @@
 //! In-process LMTP sessions: the real driver, session and Maildir store over an in-memory
-//! stream, with users in a passwd-file in a temporary directory; no sockets, no rmaster.
+//! stream; users come from a small auth-userdb server on a socket in a temporary directory
+//! (serving a passwd-file's users as authd would); no rmaster.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use lmtp_deliver::server::{Shared, serve};
 use lmtp_deliver::settings::Settings;
+use rpost_auth_proto::fields::{ExpandError, Vars, expand, parse_fields, userdb_fields};
+use rpost_auth_proto::{MasterReply, MasterRequest, MasterServer};
 use rpost_config::Params;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const USERS: &str = "alice@example.test:{PLAIN}secret::::::\n\
                      bob@example.test:{PLAIN}secret::::::userdb_quota_rule=*:bytes=1000\n";
@@ -22,16 +26,85 @@ fn mail_owner() -> (u32, u32) {
     }
 }
 
+/// Where the test auth-userdb server finds its users.
+#[derive(Debug, Clone)]
+enum Users {
+    /// A passwd-file (`name:password:uid:gid:gecos:home:shell:extra`), read per request; a
+    /// missing file is a lookup failure (`FAIL`), as for authd.
+    File(PathBuf),
+    /// Every user, with this `home` template (authd's `static:` userdb with allow_all_users).
+    Static(String),
+}
+
+fn answer(users: &Users, id: u32, user: String) -> MasterReply {
+    let user = user.to_lowercase();
+    match users {
+        Users::File(path) => {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return MasterReply::Fail { id, reason: Some("Temporary lookup failure".into()) };
+            };
+            for line in text.lines() {
+                let cols: Vec<&str> = line.splitn(8, ':').collect();
+                if cols[0] == user {
+                    let fields = userdb_fields(&parse_fields(cols.get(7).copied().unwrap_or("")));
+                    return MasterReply::User { id, user, fields };
+                }
+            }
+            MasterReply::NotFound { id }
+        }
+        Users::Static(home) => match expand(home, &Vars { user: &user, ..Vars::default() }, true) {
+            Ok(h) => MasterReply::User { id, user, fields: vec![("home".into(), Some(h))] },
+            Err(ExpandError::Unsafe(_)) => MasterReply::NotFound { id },
+            Err(e) => panic!("{e}"),
+        },
+    }
+}
+
+/// Serves auth-userdb `USER` requests on `path` (in the test's runtime).
+fn userdb_server(path: &Path, users: Users) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let users = users.clone();
+            tokio::spawn(async move {
+                s.write_all(rpost_auth_proto::master::server_hello(1).as_bytes()).await.unwrap();
+                let mut server = MasterServer::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    server.feed(&buf[..n]);
+                    while let Some(req) = server.next_request().unwrap() {
+                        let MasterRequest::User { id, user, .. } = req else { panic!("{req:?}") };
+                        s.write_all(answer(&users, id, user).to_line().as_bytes()).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+}
+
 fn shared(dir: &Path, extra: &[(&str, &str)]) -> Arc<Shared> {
     std::fs::write(dir.join("users"), USERS).unwrap();
+    shared_with(dir, extra, Some(Users::File(dir.join("users"))))
+}
+
+/// Settings with the users served on a fresh socket in `dir` (`None`: authd is down).
+fn shared_with(dir: &Path, extra: &[(&str, &str)], users: Option<Users>) -> Arc<Shared> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let socket = dir.join(format!("auth-userdb.{}", N.fetch_add(1, Ordering::Relaxed)));
+    if let Some(users) = users {
+        userdb_server(&socket, users);
+    }
     let (uid, gid) = mail_owner();
     let mut p = Params::empty();
-    let passdb = format!("passwd-file:{}", dir.join("users").display());
     let home = format!("{}/vmail/%d/%n", dir.display());
     let (uid, gid) = (uid.to_string(), gid.to_string());
     for (k, v) in [
         ("myhostname", "lmtp.example.test"),
-        ("auth_passdb", passdb.as_str()),
+        ("auth_socket_path", socket.to_str().unwrap()),
         ("mail_home", home.as_str()),
         ("mail_location", "maildir:~/mail"),
         ("mail_uid", uid.as_str()),
@@ -182,8 +255,7 @@ async fn addresses_never_reach_outside_the_mail_base() {
     // A static userdb accepts every name: only the path checks stand between a hostile
     // local part and the file system.
     let home = format!("{}/vmail/%d/%n", t.path().display());
-    let userdb = format!("static:home={home}");
-    let sh = shared(t.path(), &[("auth_passdb", ""), ("auth_userdb", &userdb)]);
+    let sh = shared_with(t.path(), &[], Some(Users::Static(home)));
     let r = session(
         sh,
         b"LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<\"../../etc\"@example.test>\r\nRCPT TO:<\"a/b\"@example.test>\r\n\
@@ -209,7 +281,11 @@ async fn addresses_never_reach_outside_the_mail_base() {
         }
     }
     walk(t.path(), &mut all);
-    assert!(all.iter().all(|p| p.starts_with(t.path().join("vmail")) || p == &t.path().join("users")), "{all:?}");
+    let ours = |p: &PathBuf| {
+        p.starts_with(t.path().join("vmail"))
+            || p.to_string_lossy().starts_with(&*t.path().join("auth-userdb.").to_string_lossy())
+    };
+    assert!(all.iter().all(ours), "{all:?}");
     assert!(!t.path().join("etc").exists());
 }
 
@@ -333,4 +409,8 @@ async fn user_lookup_failures_are_temporary() {
     std::fs::remove_file(t.path().join("users")).unwrap();
     let r = session(sh, b"LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\n").await;
     assert_eq!(r[8], "451 4.3.0 <alice@example.test> Temporary user lookup failure");
+    // authd not running at all: the same temporary failure, and the session goes on.
+    let sh = shared_with(t.path(), &[], None);
+    let r = session(sh, b"LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\n").await;
+    assert_eq!(&r[8..], ["451 4.3.0 <alice@example.test> Temporary user lookup failure", "250 2.0.0 OK"]);
 }

@@ -106,6 +106,7 @@ fn seed_suite(write_maps: impl FnOnce(&Suite)) -> Suite {
         .master_line("lmtp unix - - n - - smtp-client")
         .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
         .master_line("auth unix - - n - 1 authd")
+        .master_line("auth-userdb unix - - n - 1 authd userdb")
         .start_with(write_maps)
 }
 

@@ -124,10 +124,12 @@ impl SuiteBuilder {
 
     /// The seed walkthrough's virtual mailboxes: domain `example.test`, users in the
     /// passwd-file `etc/users` (the test writes it), mail in `{root}/vmail/%d/%n/mail`, owned
-    /// by [`mail_user`]. Delivery services still come from the test's master.cf lines.
+    /// by [`mail_user`]. Delivery services still come from the test's master.cf lines, except
+    /// authd's auth-userdb service, through which lmtp-deliver looks the users up.
     pub fn virtual_delivery(self) -> Self {
         let (uid, gid) = mail_user();
-        self.main("virtual_mailbox_domains", "example.test")
+        self.master_line("auth-userdb unix - - n - 1 authd userdb")
+            .main("virtual_mailbox_domains", "example.test")
             .main("auth_passdb", "passwd-file:{root}/etc/users")
             .main("mail_home", "{root}/vmail/%d/%n")
             .main("mail_location", "maildir:~/mail")
