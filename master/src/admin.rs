@@ -18,43 +18,18 @@ fn queue_err(e: rpost_queue::QueueError) -> CommandError {
 /// `rmaster queue list [--json]`: every message in the queue, postqueue -p style.
 pub fn queue_list(dir: &Path, json: bool) -> Result<String, CommandError> {
     let queue = queue_of(dir)?;
-    let mut out = String::new();
-    let mut entries = Vec::new();
-    let (mut bytes, mut count) = (0u64, 0usize);
-    for d in [QueueDir::Incoming, QueueDir::Active, QueueDir::Deferred, QueueDir::Hold] {
-        for id in queue.scan(d).map_err(queue_err)? {
-            // A file may move or vanish between scan and open: qmgr is working.
-            let file = match queue.open(d, &id) {
-                Ok(f) => f,
-                Err(e) if queue.find(&id).is_none() => {
-                    tracing::debug!("{id}: gone while listing: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!("{id}: {e}");
-                    continue;
-                }
-            };
-            bytes += file.content_len();
-            count += 1;
-            if json {
-                entries.push(rpost_queue::show::QueueEntry::new(&file, d));
-            } else {
-                if count == 1 {
-                    out.push_str(&rpost_queue::show::postqueue_header());
-                }
-                out.push_str(&rpost_queue::show::postqueue_line(&file, d));
-            }
-        }
-    }
-    if json {
+    let (out, warnings) = if json {
+        let mut entries = Vec::new();
+        let warnings =
+            rpost_queue::show::visit_queue(&queue, |file, d| entries.push(rpost_queue::show::QueueEntry::new(file, d)));
         let text = serde_json::to_string_pretty(&entries).map_err(|e| CommandError::Other(e.to_string()))?;
-        return Ok(text + "\n");
+        (text + "\n", warnings)
+    } else {
+        rpost_queue::show::postqueue_listing(&queue)
+    };
+    for w in warnings {
+        tracing::warn!("{w}");
     }
-    if count == 0 {
-        return Ok(format!("{}\n", rpost_queue::show::QUEUE_EMPTY));
-    }
-    out.push_str(&rpost_queue::show::postqueue_trailer(bytes, count));
     Ok(out)
 }
 

@@ -35,7 +35,7 @@
 //!   queue-file format limit) stays in maildrop with a warning at each pass, without holding
 //!   up the others.
 //!
-//! showq answers every client with the listing ([`showq::listing`]) and closes.
+//! showq answers every client with the listing (`rpost_queue::show::postqueue_listing`) and closes.
 //!
 //! # SECURITY
 //! Postfix lets users drop mail through the setgid `postdrop` program. rpost has no setgid
@@ -72,8 +72,9 @@
 pub mod headers;
 pub mod maildrop;
 pub mod pickup;
-pub mod policy;
-pub mod showq;
+/// The local submission rules (authorized_submit_users, local_login_sender_maps), shared
+/// with sendmail through rpost-submit.
+pub use rpost_submit::policy;
 
 pub use pickup::{Outcome, Pickup, PickupError, Settings};
 

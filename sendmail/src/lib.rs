@@ -75,12 +75,8 @@ pub mod drop;
 pub mod input;
 pub mod options;
 /// The rules pickup enforces (authorized_submit_users, local_login_sender_maps), checked here
-/// first for a prompt error: one source file, compiled into both crates.
-#[path = "../../pickup/src/policy.rs"]
-pub mod policy;
-/// The postqueue -p listing (the showq service's code), for root while the system is down.
-#[path = "../../pickup/src/showq.rs"]
-pub mod showq;
+/// first for a prompt error: the same crate pickup uses.
+pub use rpost_submit::policy;
 pub mod smtp;
 pub mod verify;
 
@@ -395,7 +391,8 @@ fn mailq(program: &str, p: &rpost_config::Params, queue_dir: &Path) -> Result<i3
                 return Err(down(e));
             }
             eprintln!("{program}: warning: Mail system is down -- accessing queue directly");
-            let (text, warnings) = showq::listing(&rpost_queue::Queue::new(queue_dir.to_path_buf()));
+            let (text, warnings) =
+                rpost_queue::show::postqueue_listing(&rpost_queue::Queue::new(queue_dir.to_path_buf()));
             for w in warnings {
                 eprintln!("{program}: warning: {w}");
             }

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{QueueDir, QueueFile, QueueId, RcptStatus, Recipient};
+use crate::{Queue, QueueDir, QueueFile, QueueId, RcptStatus, Recipient};
 
 /// Printed by `queue list` when there is nothing to list.
 pub const QUEUE_EMPTY: &str = "Mail queue is empty";
@@ -46,6 +46,55 @@ pub fn postqueue_line(file: &QueueFile, dir: QueueDir) -> String {
 pub fn postqueue_trailer(total_bytes: u64, count: usize) -> String {
     let plural = if count == 1 { "" } else { "s" };
     format!("-- {} Kbytes in {count} Request{plural}.\n", total_bytes / 1024)
+}
+
+/// Hands every message in incoming/, active/, deferred/ and hold/ (in that order, oldest
+/// first per directory) to `visit`. Directories and files that could not be read come back
+/// as warnings; a file that vanished between the scan and the open (qmgr moved or removed
+/// it) is no warning. The listing tools (`mailq`, the showq service, `rmaster queue list`)
+/// all walk the queue with this.
+pub fn visit_queue(queue: &Queue, mut visit: impl FnMut(&QueueFile, QueueDir)) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for d in [QueueDir::Incoming, QueueDir::Active, QueueDir::Deferred, QueueDir::Hold] {
+        let ids = match queue.scan(d) {
+            Ok(ids) => ids,
+            Err(e) => {
+                warnings.push(format!("scan {}: {e}", d.name()));
+                continue;
+            }
+        };
+        for id in ids {
+            match queue.open(d, &id) {
+                Ok(file) => visit(&file, d),
+                Err(e) => {
+                    if queue.find(&id).is_some() {
+                        warnings.push(format!("{id}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    warnings
+}
+
+/// The whole `postqueue -p` listing ([`QUEUE_EMPTY`] when there is nothing), and the
+/// warnings of [`visit_queue`].
+pub fn postqueue_listing(queue: &Queue) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let (mut bytes, mut count) = (0u64, 0usize);
+    let warnings = visit_queue(queue, |file, d| {
+        bytes += file.content_len();
+        count += 1;
+        if count == 1 {
+            out.push_str(&postqueue_header());
+        }
+        out.push_str(&postqueue_line(file, d));
+    });
+    if count == 0 {
+        return (format!("{QUEUE_EMPTY}\n"), warnings);
+    }
+    out.push_str(&postqueue_trailer(bytes, count));
+    (out, warnings)
 }
 
 /// A `postcat -q` style dump of the whole file: envelope fields one per
@@ -267,6 +316,37 @@ mod tests {
         assert_eq!(postqueue_trailer(1234, 1), "-- 1 Kbytes in 1 Request.\n");
         assert_eq!(postqueue_trailer(0, 3), "-- 0 Kbytes in 3 Requests.\n");
         assert_eq!(postqueue_header().find("-Sender"), Some(ADDR_COLUMN));
+    }
+
+    #[test]
+    fn listing_walks_every_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let q = Queue::new(t.path());
+        q.ensure_dirs().unwrap();
+        assert_eq!(postqueue_listing(&q), (format!("{QUEUE_EMPTY}\n"), Vec::new()));
+        let mut ids = Vec::new();
+        for sender in ["", "alice@example.test"] {
+            let mut env = crate::Envelope::new(sender);
+            env.recipients.push(Recipient::new("bob@example.test"));
+            let mut m = q.create(&env).unwrap();
+            m.write_content(&[b'x'; 2048]).unwrap();
+            ids.push(m.commit().unwrap());
+        }
+        q.move_to(&ids[1], QueueDir::Incoming, QueueDir::Hold).unwrap();
+        // A damaged queue file: a warning, the rest is listed.
+        let junk = QueueId::generate();
+        std::fs::write(q.path(QueueDir::Deferred, &junk), b"junk").unwrap();
+        let complete = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        std::fs::set_permissions(q.path(QueueDir::Deferred, &junk), complete).unwrap();
+        let (text, warnings) = postqueue_listing(&q);
+        assert!(text.starts_with(&postqueue_header()), "{text}");
+        assert!(text.contains("MAILER-DAEMON") && text.contains(&format!("{}!", ids[1])), "{text}");
+        assert!(text.ends_with("-- 4 Kbytes in 2 Requests.\n"), "{text}");
+        let mut seen = Vec::new();
+        visit_queue(&q, |f, d| seen.push((f.id.clone(), d)));
+        assert_eq!(seen, [(ids[0].clone(), QueueDir::Incoming), (ids[1].clone(), QueueDir::Hold)]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with(&format!("{junk}: ")), "{warnings:?}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
                 let _ = stream.shutdown().await;
                 return;
             }
-            let text = match tokio::task::spawn_blocking(move || pickup::showq::listing(&queue)).await {
+            let text = match tokio::task::spawn_blocking(move || rpost_queue::show::postqueue_listing(&queue)).await {
                 Ok((t, warnings)) => {
                     for w in warnings {
                         tracing::warn!("{w}");

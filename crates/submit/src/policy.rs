@@ -3,8 +3,6 @@
 //!
 //! pickup and showq enforce these (they are the trusted side); sendmail checks the same
 //! rules first so that a refused user gets an error at once instead of a file in corrupt/.
-//! sendmail compiles this very file (it cannot depend on the pickup crate), so the rules
-//! exist once.
 
 use rpost_lookup::{LookupError, Table};
 
