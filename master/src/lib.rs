@@ -1,7 +1,7 @@
 //! rmaster - the rpost supervisor and administration command
 //!
 //! # SUMMARY
-//! `rmaster [-c DIR] start|stop|reload|status|check|conf|queue|map ...`
+//! `rmaster [-c DIR] start|stop|reload|status|check|conf|queue|map|pw|auth|setup|log ...`
 //!
 //! # DESCRIPTION
 //! As Postfix's master(8) together with postfix(1) and postconf(1): `start` reads
@@ -19,6 +19,9 @@
 //! * [`commands`]: the command-line verbs;
 //! * [`conf`]: `rmaster conf`, the postconf(1) work-alike;
 //! * [`admin`]: `rmaster queue` (postqueue/postcat) and `rmaster map` (postmap/postalias).
+//! * [`setup`]: `rmaster setup`, the quickstart for one virtual domain;
+//! * [`logsummary`]: `rmaster log summary`, pflogsumm's report from the maillog;
+//! * [`manpage`]: rpost(5) from the parameter registry (`rmaster gen-man`, package builds).
 //! * [`tls`]: the self-signed default certificate `start` and `check` create in
 //!   `$config_directory/tls/` when a service wants TLS and names none.
 //!
@@ -42,6 +45,9 @@ pub mod commands;
 pub mod conf;
 pub mod control;
 pub mod endpoint;
+pub mod logsummary;
+pub mod manpage;
+pub mod setup;
 pub mod spool;
 pub mod supervisor;
 pub mod tls;

@@ -104,6 +104,52 @@ enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Quickstart: configure one virtual mail domain, create its first user, print the DNS
+    /// records and client settings.
+    Setup {
+        /// The mail domain, e.g. example.com.
+        domain: String,
+        /// Create this first user (user@DOMAIN) with a random password, printed once.
+        #[arg(long, value_name = "ADDRESS")]
+        user: Option<String>,
+        /// The server's host name (myhostname; default mail.DOMAIN).
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// Where the mailboxes live: DIR/DOMAIN/USER/Maildir.
+        #[arg(long, value_name = "DIR", default_value = "/var/vmail")]
+        mail_dir: PathBuf,
+        /// Overwrite an edited main.cf (kept as main.cf.bak) or reset an existing user's password.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Log reports (pflogsumm).
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Write the man pages (rmaster(8) and its commands, rpost(5)) into DIR.
+    #[command(hide = true)]
+    GenMan { dir: PathBuf },
+    /// Write bash and zsh completions for rmaster into DIR.
+    #[command(hide = true)]
+    GenCompletions { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Count received, delivered, forwarded, deferred, bounced, rejected, held and discarded
+    /// mail, bytes, top senders, recipients and domains, and reject reasons.
+    Summary {
+        /// The maillog to read (default: standard input; "-" too).
+        #[arg(conflicts_with = "journal")]
+        file: Option<PathBuf>,
+        /// Read rpost's lines from the systemd journal (journalctl -u rpost).
+        #[arg(long)]
+        journal: bool,
+        /// How many entries each top list shows.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +246,8 @@ fn main() -> ExitCode {
         Command::Auth { command: AuthCommand::User { socket, user } } => {
             return authcmd::auth_user(&dir, socket.as_deref(), &user);
         }
+        Command::GenMan { dir } => return gen_man(&dir),
+        Command::GenCompletions { dir } => return gen_completions(&dir),
         Command::Start { foreground: true, detached } => {
             commands::start_foreground(&dir, detached, cli.verbose).map(|()| ExitCode::SUCCESS)
         }
@@ -220,7 +268,14 @@ fn main() -> ExitCode {
                 Command::Map { command: MapCommand::Build { aliases, file } } => {
                     master::admin::map_build(&file, aliases).map(|()| ExitCode::SUCCESS)
                 }
-                Command::Pw { .. } | Command::Auth { .. } => unreachable!("handled above"),
+                Command::Pw { .. } | Command::Auth { .. } | Command::GenMan { .. } | Command::GenCompletions { .. } => {
+                    unreachable!("handled above")
+                }
+                Command::Setup { domain, user, hostname, mail_dir, force } => {
+                    let args = master::setup::SetupArgs { domain, user, hostname, mail_dir, force };
+                    master::setup::run(&dir, &args).map(print_ok)
+                }
+                Command::Log { command: LogCommand::Summary { file, journal, top } } => log_summary(file, journal, top),
                 Command::Conf {
                     help: _,
                     non_default,
@@ -247,6 +302,79 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the log (a file, standard input or the journal) and prints the summary.
+fn log_summary(file: Option<PathBuf>, journal: bool, top: usize) -> Result<ExitCode, CommandError> {
+    use master::logsummary::Summary;
+    let io = |what: String| move |source| CommandError::Io { what, source };
+    let summary = if journal {
+        let mut child = std::process::Command::new("journalctl")
+            .args(["--quiet", "--no-pager", "--output=short", "--unit=rpost.service"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(io("journalctl".into()))?;
+        let out = child.stdout.take().expect("piped");
+        let s = Summary::read(std::io::BufReader::new(out)).map_err(io("journalctl".into()))?;
+        let status = child.wait().map_err(io("journalctl".into()))?;
+        if !status.success() {
+            return Err(CommandError::Other(format!("journalctl failed: {status}")));
+        }
+        s
+    } else {
+        match file {
+            Some(f) if f.as_os_str() != "-" => {
+                let what = f.display().to_string();
+                let r = std::fs::File::open(&f).map_err(io(what.clone()))?;
+                Summary::read(std::io::BufReader::new(r)).map_err(io(what))?
+            }
+            _ => Summary::read(std::io::stdin().lock()).map_err(io("standard input".into()))?,
+        }
+    };
+    print!("{}", summary.render(top));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// rmaster(8), one page per command (rmaster-queue(8), ...), and rpost(5).
+fn gen_man(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    fn walk(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, dir)?;
+        }
+        clap_mangen::Man::new(cmd).section("8").manual("rpost").generate_to(dir).map(|_| ())
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| walk(cmd, dir))
+        .and_then(|()| std::fs::write(dir.join("rpost.5"), master::manpage::rpost_5(env!("CARGO_PKG_VERSION"))));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rmaster: fatal: {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// bash (rmaster) and zsh (_rmaster) completion scripts.
+fn gen_completions(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let result = std::fs::create_dir_all(dir).and_then(|()| {
+        for shell in [Shell::Bash, Shell::Zsh] {
+            clap_complete::generate_to(shell, &mut Cli::command(), "rmaster", dir)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rmaster: fatal: {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }
