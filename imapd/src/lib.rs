@@ -6,7 +6,8 @@
 //!
 //! # DESCRIPTION
 //! [`login`]: authentication through authd, the userdb lookup, the mail location and the
-//! switch to the mail user, shared by both protocols. The POP3 server comes next.
+//! switch to the mail user, shared by both protocols. [`pop3`]: the POP3 server (sans-IO
+//! session, maildrop and tokio driver; the `pop3d` program).
 //!
 //! # SECURITY
 //! See [`login`]: one client per process; before login the process runs as `mail_owner`,
@@ -19,3 +20,4 @@
 //! RFC 1939 (POP3), RFC 2449, RFC 5034, RFC 2595; IMAP: see the IMAP modules.
 
 pub mod login;
+pub mod pop3;

@@ -299,6 +299,7 @@ pub static PARAMS: &[Param] = &[
     p("pop3_lock_session", "no", ParamType::Bool, "Dovecot: allow only one POP3 session per user at a time"),
     p("pop3_logout_format", "top=%t/%p, retr=%r/%b, del=%d/%m, size=%s", ParamType::Str, "Dovecot: format of the POP3 logout log line"),
     p("pop3_no_flag_updates", "no", ParamType::Bool, "Dovecot: do not mark messages seen when retrieved with POP3"),
+    p("pop3_tls_wrappermode", "no", ParamType::Bool, "rpost: pop3d uses implicit TLS (pop3s, port 995)"),
     p("pop3_uidl_format", "%08Xu%08Xv", ParamType::Str, "Dovecot: format of POP3 UIDLs"),
     p("postmaster_address", "postmaster@%d", ParamType::Str, "Dovecot: From address of rejects and bounces sent by lmtp-deliver"),
     p("prepend_delivered_header", "command, file, forward", ParamType::List, "Deliveries that get a Delivered-To: header (loop detection)"),
