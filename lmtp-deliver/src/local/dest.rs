@@ -50,7 +50,8 @@ pub fn classify(item: &str) -> Dest {
     if text.starts_with('/') {
         return Dest::File(text.to_string());
     }
-    if text.len() > 9 && text[..9].eq_ignore_ascii_case(":include:") {
+    // get(): byte 9 may fall inside a multi-byte character of hostile input.
+    if text.len() > 9 && text.get(..9).is_some_and(|p| p.eq_ignore_ascii_case(":include:")) {
         return Dest::Include(text[9..].trim().to_string());
     }
     if let Some(user) = text.strip_prefix('\\') {
@@ -153,6 +154,14 @@ pub fn split_local<'a>(local: &'a str, delimiters: &str) -> (&'a str, Option<&'a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multibyte_text_where_include_would_end() {
+        // Found by the local_dest fuzz target: a character across byte 9 panicked.
+        let d = parse_file("\0\0\0\0\0\0\0\0\u{76d}");
+        assert_eq!(d, [Dest::Address("\0\0\0\0\0\0\0\0\u{76d}".into())]);
+        assert_eq!(classify(":include:\u{76d}"), Dest::Include("\u{76d}".into()));
+    }
 
     #[test]
     fn alias_values() {
