@@ -1,6 +1,6 @@
 //! The connection cache (Postfix's scache, kept inside the smtp-client process): after a
-//! delivery, an SMTP session that ended cleanly stays open, idle, under the next hop it
-//! served. The next request for that next hop takes it (newest first), checks it with
+//! delivery, an SMTP or LMTP session that ended cleanly stays open, idle, under the next hop
+//! it served (TCP connections and LMTP UNIX-domain ones, in two caches). The next request for that next hop takes it (newest first), checks it with
 //! RSET (`smtp_rset_timeout`) and goes straight to MAIL FROM, skipping DNS, connect,
 //! greeting and EHLO. An idle connection is closed with QUIT after
 //! `smtp_connection_cache_time_limit`; none is cached again once it is older than
@@ -13,19 +13,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::session::Caps;
 use crate::settings::CacheSettings;
 
 /// One open session between deliveries.
 #[derive(Debug)]
-pub struct Conn {
-    pub stream: TcpStream,
-    /// The server as `host[addr]`, and its port.
+pub struct Conn<S> {
+    pub stream: S,
+    /// The server's name (`host[addr]`, or the socket as logged), and its address for TCP.
     pub host: String,
-    pub addr: SocketAddr,
+    pub addr: Option<SocketAddr>,
     /// Capabilities from the EHLO reply at connect time.
     pub caps: Caps,
     /// When the connection was made.
@@ -35,21 +34,21 @@ pub struct Conn {
 }
 
 #[derive(Debug)]
-struct Idle {
+struct Idle<S> {
     id: u64,
-    conn: Conn,
+    conn: Conn<S>,
 }
 
 /// Idle connections by destination key.
 #[derive(Debug)]
-pub struct Cache {
+pub struct Cache<S> {
     settings: CacheSettings,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<String, Vec<Idle<S>>>>,
     next_id: AtomicU64,
 }
 
-impl Cache {
-    pub fn new(settings: CacheSettings) -> Cache {
+impl<S: AsyncWrite + Unpin + Send + 'static> Cache<S> {
+    pub fn new(settings: CacheSettings) -> Cache<S> {
         Cache { settings, idle: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
@@ -72,7 +71,7 @@ impl Cache {
     }
 
     /// Takes the most recently cached connection for `key`.
-    pub fn take(&self, key: &str) -> Option<Conn> {
+    pub fn take(&self, key: &str) -> Option<Conn<S>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
         let conn = list.pop().map(|i| i.conn);
@@ -84,7 +83,7 @@ impl Cache {
 
     /// Caches `conn` under `key` (when its age and uses allow) and arranges for it to be
     /// closed after the idle time limit unless a delivery takes it first.
-    pub fn put(self: &Arc<Self>, key: &str, conn: Conn) {
+    pub fn put(self: &Arc<Self>, key: &str, conn: Conn<S>) {
         if !self.reusable(conn.born, conn.uses) {
             tokio::spawn(quit(conn.stream));
             return;
@@ -118,7 +117,7 @@ impl Cache {
 }
 
 /// Says goodbye without waiting for the reply (as `smtp_skip_quit_response`).
-async fn quit(mut stream: TcpStream) {
+async fn quit<S: AsyncWrite + Unpin>(mut stream: S) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(b"QUIT\r\n").await;
         let _ = stream.shutdown().await;
@@ -130,7 +129,7 @@ async fn quit(mut stream: TcpStream) {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn settings(idle_ms: u64, count: u32) -> CacheSettings {
         CacheSettings {
@@ -143,7 +142,7 @@ mod tests {
         }
     }
 
-    async fn pair() -> (Conn, tokio::net::TcpStream) {
+    async fn pair() -> (Conn<TcpStream>, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
@@ -151,7 +150,7 @@ mod tests {
         let conn = Conn {
             stream: client,
             host: "mx[127.0.0.1]".into(),
-            addr,
+            addr: Some(addr),
             caps: Caps::default(),
             born: Instant::now(),
             uses: 1,
@@ -175,7 +174,7 @@ mod tests {
             let mut s = settings(60_000, 0);
             s.enabled = false;
             s.destinations = vec!["[relay.example]:587".into()];
-            let listed = Cache::new(s);
+            let listed = Cache::<TcpStream>::new(s);
             assert!(listed.enabled_for("[RELAY.example]:587") && !listed.enabled_for("example.com"));
 
             // After the idle time limit the connection is closed with QUIT.

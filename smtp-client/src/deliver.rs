@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
 use crate::cache::{Cache, Conn};
-use crate::driver::{Content, Stream, TlsClient, converse, converse_from, limit, rset};
+use crate::driver::{Content, Stream, TlsClient, converse_from, limit, rset};
 use crate::mx::{self, Policy};
 use crate::nexthop::{self, Target};
 use crate::session::{self, Caps, RcptResult, Session};
@@ -23,14 +23,17 @@ use crate::settings::{ProtoSettings, Settings};
 pub struct Agent {
     pub settings: Settings,
     pub dns: crate::dns::Resolver,
-    pub cache: Arc<Cache>,
+    pub cache: Arc<Cache<TcpStream>>,
+    /// LMTP sessions over UNIX-domain sockets (lmtp-deliver, Dovecot's lmtp).
+    pub unix_cache: Arc<Cache<UnixStream>>,
 }
 
 impl Agent {
     pub fn new(settings: Settings) -> Agent {
         let dns = crate::dns::Resolver::new(&settings.dns_servers);
         let cache = Arc::new(Cache::new(settings.cache.clone()));
-        Agent { settings, dns, cache }
+        let unix_cache = Arc::new(Cache::new(settings.lmtp_cache.clone()));
+        Agent { settings, dns, cache, unix_cache }
     }
 }
 
@@ -294,6 +297,32 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
     let t = &proto.timeouts;
     match &hop.target {
         Target::Unix { shown, path } => {
+            let peer = format!("{}[{shown}]", settings.myhostname);
+            // TLS over a local socket is rare; such sessions quit instead of being cached.
+            let tls_wanted = proto.tls_config.is_some() && proto.tls != rpost_tls::ClientLevel::None;
+            let cache = &agent.unix_cache;
+            let caching = !tls_wanted && cache.enabled_for(&req.nexthop);
+            let mut reused = None;
+            while caching && let Some(mut conn) = cache.take(&req.nexthop) {
+                if cache.reusable(conn.born, conn.uses) && rset(&mut conn.stream, cache.rset_timeout()).await {
+                    reused = Some(conn);
+                    break;
+                }
+            }
+            let (stream, resume, born, uses) = match reused {
+                Some(c) => (c.stream, Some(c.caps), c.born, c.uses),
+                None => match limit(t.connect, UnixStream::connect(path)).await {
+                    Ok(Ok(stream)) => (stream, None, Instant::now(), 0),
+                    Ok(Err(e)) => {
+                        let reason = format!("connect to {peer}: {}", os_error(&e));
+                        return attempt.fail_all(Outcome::Deferred, "4.4.1", &reason, "none");
+                    }
+                    Err(()) => {
+                        let reason = format!("connect to {peer}: Connection timed out");
+                        return attempt.fail_all(Outcome::Deferred, "4.4.1", &reason, "none");
+                    }
+                },
+            };
             let content: Content = match file.content_reader() {
                 Ok(r) => Box::new(r),
                 Err(e) => {
@@ -301,30 +330,33 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
                     return attempt.fail_all(Outcome::Deferred, "4.3.0", &reason, "none");
                 }
             };
-            let peer = format!("{}[{shown}]", settings.myhostname);
-            match limit(t.connect, UnixStream::connect(path)).await {
-                Ok(Ok(stream)) => {
-                    let mut stream = Stream::Plain(stream);
-                    let tls = proto.tls_config.clone().map(|config| TlsClient {
-                        config,
-                        server_name: "localhost".into(),
-                        relay: peer.clone(),
-                        level: proto.tls,
-                    });
-                    let mut session = Session::new(cfg, msg, peer.clone());
-                    let hs = converse(&mut stream, &mut session, content, t, tls.as_ref()).await;
-                    let results = session.results().into_iter().map(|r| Final::new(r, &peer, 1)).collect();
-                    attempt.respond(results, hs)
-                }
-                Ok(Err(e)) => {
-                    let reason = format!("connect to {peer}: {}", os_error(&e));
-                    attempt.fail_all(Outcome::Deferred, "4.4.1", &reason, "none")
-                }
-                Err(()) => {
-                    let reason = format!("connect to {peer}: Connection timed out");
-                    attempt.fail_all(Outcome::Deferred, "4.4.1", &reason, "none")
-                }
+            let mut stream = Stream::Plain(stream);
+            let tls = proto.tls_config.clone().map(|config| TlsClient {
+                config,
+                server_name: "localhost".into(),
+                relay: peer.clone(),
+                level: proto.tls,
+            });
+            let mut cfg = cfg;
+            cfg.keep_open = caching;
+            let mut session = Session::new(cfg, msg, peer.clone());
+            // A reused session's handshake is behind it: delays= counts none.
+            let resumed_at = resume.is_some().then(Instant::now);
+            let step = match resume {
+                Some(caps) => session.resume(caps),
+                None => session.start(),
+            };
+            let hs = converse_from(&mut stream, &mut session, step, content, t, tls.as_ref()).await;
+            let uses = uses + 1;
+            let results = session.results().into_iter().map(|r| Final::new(r, &peer, uses)).collect();
+            if caching
+                && session.reusable()
+                && let Some(stream) = stream.into_plain()
+            {
+                let caps = session.caps().clone();
+                cache.put(&req.nexthop, Conn { stream, host: peer, addr: None, caps, born, uses });
             }
+            attempt.respond(results, resumed_at.or(hs))
         }
         Target::Tcp { .. } | Target::Domain(_) => {
             let mut tcp = TcpDelivery {
@@ -395,11 +427,12 @@ impl TcpDelivery<'_> {
                     // Too old, or the server went away while it was idle: a fresh connection.
                     continue;
                 }
+                let Some(addr) = conn.addr else { continue };
                 self.handshake = Some(Instant::now());
                 let server = Server {
                     stream: conn.stream,
                     host: conn.host,
-                    addr: conn.addr,
+                    addr,
                     born: conn.born,
                     uses: conn.uses,
                     resume: Some(conn.caps),
@@ -589,7 +622,7 @@ impl TcpDelivery<'_> {
             && let Some(stream) = stream.into_plain()
         {
             let caps = session.caps().clone();
-            let conn = Conn { stream, host: server.host, addr: server.addr, caps, born: server.born, uses };
+            let conn = Conn { stream, host: server.host, addr: Some(server.addr), caps, born: server.born, uses };
             self.agent.cache.put(key, conn);
         }
         if fallback { Some(Retry::Plaintext) } else { handshake.then_some(Retry::No) }

@@ -36,7 +36,8 @@
 //!   until `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit`.
 //!   qmgr sends no backlog hint, so `smtp_connection_cache_on_demand = yes` caches after
 //!   every delivery; with it off, only next hops in `smtp_connection_cache_destinations`
-//!   are cached. LMTP connections are not cached.
+//!   are cached. LMTP sessions are cached the same way under `lmtp_connection_cache_*`
+//!   (over TCP, and over UNIX-domain sockets such as lmtp-deliver's).
 //! * The protocol is LMTP when the service is named `lmtp`, when the command line has the
 //!   argument `lmtp` (`dovecot unix - - n - - smtp-client lmtp`), or when the next hop is
 //!   `unix:` or `inet:`; otherwise SMTP.

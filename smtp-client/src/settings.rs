@@ -77,6 +77,8 @@ pub struct Settings {
     pub own: OwnAddrs,
     /// The connection cache (`smtp_connection_cache_*`, `smtp_connection_reuse_*`).
     pub cache: CacheSettings,
+    /// The same for LMTP (`lmtp_connection_cache_*`, `lmtp_connection_reuse_*`).
+    pub lmtp_cache: CacheSettings,
     /// `ipc_timeout`: how long qmgr may take to send its request.
     pub ipc_timeout: Duration,
 }
@@ -132,18 +134,8 @@ impl Settings {
             defer_if_no_mx_address: p.get_bool("smtp_defer_if_no_mx_address_found")?,
             dns_servers,
             own: OwnAddrs::from_params(&p.get_list("inet_interfaces")?, &p.get_list("proxy_interfaces")?),
-            cache: CacheSettings {
-                enabled: p.get_bool("smtp_connection_cache_on_demand")?,
-                destinations: p
-                    .get_list("smtp_connection_cache_destinations")?
-                    .into_iter()
-                    .map(|d| d.to_ascii_lowercase())
-                    .collect(),
-                idle: p.get_time("smtp_connection_cache_time_limit")?,
-                reuse_time: p.get_time("smtp_connection_reuse_time_limit")?,
-                reuse_count: p.get_int("smtp_connection_reuse_count_limit")?.max(0) as u32,
-                rset_timeout: p.get_time("smtp_rset_timeout")?,
-            },
+            cache: cache_settings(p, "smtp")?,
+            lmtp_cache: cache_settings(p, "lmtp")?,
             ipc_timeout: p.get_time("ipc_timeout")?,
         })
     }
@@ -299,6 +291,23 @@ fn proto(p: &Params, prefix: &str, helo: &str, helo_timeout: &str) -> Result<Pro
         skip_quit_response: prefix == "smtp",
         bind4: addr(format!("{prefix}_bind_address"))?,
         bind6: addr(format!("{prefix}_bind_address6"))?,
+    })
+}
+
+/// `<proto>_connection_cache_*`, `<proto>_connection_reuse_*` and `<proto>_rset_timeout`.
+fn cache_settings(p: &Params, proto: &str) -> Result<CacheSettings, SettingsError> {
+    let get = |name: &str| format!("{proto}_{name}");
+    Ok(CacheSettings {
+        enabled: p.get_bool(&get("connection_cache_on_demand"))?,
+        destinations: p
+            .get_list(&get("connection_cache_destinations"))?
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+        idle: p.get_time(&get("connection_cache_time_limit"))?,
+        reuse_time: p.get_time(&get("connection_reuse_time_limit"))?,
+        reuse_count: p.get_int(&get("connection_reuse_count_limit"))?.max(0) as u32,
+        rset_timeout: p.get_time(&get("rset_timeout"))?,
     })
 }
 

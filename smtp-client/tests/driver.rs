@@ -61,12 +61,14 @@ where
         if r == "CLOSE" {
             return;
         }
+        if text.eq_ignore_ascii_case("QUIT") {
+            // A client closing an idle cached session does not wait for this reply.
+            let _ = wr.write_all(r.as_bytes()).await;
+            return;
+        }
         wr.write_all(r.as_bytes()).await.unwrap();
         if text.eq_ignore_ascii_case("DATA") && r.starts_with("354") {
             in_data = true;
-        }
-        if text.eq_ignore_ascii_case("QUIT") {
-            return;
         }
     }
 }
@@ -130,7 +132,9 @@ fn settings(root: &Path, lmtp: bool, extra: &[(&str, &str)]) -> Agent {
     let mut p = Params::empty();
     p.set("myhostname", "mail.example.test");
     p.set("inet_protocols", "ipv4");
+    // The fake servers expect QUIT after one delivery; the cache tests turn it back on.
     p.set("smtp_connection_cache_on_demand", "no");
+    p.set("lmtp_connection_cache_on_demand", "no");
     p.set("dns_resolver_servers", "127.0.0.1:1");
     for (k, v) in extra {
         p.set(k, v);
@@ -463,6 +467,66 @@ async fn connections_are_reused_with_rset() {
         ]
     );
     assert_eq!(s.cache.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn lmtp_unix_sessions_are_reused_with_rset() {
+    // As with TCP: lmtp-deliver's socket serves consecutive requests over one connection.
+    let first = queue_message(&["a@example.test"], BODY);
+    let root = first.dir.path().to_path_buf();
+    let second = {
+        let q = Queue::new(&root);
+        let mut env = Envelope::new("alice@example.test");
+        env.recipients.push(Recipient::new("b@example.test"));
+        let mut msg = q.create(&env).unwrap();
+        msg.write_content(BODY).unwrap();
+        let id = msg.commit().unwrap();
+        q.move_to(&id, QueueDir::Incoming, QueueDir::Active).unwrap();
+        id.as_str().to_owned()
+    };
+    std::fs::create_dir(root.join("private")).unwrap();
+    let listener = UnixListener::bind(root.join("private/fake-lmtp")).unwrap();
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let c = captured.clone();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut smtp = smtp_answers(accept_all);
+        let answer = move |line: &str| match line {
+            "." => "250 2.0.0 <x@example.test> Saved\r\n".to_string(),
+            "RSET" => "250 2.0.0 OK\r\n".to_string(),
+            l => smtp(l),
+        };
+        fake(stream, "220 mail.example.test LMTP ready.", answer, c).await;
+    });
+    let s = settings(
+        &root,
+        true,
+        &[("lmtp_connection_cache_on_demand", "yes"), ("lmtp_connection_cache_time_limit", "1s")],
+    );
+    let resp = deliver(&s, &request(&first, "unix:private/fake-lmtp", &["a@example.test"])).await;
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent, "{resp:?}");
+    assert_eq!(s.unix_cache.idle_count(), 1);
+    let env2 = Env { dir: tempfile::tempdir().unwrap(), queue_id: second };
+    let resp = deliver(&s, &request(&env2, "unix:private/fake-lmtp", &["b@example.test"])).await;
+    assert_eq!(resp.statuses[0].outcome, Outcome::Sent, "{resp:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(30), task).await.unwrap().unwrap();
+    let got = captured.lock().unwrap().clone();
+    let size = BODY.len();
+    assert_eq!(
+        got.commands,
+        [
+            "LHLO mail.example.test".to_string(),
+            format!("MAIL FROM:<alice@example.test> SIZE={size}"),
+            "RCPT TO:<a@example.test>".into(),
+            "DATA".into(),
+            "RSET".into(),
+            format!("MAIL FROM:<alice@example.test> SIZE={size}"),
+            "RCPT TO:<b@example.test>".into(),
+            "DATA".into(),
+            "QUIT".into(),
+        ]
+    );
+    assert_eq!(s.unix_cache.idle_count(), 0);
 }
 
 /// A DNS server on loopback UDP answering from `zone` (name, record); NXDOMAIN otherwise.

@@ -25,6 +25,8 @@ fn suite() -> Suite {
     Suite::builder()
         .main("smtp_helo_timeout", "10s")
         .main("lmtp_lhlo_timeout", "10s")
+        // The fake LMTP servers expect QUIT after each delivery.
+        .main("lmtp_connection_cache_on_demand", "no")
         .master_line("lmtp unix - - n - - smtp-client")
         .master_line("smtp unix - - n - - smtp-client")
         .start()
