@@ -6,7 +6,8 @@
 //!
 //! # DESCRIPTION
 //! [`login`]: authentication through authd, the userdb lookup, the mail location and the
-//! switch to the mail user, shared by both protocols. [`pop3`]: the POP3 server (sans-IO
+//! switch to the mail user, shared by both protocols. [`imap`]: the IMAP server (session,
+//! Maildir mailbox, MIME structure and tokio driver; the `imapd` program). [`pop3`]: the POP3 server (sans-IO
 //! session, maildrop and tokio driver; the `pop3d` program).
 //!
 //! # SECURITY
@@ -17,7 +18,11 @@
 //! See the modules.
 //!
 //! # STANDARDS
-//! RFC 1939 (POP3), RFC 2449, RFC 5034, RFC 2595; IMAP: see the IMAP modules.
+//! RFC 1939 (POP3), RFC 2449, RFC 5034, RFC 2595; RFC 3501 (IMAP4rev1) with LITERAL+ (RFC 7888),
+//! SASL-IR (RFC 4959), ID (RFC 2971), ENABLE (RFC 5161), IDLE (RFC 2177), NAMESPACE (RFC 2342),
+//! UIDPLUS (RFC 4315), MOVE (RFC 6851), UNSELECT (RFC 3691), CHILDREN (RFC 3348), SPECIAL-USE
+//! (RFC 6154), RFC 5530 response codes.
 
+pub mod imap;
 pub mod login;
 pub mod pop3;

@@ -1,25 +1,55 @@
-//! imapd - IMAP and POP3 server
+//! imapd - rpost IMAP server
 //!
 //! # SUMMARY
-//! `imapd` runs under rmaster as a master.cf service; it is not started by hand.
+//! `imapd` runs under rmaster as a master.cf service; it is not started by hand:
+//! ```text
+//! imap      inet  n  -  n  -  -  imapd
+//! imaps     inet  n  -  n  -  -  imapd -o imapd_tls_wrappermode=yes
+//! ```
 //!
 //! # DESCRIPTION
-//! Skeleton: the process model is real (it is spawned on demand by rmaster, inherits its
-//! listeners, drops privileges, reports its status and honours max_use/max_idle and reloads),
-//! but the protocol is not implemented yet (issue 6). A client is logged and told `* BYE`, the
-//! connection is closed; nothing is accepted or claimed.
+//! IMAP4rev1 (RFC 3501) for the users of authd, over the Maildir++ store lmtp-deliver writes
+//! and Dovecot reads: same `dovecot-uidlist` UIDs, same flags in file names, same folders.
+//! Greeting `* OK [CAPABILITY ...] rpost ready.`; STARTTLS (or implicit TLS with
+//! `imapd_tls_wrappermode = yes`), LOGIN and AUTHENTICATE (the SASL mechanisms authd offers,
+//! SASL-IR), then every RFC 3501 command plus LITERAL+, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS,
+//! MOVE, UNSELECT, CHILDREN and SPECIAL-USE (Drafts, Sent, Trash, Junk and Archive are
+//! created and subscribed at login). Other sessions' changes and new deliveries are reported
+//! after every command and, in IDLE, within about a second.
+//! Log lines: `imap-login: Login: user=<alice>, method=PLAIN, rip=..., lip=..., mpid=..., TLS`,
+//! `imap(alice): Logged out in=120 out=2400 deleted=0 expunged=0 body_count=1 body_bytes=512`,
+//! `Aborted login (auth failed, 1 attempts in 2 secs): user=<alice>, ...`.
 //!
 //! # SECURITY
-//! Drops to `mail_owner` (and chroots when master.cf says so) before reading from a client,
-//! through rpost-daemon. Reads nothing from the client.
+//! One client per process: before login it runs as `mail_owner` (saved uid root, see
+//! `imapd::login`), after login as the mail user, and it exits after that session; master.cf
+//! must say `n` in the unpriv and chroot columns. Plaintext authentication needs TLS on
+//! non-local connections with `disable_plaintext_auth = yes` (LOGINDISABLED is announced);
+//! input pipelined after STARTTLS is discarded. Commands are limited to
+//! `imap_max_line_length`, APPEND literals to `message_size_limit` (a larger announcement is
+//! refused before any of it is read); 20 invalid commands end the connection; clients are
+//! logged out after 3 minutes of silence before login and 30 minutes after. Mailbox names
+//! are checked so that none leaves the user's Maildir.
 //!
 //! # CONFIGURATION
-//! The rpost-daemon parameters (mail_owner, max_use, max_idle, syslog_name, maillog_file).
+//! imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
+//! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
+//! auth_socket_path, mail_location, mail_home, mail_uid, mail_gid, first_valid_uid,
+//! last_valid_uid, first_valid_gid, last_valid_gid, mail_owner, plus the rpost-daemon
+//! parameters.
 //!
 //! # STANDARDS
-//! None yet.
+//! RFC 3501, RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 2971 (ID), RFC 5161 (ENABLE),
+//! RFC 2177 (IDLE), RFC 2342 (NAMESPACE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE), RFC 3691
+//! (UNSELECT), RFC 3348 (CHILDREN), RFC 6154 (SPECIAL-USE), RFC 5530 (response codes),
+//! RFC 8314 (implicit TLS on 993).
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use imapd::imap::server::{Config, serve};
+use imapd::login::{self, Authenticator, Service, Settings};
+use rpost_imap_proto::Limits;
 
 fn main() -> ExitCode {
     let daemon = match rpost_daemon::Daemon::start("imapd") {
@@ -29,7 +59,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    daemon.serve(rpost_daemon::Options::default(), |client| {
-        rpost_daemon::refuse_unimplemented("imapd", client, Some("* BYE rpost imapd is not implemented yet\r\n".into()))
-    })
+    // Certificates are read while still root; then the pre-login identity is taken.
+    let setup = (|| -> Result<(Config, rpost_daemon::Options), String> {
+        let p = daemon.params();
+        let settings = Settings::from_params(p, Service::Imap).map_err(|e| e.to_string())?;
+        let err = |e: rpost_config::ConfigError| e.to_string();
+        let wrapper = p.get_bool("imapd_tls_wrappermode").map_err(err)?;
+        if wrapper && settings.tls.is_none() {
+            return Err("imapd_tls_wrappermode = yes but no certificate could be loaded (ssl_cert, ssl_key)".into());
+        }
+        let max_line = p.get_size("imap_max_line_length").map_err(err)?.clamp(1024, 16 << 20) as usize;
+        let size_limit = p.get_size("message_size_limit").map_err(err)?;
+        let max_append = if size_limit == 0 { 1 << 30 } else { size_limit };
+        let config = Config {
+            auth: Authenticator::new(settings),
+            limits: Limits { max_line, max_append },
+            wrapper,
+            capability: p.get("imap_capability").map_err(err)?,
+            idle_notify: p.get_time("imap_idle_notify_interval").map_err(err)?,
+        };
+        let options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
+        Ok((config, options))
+    })();
+    let (config, options) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = Arc::new(config);
+    daemon.serve(options, move |client| serve(config.clone(), client))
 }

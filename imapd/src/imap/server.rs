@@ -1,0 +1,496 @@
+//! The tokio driver of one IMAP connection: greeting, TLS (STARTTLS or implicit), the
+//! not-authenticated state (LOGIN, AUTHENTICATE through [`crate::login`]), literals'
+//! continuation requests, IDLE, timeouts, and the log lines; everything after login is
+//! [`super::session::Session`]'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpost_imap_proto::{Command, CommandBody, Event, Limits, Reader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::session::Session;
+use crate::login::{self, Authenticator, ConnInfo, End, LoginError, Step};
+
+/// Autologout after login (RFC 3501 5.4: at least 30 minutes).
+pub const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// Inactivity allowed before login.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often an IDLE session looks at the Maildir.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Invalid commands tolerated before the connection is closed.
+const MAX_BAD: u32 = 20;
+
+/// A client stream, plaintext or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What the driver needs from the configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub auth: Authenticator,
+    pub limits: Limits,
+    /// Implicit TLS (port 993): `imapd_tls_wrappermode`.
+    pub wrapper: bool,
+    /// `imap_capability`: replaces the list after login, or extends it when it starts with `+`.
+    pub capability: String,
+    pub idle_notify: Duration,
+}
+
+struct Conn {
+    io: Box<dyn Io>,
+    reader: Reader,
+    info: ConnInfo,
+    bytes_in: u64,
+    bytes_out: u64,
+    bad: u32,
+}
+
+#[derive(Debug)]
+enum Closed {
+    /// The client went away or broke the protocol; nothing more to send.
+    Gone,
+    Timeout,
+}
+
+impl Conn {
+    async fn send(&mut self, data: &[u8]) -> Result<(), Closed> {
+        self.bytes_out += data.len() as u64;
+        match tokio::time::timeout(Duration::from_secs(300), async {
+            self.io.write_all(data).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Closed::Gone),
+        }
+    }
+
+    async fn fill(&mut self, timeout: Duration) -> Result<(), Closed> {
+        let mut buf = [0u8; 16384];
+        match tokio::time::timeout(timeout, self.io.read(&mut buf)).await {
+            Err(_) => Err(Closed::Timeout),
+            Ok(Err(_)) | Ok(Ok(0)) => Err(Closed::Gone),
+            Ok(Ok(n)) => {
+                self.bytes_in += n as u64;
+                self.reader.feed(&buf[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next command; continuation requests and refusals are answered here.
+    async fn command(&mut self, timeout: Duration) -> Result<Command, Closed> {
+        loop {
+            while let Some(ev) = self.reader.next() {
+                match ev {
+                    Event::Command(c) => return Ok(c),
+                    Event::Continue => self.send(b"+ Ready for literal data\r\n").await?,
+                    Event::Bad { tag, message } => {
+                        self.bad += 1;
+                        let line = format!("{} BAD {message}\r\n", tag.as_deref().unwrap_or("*"));
+                        self.send(line.as_bytes()).await?;
+                        if self.bad >= MAX_BAD {
+                            self.send(b"* BYE Too many invalid IMAP commands.\r\n").await?;
+                            return Err(Closed::Gone);
+                        }
+                    }
+                    Event::TooBig { tag, size } => {
+                        let line = format!(
+                            "{} NO [TOOBIG] Literal of {size} bytes is larger than allowed.\r\n",
+                            tag.as_deref().unwrap_or("*")
+                        );
+                        self.send(line.as_bytes()).await?;
+                    }
+                    Event::Fatal(msg) => {
+                        self.send(format!("* BYE {msg}\r\n").as_bytes()).await?;
+                        return Err(Closed::Gone);
+                    }
+                }
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// A raw line (AUTHENTICATE answers, IDLE's DONE).
+    async fn line(&mut self, timeout: Duration) -> Result<Vec<u8>, Closed> {
+        loop {
+            match self.reader.take_line() {
+                Some(Ok(l)) => return Ok(l),
+                Some(Err(())) => return Err(Closed::Gone),
+                None => self.fill(timeout).await?,
+            }
+        }
+    }
+}
+
+const BASE_CAPS: &str = "IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+";
+const POST_LOGIN_CAPS: &str =
+    "IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE";
+
+async fn pre_login_caps(cfg: &Config, info: &ConnInfo) -> String {
+    let s = &cfg.auth.settings;
+    let mut caps = BASE_CAPS.to_string();
+    if s.starttls_available(info) {
+        caps.push_str(" STARTTLS");
+    }
+    let plain_ok = s.plaintext_allowed(info);
+    if !plain_ok {
+        caps.push_str(" LOGINDISABLED");
+    }
+    if let Ok(mechs) = cfg.auth.mechanisms().await {
+        for (m, plaintext) in mechs {
+            if plain_ok || !plaintext {
+                caps.push_str(" AUTH=");
+                caps.push_str(&m);
+            }
+        }
+    }
+    caps
+}
+
+fn post_login_caps(cfg: &Config) -> String {
+    let c = cfg.capability.trim();
+    if c.is_empty() {
+        POST_LOGIN_CAPS.to_string()
+    } else if let Some(extra) = c.strip_prefix('+') {
+        format!("{POST_LOGIN_CAPS} {}", extra.trim())
+    } else {
+        c.to_string()
+    }
+}
+
+fn id_reply() -> &'static [u8] {
+    b"* ID (\"name\" \"rpost\")\r\n"
+}
+
+/// Serves one client connection to its end.
+pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
+    let rpost_daemon::Client::Stream(stream) = client else { return };
+    let info = login::conn_info(&stream);
+    let io: Box<dyn Io> = Box::new(stream);
+    let mut conn = Conn { io, reader: Reader::new(cfg.limits), info, bytes_in: 0, bytes_out: 0, bad: 0 };
+    if cfg.wrapper {
+        let Some(tls) = cfg.auth.settings.tls.clone() else {
+            tracing::warn!("imapd_tls_wrappermode = yes but no TLS certificate is loaded: connection refused");
+            return;
+        };
+        match rpost_tls::accept(tls, conn.io, Duration::from_secs(60)).await {
+            Ok(s) => {
+                conn.io = Box::new(s);
+                conn.info.tls = true;
+            }
+            Err(e) => {
+                tracing::info!("Disconnected: TLS handshaking failed: {e}: {}", conn.info.log_fields());
+                return;
+            }
+        }
+    }
+    let caps = pre_login_caps(&cfg, &conn.info).await;
+    if conn.send(format!("* OK [CAPABILITY {caps}] rpost ready.\r\n").as_bytes()).await.is_err() {
+        return;
+    }
+    let mut attempts = login::Attempts::default();
+    let (user, method) = loop {
+        let cmd = match conn.command(LOGIN_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => {
+                let how = if matches!(e, Closed::Timeout) { End::Timeout } else { End::Disconnected };
+                if matches!(e, Closed::Timeout) {
+                    let _ = conn.send(b"* BYE Disconnected for inactivity.\r\n").await;
+                }
+                tracing::info!("{}", attempts.end_line(how, &conn.info));
+                return;
+            }
+        };
+        let tag = cmd.tag.clone();
+        let r = match cmd.body {
+            CommandBody::Capability => {
+                let caps = pre_login_caps(&cfg, &conn.info).await;
+                conn.send(format!("* CAPABILITY {caps}\r\n{tag} OK Pre-login capabilities listed, post-login capabilities have more.\r\n").as_bytes()).await
+            }
+            CommandBody::Noop => conn.send(format!("{tag} OK NOOP completed.\r\n").as_bytes()).await,
+            CommandBody::Id(_) => {
+                let mut out = id_reply().to_vec();
+                out.extend(format!("{tag} OK ID completed.\r\n").bytes());
+                conn.send(&out).await
+            }
+            CommandBody::Logout => {
+                let _ = conn.send(format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes()).await;
+                tracing::info!("{}", attempts.end_line(End::Quit, &conn.info));
+                return;
+            }
+            CommandBody::StartTls => {
+                let Some(tls) = cfg.auth.settings.tls.clone().filter(|_| !conn.info.tls) else {
+                    let _ = conn.send(format!("{tag} BAD TLS is not available.\r\n").as_bytes()).await;
+                    continue;
+                };
+                if conn.send(format!("{tag} OK Begin TLS negotiation now.\r\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                // Anything pipelined after STARTTLS came in plaintext: thrown away.
+                let dropped = conn.reader.discard_input();
+                if dropped > 0 {
+                    tracing::info!("{} bytes pipelined after STARTTLS dropped: {}", dropped, conn.info.log_fields());
+                }
+                let io = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
+                match rpost_tls::accept(tls, io, Duration::from_secs(60)).await {
+                    Ok(s) => {
+                        conn.io = Box::new(s);
+                        conn.info.tls = true;
+                        conn.reader = Reader::new(cfg.limits);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::info!("Disconnected: TLS handshaking failed: {e}: {}", conn.info.log_fields());
+                        return;
+                    }
+                }
+            }
+            CommandBody::Login { user, password } => {
+                if !cfg.auth.settings.plaintext_allowed(&conn.info) {
+                    attempts.failed(None, "PLAIN");
+                    conn.send(format!("{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n").as_bytes()).await
+                } else {
+                    let (Ok(u), Ok(p)) = (String::from_utf8(user), String::from_utf8(password)) else {
+                        let _ = conn.send(format!("{tag} BAD Invalid UTF-8 in credentials.\r\n").as_bytes()).await;
+                        continue;
+                    };
+                    match cfg.auth.plain(&u, &p, &conn.info).await {
+                        Ok(name) => break (Some((tag, name)), "PLAIN"),
+                        Err(e) => auth_failed(&mut conn, &mut attempts, &tag, Some(&u), "PLAIN", e).await,
+                    }
+                }
+            }
+            CommandBody::Authenticate { mechanism, initial } => {
+                match authenticate(&cfg, &mut conn, &tag, &mechanism, initial.as_deref()).await {
+                    Ok(Some(name)) => break (Some((tag, name)), leak(&mechanism)),
+                    Ok(None) => Ok(()),
+                    Err(AuthEnd::Closed(_)) => {
+                        tracing::info!("{}", attempts.end_line(End::Disconnected, &conn.info));
+                        return;
+                    }
+                    Err(AuthEnd::Failed(e)) => auth_failed(&mut conn, &mut attempts, &tag, None, &mechanism, e).await,
+                }
+            }
+            other => {
+                conn.send(format!("{tag} BAD Error in IMAP command {}: Not logged in.\r\n", other.name()).as_bytes())
+                    .await
+            }
+        };
+        if r.is_err() {
+            tracing::info!("{}", attempts.end_line(End::Disconnected, &conn.info));
+            return;
+        }
+    };
+    let Some((tag, name)) = user else { return };
+    let logged_in = match cfg.auth.lookup(&name).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("user {name}: {e}");
+            let _ = conn.send(format!("{tag} NO [UNAVAILABLE] Temporary user lookup failure.\r\n").as_bytes()).await;
+            return;
+        }
+    };
+    if let Err(e) = logged_in.enter() {
+        tracing::warn!("user {name}: {e}");
+        let _ = conn.send(format!("{tag} NO [UNAVAILABLE] Temporary server failure.\r\n").as_bytes()).await;
+        return;
+    }
+    tracing::info!("imap-login: {}", logged_in.log_line(method, &conn.info));
+    let user = logged_in.user.clone();
+    let mut session = Session::new(logged_in.maildir.clone(), logged_in.inbox.clone());
+    session.autocreate();
+    let caps = post_login_caps(&cfg);
+    let ok = conn.send(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes()).await.is_ok();
+    let reason = if ok { run_session(&cfg, &mut conn, &mut session, &caps).await } else { "Disconnected" };
+    let s = session.stats;
+    tracing::info!(
+        "imap({}): {reason} in={} out={} deleted={} expunged={} body_count={} body_bytes={}",
+        rpost_auth_proto::printable(&user),
+        conn.bytes_in,
+        conn.bytes_out,
+        s.deleted,
+        s.expunged,
+        s.fetch_body_count,
+        s.fetch_body_bytes
+    );
+    let _ = conn.io.shutdown().await;
+    // This process ran as the mail user: it must not serve anyone else.
+    login::finish_process();
+}
+
+fn leak(m: &str) -> &'static str {
+    match m.to_ascii_uppercase().as_str() {
+        "PLAIN" => "PLAIN",
+        "LOGIN" => "LOGIN",
+        "CRAM-MD5" => "CRAM-MD5",
+        "SCRAM-SHA-256" => "SCRAM-SHA-256",
+        "SCRAM-SHA-1" => "SCRAM-SHA-1",
+        _ => "SASL",
+    }
+}
+
+enum AuthEnd {
+    Closed(#[allow(dead_code)] Closed),
+    Failed(LoginError),
+}
+
+/// One AUTHENTICATE exchange: `Ok(Some(user))` on success, `Ok(None)` when the client
+/// cancelled or the command was refused (already answered).
+async fn authenticate(
+    cfg: &Config,
+    conn: &mut Conn,
+    tag: &str,
+    mech: &str,
+    initial: Option<&str>,
+) -> Result<Option<String>, AuthEnd> {
+    let s = &cfg.auth.settings;
+    let plaintext = matches!(mech.to_ascii_uppercase().as_str(), "PLAIN" | "LOGIN");
+    if plaintext && !s.plaintext_allowed(&conn.info) {
+        conn.send(format!("{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n").as_bytes())
+            .await
+            .map_err(AuthEnd::Closed)?;
+        return Ok(None);
+    }
+    let initial = initial.map(|i| if i == "=" { "" } else { i });
+    let (mut ex, mut step) = cfg.auth.begin(mech, initial, &conn.info).await.map_err(AuthEnd::Failed)?;
+    loop {
+        match step {
+            Step::Done(user) => return Ok(Some(user)),
+            Step::Challenge(c) => {
+                conn.send(format!("+ {c}\r\n").as_bytes()).await.map_err(AuthEnd::Closed)?;
+                let line = conn.line(LOGIN_TIMEOUT).await.map_err(AuthEnd::Closed)?;
+                if line == b"*" {
+                    conn.send(format!("{tag} BAD Authentication aborted by client.\r\n").as_bytes())
+                        .await
+                        .map_err(AuthEnd::Closed)?;
+                    return Ok(None);
+                }
+                let ok = line.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+                if !ok {
+                    conn.send(format!("{tag} BAD Invalid base64 data in continued response\r\n").as_bytes())
+                        .await
+                        .map_err(AuthEnd::Closed)?;
+                    return Ok(None);
+                }
+                step = ex.respond(&String::from_utf8_lossy(&line)).await.map_err(AuthEnd::Failed)?;
+            }
+        }
+    }
+}
+
+async fn auth_failed(
+    conn: &mut Conn,
+    attempts: &mut login::Attempts,
+    tag: &str,
+    user: Option<&str>,
+    method: &str,
+    e: LoginError,
+) -> Result<(), Closed> {
+    let line = match &e {
+        LoginError::Failed { user: u, .. } => {
+            attempts.failed(u.as_deref().or(user), &method.to_ascii_uppercase());
+            format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+        }
+        LoginError::TempFailed { .. } => format!("{tag} NO [UNAVAILABLE] Temporary authentication failure.\r\n"),
+        other => {
+            tracing::warn!("authentication: {other}");
+            format!("{tag} NO [UNAVAILABLE] Temporary authentication failure.\r\n")
+        }
+    };
+    conn.send(line.as_bytes()).await
+}
+
+/// The authenticated/selected states until LOGOUT or the end; returns the log reason.
+async fn run_session(cfg: &Config, conn: &mut Conn, session: &mut Session, caps: &str) -> &'static str {
+    loop {
+        let cmd = match conn.command(AUTOLOGOUT).await {
+            Ok(c) => c,
+            Err(Closed::Timeout) => {
+                let _ = conn.send(b"* BYE Disconnected for inactivity.\r\n").await;
+                return "Disconnected for inactivity";
+            }
+            Err(Closed::Gone) => return "Disconnected",
+        };
+        let tag = cmd.tag.clone();
+        let r = match &cmd.body {
+            CommandBody::Capability => {
+                conn.send(format!("* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n").as_bytes()).await
+            }
+            CommandBody::Logout => {
+                let _ = conn.send(format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes()).await;
+                return "Logged out";
+            }
+            CommandBody::Id(_) => {
+                let mut out = id_reply().to_vec();
+                out.extend(format!("{tag} OK ID completed.\r\n").bytes());
+                conn.send(&out).await
+            }
+            CommandBody::StartTls | CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
+                conn.send(format!("{tag} BAD Already logged in.\r\n").as_bytes()).await
+            }
+            CommandBody::Idle => match idle(cfg, conn, session, &tag).await {
+                Ok(()) => Ok(()),
+                Err(Closed::Timeout) => {
+                    let _ = conn.send(b"* BYE Disconnected for inactivity.\r\n").await;
+                    return "Disconnected for inactivity";
+                }
+                Err(Closed::Gone) => return "Disconnected",
+            },
+            _ => {
+                // Maildir work is blocking file I/O; this process serves one client, so it
+                // may block its own runtime.
+                let out = tokio::task::block_in_place(|| session.execute(&cmd));
+                conn.send(&out).await
+            }
+        };
+        if r.is_err() {
+            return "Disconnected";
+        }
+    }
+}
+
+/// IDLE: changes are pushed as they are found (the Maildir is polled every second) until DONE.
+async fn idle(cfg: &Config, conn: &mut Conn, session: &mut Session, tag: &str) -> Result<(), Closed> {
+    conn.send(b"+ idling\r\n").await?;
+    let started = tokio::time::Instant::now();
+    let mut last_note = started;
+    let mut tick = tokio::time::interval(IDLE_POLL);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(line) = conn.reader.take_line() {
+            let line = line.map_err(|_| Closed::Gone)?;
+            if line.eq_ignore_ascii_case(b"DONE") {
+                let out = tokio::task::block_in_place(|| session.poll(true));
+                let mut out = out;
+                out.extend(format!("{tag} OK Idle completed.\r\n").bytes());
+                return conn.send(&out).await;
+            }
+            return conn.send(format!("{tag} BAD Expected DONE.\r\n").as_bytes()).await;
+        }
+        tokio::select! {
+            r = conn.io.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return Err(Closed::Gone),
+                Ok(n) => {
+                    conn.bytes_in += n as u64;
+                    conn.reader.feed(&buf[..n]);
+                }
+            },
+            _ = tick.tick() => {
+                if started.elapsed() > AUTOLOGOUT {
+                    return Err(Closed::Timeout);
+                }
+                let out = tokio::task::block_in_place(|| session.poll(true));
+                if !out.is_empty() {
+                    conn.send(&out).await?;
+                }
+                if last_note.elapsed() >= cfg.idle_notify && !cfg.idle_notify.is_zero() {
+                    last_note = tokio::time::Instant::now();
+                    conn.send(b"* OK Still here\r\n").await?;
+                }
+            }
+        }
+    }
+}
