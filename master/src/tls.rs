@@ -2,7 +2,8 @@
 //! pair under `$config_directory/tls/` (rpost.pem 0644, rpost.key 0600, via rpost-tls) when
 //! a service wants TLS and names no certificate, so a first start serves STARTTLS and
 //! port 465 at once; smtpd falls back to that pair when its certificate parameters are
-//! empty. An existing pair is never replaced (an admin may have put a real one there).
+//! empty, pop3d and imapd when `ssl_cert` is. An existing pair is never replaced (an admin
+//! may have put a real one there).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,8 @@ fn wants_default_cert(config: &Config, svc: &rpost_config::Service) -> Result<bo
                 || p.get_bool("smtpd_tls_wrappermode")?;
             tls && p.get("smtpd_tls_cert_file")?.is_empty() && p.get_list("smtpd_tls_chain_files")?.is_empty()
         }
+        // The mailbox side (imapd::login): Dovecot's ssl = yes|required without ssl_cert.
+        "pop3d" | "imapd" => !p.get("ssl")?.eq_ignore_ascii_case("no") && p.get("ssl_cert")?.trim().is_empty(),
         _ => false,
     })
 }
