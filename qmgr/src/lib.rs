@@ -24,7 +24,8 @@
 //! bounce(8) sends them: non-delivery notifications (5xx, unroutable, or expired after
 //! `maximal_queue_lifetime`, `bounce_queue_lifetime` for bounces) from the null sender;
 //! one delay warning per message after `delay_warning_time` (recorded in the queue file);
-//! success reports for NOTIFY=SUCCESS (Action: delivered, or relayed for SMTP); NOTIFY
+//! success reports for NOTIFY=SUCCESS (Action: delivered; relayed for SMTP to a next hop
+//! without DSN; none for one that advertised DSN, which got the NOTIFY and reports); NOTIFY
 //! honoured throughout. A bounce that fails goes to `2bounce_notice_recipient` only when
 //! `notify_classes` has 2bounce (or bounce), as in Postfix, from `double_bounce_sender`,
 //! whose own failures are discarded, as is mail to the local double-bounce address: no loop.
@@ -32,9 +33,7 @@
 //! Not yet: transport-level throttling when a delivery agent does not answer (it defers,
 //! but does not suspend the transport), `default_recipient_limit` and the other in-memory
 //! limits besides `qmgr_message_active_limit`, `<transport>_destination_rate_delay`,
-//! Postfix's preemptive job scheduler (requests run in arrival order), and knowing whether
-//! an SMTP next hop took over DSN (the delivery protocol does not say, so SMTP deliveries
-//! are reported "relayed"). Delay warnings are checked when an attempt ends, not while a
+//! Postfix's preemptive job scheduler (requests run in arrival order). Delay warnings are checked when an attempt ends, not while a
 //! message waits in `deferred/`. UTF-8 addresses go into plain message/delivery-status
 //! (8bit), not RFC 6533's message/global-delivery-status.
 //!

@@ -348,6 +348,7 @@ impl Qmgr {
                     dsn: u.dsn.into(),
                     relay: "none".into(),
                     reason: u.reason,
+                    next_hop_dsn: false,
                 };
                 active.deferrals.insert(index, s);
             }
@@ -451,6 +452,7 @@ impl Qmgr {
                         dsn: dsn.clone(),
                         relay: "none".into(),
                         reason: reason.clone(),
+                        next_hop_dsn: false,
                     }
                 })
                 .collect();
@@ -502,8 +504,9 @@ impl Qmgr {
                 Outcome::Sent => {
                     if let Some(r) = active.file.envelope.recipients.get(index)
                         && bounce::wants_success_notice(r.notify)
+                        && let Some(action) = success_action(route, s.next_hop_dsn)
                     {
-                        let entry = Entry::new(r, success_action(route), &s.dsn, &s.relay, &s.reason);
+                        let entry = Entry::new(r, action, &s.dsn, &s.relay, &s.reason);
                         active.successes.push(entry);
                     }
                 }
@@ -661,13 +664,18 @@ fn delay_secs(arrival: SystemTime) -> u64 {
     SystemTime::now().duration_since(arrival).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Delivered or relayed: SMTP to another MTA is "relayed" (RFC 3464: the next hop may not
-/// report further), LMTP and local delivery are final. The delivery protocol does not say
-/// whether the next hop took over DSN duties, so SMTP is always "relayed".
-fn success_action(route: &Route) -> Action {
+/// The success report a NOTIFY=SUCCESS recipient gets, as Postfix decides it: LMTP and
+/// local delivery are final ("delivered"); SMTP to a next hop that advertised DSN passed
+/// our NOTIFY on, so that hop reports and we send nothing (`None`); SMTP to one without DSN
+/// is "relayed" (RFC 3464: no further reports may come).
+fn success_action(route: &Route, next_hop_dsn: bool) -> Option<Action> {
     let smtp = matches!(route.transport.as_str(), "smtp" | "relay");
     let lmtp_target = route.nexthop.starts_with("unix:") || route.nexthop.starts_with("inet:");
-    if smtp && !lmtp_target { Action::Relayed } else { Action::Delivered }
+    match (smtp && !lmtp_target, next_hop_dsn) {
+        (true, true) => None,
+        (true, false) => Some(Action::Relayed),
+        (false, _) => Some(Action::Delivered),
+    }
 }
 
 /// What an attempt says about its destination: reached when any recipient got an answer
@@ -731,6 +739,7 @@ async fn deliver(socket: &PathBuf, request: &DeliveryRequest, timeout: Duration)
                 dsn: "4.3.0".into(),
                 relay: "none".into(),
                 reason: reason.clone(),
+                next_hop_dsn: false,
             }
         })
         .collect();
@@ -742,7 +751,14 @@ mod tests {
     use super::*;
 
     fn status(outcome: Outcome, relay: &str) -> RecipientStatus {
-        RecipientStatus { index: 0, outcome, dsn: "4.4.1".into(), relay: relay.into(), reason: "why".into() }
+        RecipientStatus {
+            index: 0,
+            outcome,
+            dsn: "4.4.1".into(),
+            relay: relay.into(),
+            reason: "why".into(),
+            next_hop_dsn: false,
+        }
     }
 
     #[test]
@@ -764,9 +780,14 @@ mod tests {
     #[test]
     fn smtp_relays_lmtp_delivers() {
         let r = |t: &str, n: &str| Route { transport: t.into(), nexthop: n.into() };
-        assert_eq!(success_action(&r("smtp", "example.test")), Action::Relayed);
-        assert_eq!(success_action(&r("relay", "[10.0.0.1]:25")), Action::Relayed);
-        assert_eq!(success_action(&r("lmtp", "unix:private/lmtp-deliver")), Action::Delivered);
-        assert_eq!(success_action(&r("local", "mail.example.test")), Action::Delivered);
+        assert_eq!(success_action(&r("smtp", "example.test"), false), Some(Action::Relayed));
+        assert_eq!(success_action(&r("relay", "[10.0.0.1]:25"), false), Some(Action::Relayed));
+        // A DSN-capable next hop got NOTIFY=SUCCESS and reports itself: nothing from us.
+        assert_eq!(success_action(&r("smtp", "example.test"), true), None);
+        assert_eq!(success_action(&r("relay", "[10.0.0.1]:25"), true), None);
+        assert_eq!(success_action(&r("lmtp", "unix:private/lmtp-deliver"), false), Some(Action::Delivered));
+        assert_eq!(success_action(&r("lmtp", "unix:private/lmtp-deliver"), true), Some(Action::Delivered));
+        assert_eq!(success_action(&r("smtp", "inet:127.0.0.1:24"), true), Some(Action::Delivered));
+        assert_eq!(success_action(&r("local", "mail.example.test"), false), Some(Action::Delivered));
     }
 }

@@ -147,11 +147,19 @@ struct Final {
     result: RcptResult,
     relay: String,
     conn_use: u32,
+    /// Accepted by a server that advertised DSN (it got our NOTIFY and reports from here).
+    next_hop_dsn: bool,
 }
 
 impl Final {
     fn new(result: RcptResult, relay: &str, conn_use: u32) -> Final {
-        Final { result, relay: relay.to_owned(), conn_use }
+        Final { result, relay: relay.to_owned(), conn_use, next_hop_dsn: false }
+    }
+
+    /// A result of a session with a server whose capabilities say `dsn`.
+    fn from_session(result: RcptResult, relay: &str, conn_use: u32, dsn: bool) -> Final {
+        let next_hop_dsn = dsn && result.outcome == Outcome::Sent;
+        Final { next_hop_dsn, ..Final::new(result, relay, conn_use) }
     }
 }
 
@@ -193,7 +201,14 @@ impl Attempt<'_> {
                     r.dsn,
                     r.reason,
                 );
-                RecipientStatus { index: rcpt.index, outcome: r.outcome, dsn: r.dsn, relay: f.relay, reason: r.reason }
+                RecipientStatus {
+                    index: rcpt.index,
+                    outcome: r.outcome,
+                    dsn: r.dsn,
+                    relay: f.relay,
+                    reason: r.reason,
+                    next_hop_dsn: f.next_hop_dsn,
+                }
             })
             .collect();
         DeliveryResponse { statuses }
@@ -348,7 +363,8 @@ pub async fn deliver(agent: &Agent, req: &DeliveryRequest) -> DeliveryResponse {
             };
             let hs = converse_from(&mut stream, &mut session, step, content, t, tls.as_ref()).await;
             let uses = uses + 1;
-            let results = session.results().into_iter().map(|r| Final::new(r, &peer, uses)).collect();
+            let dsn = session.caps().dsn;
+            let results = session.results().into_iter().map(|r| Final::from_session(r, &peer, uses, dsn)).collect();
             if caching
                 && session.reusable()
                 && let Some(stream) = stream.into_plain()
@@ -604,6 +620,7 @@ impl TcpDelivery<'_> {
         let uses = server.uses + 1;
         let mut logged = Vec::new();
         let open = std::mem::take(&mut self.open);
+        let dsn = session.caps().dsn;
         for (&i, r) in open.iter().zip(session.results()) {
             if r.outcome == Outcome::Deferred {
                 // Another server may take it (Postfix keeps soft failures for the next MX).
@@ -614,7 +631,7 @@ impl TcpDelivery<'_> {
                 self.soft[i] = Some(Final::new(r, &relay, uses));
                 self.open.push(i);
             } else {
-                self.finals[i] = Some(Final::new(r, &relay, uses));
+                self.finals[i] = Some(Final::from_session(r, &relay, uses, dsn));
             }
         }
         if let Some(key) = cache_key

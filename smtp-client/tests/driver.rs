@@ -645,3 +645,38 @@ async fn the_next_mx_after_temporary_trouble_not_after_a_refusal() {
     assert_eq!((st.outcome, st.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
     assert!(s5.accept().is_err(), "no second MX after a 5xx");
 }
+
+/// RFC 3461 through the delivery protocol: a server that advertises DSN gets NOTIFY and
+/// takes over the success report (`next_hop_dsn`, so qmgr sends no "relayed" notice); one
+/// that does not gets no DSN parameters, and qmgr must report "relayed" itself.
+#[tokio::test]
+async fn the_response_says_whether_the_next_hop_took_dsn() {
+    for dsn in [true, false] {
+        let env = queue_message(&["bob@example.com", "nobody@example.com"], BODY);
+        let mut answers =
+            smtp_answers(|a| if a.starts_with("nobody") { "550 5.1.1 unknown\r\n".into() } else { accept_all(a) });
+        let answer = move |line: &str| {
+            let r = answers(line);
+            if !dsn && line.starts_with("EHLO") {
+                r.replace("250-8BITMIME\r\n250 DSN\r\n", "250 8BITMIME\r\n")
+            } else {
+                r
+            }
+        };
+        let (port, captured, task) = tcp_server("220 fake.example ESMTP", answer).await;
+        let s = settings(env.dir.path(), false, &[]);
+        let mut req = request(&env, &format!("[127.0.0.1]:{port}"), &["bob@example.com", "nobody@example.com"]);
+        for r in &mut req.recipients {
+            r.notify = Some(2 | 4);
+        }
+        let resp = deliver(&s, &req).await;
+        task.await.unwrap();
+        let (ok, bad) = (&resp.statuses[0], &resp.statuses[1]);
+        assert_eq!((ok.outcome, bad.outcome), (Outcome::Sent, Outcome::Bounced));
+        assert_eq!(ok.next_hop_dsn, dsn, "dsn advertised: {dsn}");
+        assert!(!bad.next_hop_dsn, "a refusal is ours to report");
+        let got = captured.lock().unwrap().clone();
+        let rcpt = got.commands.iter().find(|c| c.starts_with("RCPT TO:<bob")).unwrap();
+        assert_eq!(rcpt.contains(" NOTIFY=SUCCESS,FAILURE"), dsn, "{rcpt}");
+    }
+}

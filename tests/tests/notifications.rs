@@ -3,7 +3,8 @@
 //! Notifications are read where a user would read them: in the sender's (or the
 //! postmaster's) mailbox. `dead.test` is routed by transport_maps to a loopback port where
 //! nothing listens, so every attempt there fails with "Connection refused"; `reject.test`
-//! to a scripted SMTP server that refuses every recipient with 550.
+//! to a scripted SMTP server that refuses every recipient with 550; `dsn.test` and
+//! `nodsn.test` to scripted servers that accept everything, with and without DSN.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -14,8 +15,17 @@ use rpost_testkit::smtp::SmtpClient;
 
 const T: Duration = Duration::from_secs(60);
 
-/// An SMTP server that knows nobody: 550 for every RCPT TO. Returns its port.
-fn refusing_server() -> u16 {
+/// How a scripted server answers.
+#[derive(Clone, Copy)]
+enum Script {
+    /// 550 for every RCPT TO.
+    Refuse,
+    /// 250 for everything; `true`: EHLO advertises DSN.
+    Accept(bool),
+}
+
+/// A scripted SMTP server on loopback. Returns its port.
+fn scripted_server(script: Script) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -23,12 +33,28 @@ fn refusing_server() -> u16 {
             let Ok(conn) = conn else { continue };
             std::thread::spawn(move || {
                 let mut out = conn.try_clone().unwrap();
-                let _ = out.write_all(b"220 reject.test ESMTP\r\n");
+                let _ = out.write_all(b"220 scripted.test ESMTP\r\n");
+                let mut in_data = false;
                 for line in BufReader::new(conn).lines() {
                     let Ok(line) = line else { return };
+                    if in_data {
+                        in_data = line != ".";
+                        if !in_data && out.write_all(b"250 2.0.0 Ok: queued as SCRIPTED\r\n").is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let cmd = line.to_ascii_uppercase();
                     let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
-                        b"250-reject.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+                        match script {
+                            Script::Accept(true) => b"250-scripted.test\r\n250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n",
+                            _ => b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n",
+                        }
+                    } else if let (Script::Accept(_), true) = (script, cmd.starts_with("DATA")) {
+                        in_data = true;
+                        b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                    } else if let (Script::Accept(_), true) = (script, cmd.starts_with("RCPT")) {
+                        b"250 2.1.5 Ok\r\n"
                     } else if cmd.starts_with("RCPT") {
                         b"550 5.1.1 User unknown\r\n"
                     } else if cmd.starts_with("QUIT") {
@@ -51,7 +77,8 @@ fn refusing_server() -> u16 {
 
 fn suite(extra: &[(&str, &str)]) -> Suite {
     let closed = rpost_testkit::free_port();
-    let refusing = refusing_server();
+    let refusing = scripted_server(Script::Refuse);
+    let (dsn, nodsn) = (scripted_server(Script::Accept(true)), scripted_server(Script::Accept(false)));
     let mut b = Suite::builder()
         .main("mydomain", "example.test")
         .main("myhostname", "mail.example.test")
@@ -60,7 +87,10 @@ fn suite(extra: &[(&str, &str)]) -> Suite {
         .virtual_delivery()
         .main(
             "transport_maps",
-            &format!("inline:{{ dead.test=smtp:[127.0.0.1]:{closed}, reject.test=smtp:[127.0.0.1]:{refusing} }}"),
+            &format!(
+                "inline:{{ dead.test=smtp:[127.0.0.1]:{closed}, reject.test=smtp:[127.0.0.1]:{refusing}, \
+                 dsn.test=smtp:[127.0.0.1]:{dsn}, nodsn.test=smtp:[127.0.0.1]:{nodsn} }}"
+            ),
         )
         .inet("smtp", "n - n - - smtpd")
         .master_line("qmgr unix n - n 300 1 qmgr")
@@ -154,6 +184,28 @@ fn notify_success_brings_a_delivery_report() {
     }
     assert!(!report.contains("secret body"), "success reports carry headers only");
     let log = suite.wait_log(&format!("{id}: sender delivery status notification: "), T);
+    assert_eq!(mailbox(&suite, "sender").len(), 1, "exactly one report\n{log}");
+}
+
+/// Postfix's rule: NOTIFY=SUCCESS relayed to a server that advertised DSN went on with the
+/// message, so that server reports; relayed to one without DSN, we report "relayed".
+#[test]
+fn notify_success_relayed_is_reported_only_where_the_next_hop_cannot() {
+    let suite = suite(&[]);
+    let id = send(
+        &suite,
+        "<sender@example.test>",
+        &["<one@dsn.test> NOTIFY=SUCCESS", "<two@nodsn.test> NOTIFY=SUCCESS"],
+        "Subject: relayed both ways\r\n\r\nbody\r\n",
+    );
+    let mail = wait_mail(&suite, "sender", "Subject: Successful Mail Delivery Report");
+    let log = suite.wait_log(&format!("{id}: removed"), T);
+    assert!(log.contains(&format!("{id}: to=<one@dsn.test>")) && log.contains("status=sent"), "{log}");
+    let report = mail.iter().find(|m| m.contains("Successful Mail Delivery Report")).unwrap();
+    for needle in ["Final-Recipient: rfc822; two@nodsn.test", "Action: relayed", "Subject: relayed both ways"] {
+        assert!(report.contains(needle), "{needle:?} missing:\n{report}");
+    }
+    assert!(!report.contains("one@dsn.test"), "the DSN-capable hop reports for one@dsn.test:\n{report}");
     assert_eq!(mailbox(&suite, "sender").len(), 1, "exactly one report\n{log}");
 }
 

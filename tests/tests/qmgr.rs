@@ -69,6 +69,7 @@ fn agent(
                     .into(),
                     relay: "test".into(),
                     reason: "test".into(),
+                    next_hop_dsn: false,
                 })
                 .collect();
             s.write_all(&rpost_ipc::encode(&DeliveryResponse { statuses }).unwrap()).unwrap();
@@ -234,6 +235,7 @@ fn messages_left_in_active_are_delivered_after_a_restart() {
         dsn: "2.0.0".into(),
         relay: "test".into(),
         reason: "ok".into(),
+        next_hop_dsn: false,
     }];
     s.write_all(&rpost_ipc::encode(&DeliveryResponse { statuses }).unwrap()).unwrap();
     wait_gone(&suite, id.as_str());

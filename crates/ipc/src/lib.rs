@@ -303,6 +303,11 @@ pub struct RecipientStatus {
     /// Human-readable reason in Postfix log style, e.g.
     /// `250 2.0.0 <x> Saved` or `connect to host[1.2.3.4]:25: Connection refused`.
     pub reason: String,
+    /// Sent, and the next hop advertised DSN (RFC 3461), so it got our NOTIFY/ORCPT and takes
+    /// over the delivery status notifications: qmgr sends no "relayed" report of its own for
+    /// a NOTIFY=SUCCESS recipient. False for final deliveries (LMTP, local) and failures.
+    #[serde(default)]
+    pub next_hop_dsn: bool,
 }
 
 /// The agent's answer to a [`DeliveryRequest`]: one status per requested recipient.

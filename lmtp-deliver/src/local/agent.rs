@@ -338,7 +338,15 @@ pub fn summary(leaves: &[(String, Status)]) -> Status {
 }
 
 fn rs(index: u32, st: Status) -> RecipientStatus {
-    RecipientStatus { index, outcome: st.outcome, dsn: st.dsn, relay: "local".into(), reason: st.reason }
+    // Local delivery is final: no next hop takes over DSN duties.
+    RecipientStatus {
+        index,
+        outcome: st.outcome,
+        dsn: st.dsn,
+        relay: "local".into(),
+        reason: st.reason,
+        next_hop_dsn: false,
+    }
 }
 
 fn log(req: &DeliveryRequest, to: &str, orig_to: Option<&str>, before: Duration, started: Instant, st: &Status) {
