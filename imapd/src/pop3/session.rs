@@ -244,7 +244,8 @@ impl Session {
                     return Some(l);
                 }
                 None => {
-                    if self.input.len() > MAX_LINE {
+                    // + 1: the CR of a line of exactly MAX_LINE may come before its LF.
+                    if self.input.len() > MAX_LINE + 1 {
                         self.input.clear();
                         if !self.skipping {
                             self.skipping = true;
