@@ -378,6 +378,13 @@ impl Maildir {
             self.owner,
             UIDLIST_LOCK_TIMEOUT,
         )?;
+        // An IMAP session may have seen the file in new/ and given it a UID already, between
+        // our link() and this lock: keep that UID (Dovecot syncs under the lock too).
+        if let Ok(Some(list)) = uidlist::read_uidlist(mbox)
+            && let Some(uid) = list.uid_of(filename)
+        {
+            return Ok(uid);
+        }
         if let Some((uid, file)) = lock.append_new(filename)? {
             let path = lock.path().join(uidlist::UIDLIST_NAME);
             drop(lock);

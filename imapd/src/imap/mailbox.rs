@@ -202,13 +202,38 @@ impl Mailbox {
         self.keywords = self.md.keywords().unwrap_or_default();
 
         let mut now: Vec<Msg> = Vec::with_capacity(files.len());
+        let mut seen = HashSet::new();
         for r in &list.records {
+            // A file recorded twice keeps its first (lowest) UID.
+            if !seen.insert(r.base()) {
+                continue;
+            }
             if let Some((sub, name)) = files.get(r.base()) {
                 now.push(Msg { uid: r.uid, sub: *sub, name: name.clone(), gone: false });
                 if claimed.contains(r.base()) {
                     self.recent.insert(r.uid);
                 }
             }
+        }
+        // readdir() may miss a file that another session renames meanwhile (flag changes):
+        // before calling a message gone, look again.
+        let missing: Vec<u32> = {
+            let present: HashSet<u32> = now.iter().map(|m| m.uid).collect();
+            self.msgs.iter().filter(|m| !present.contains(&m.uid)).map(|m| m.uid).collect()
+        };
+        if !missing.is_empty() {
+            let again = list_files(&dir)?;
+            for uid in missing {
+                let Some(old) = self.msgs.iter().find(|m| m.uid == uid) else { continue };
+                let found = again
+                    .get(old.base())
+                    .cloned()
+                    .or_else(|| dir.join(old.sub.dir()).join(&old.name).exists().then(|| (old.sub, old.name.clone())));
+                if let Some((sub, name)) = found {
+                    now.push(Msg { uid, sub, name, gone: false });
+                }
+            }
+            now.sort_by_key(|m| m.uid);
         }
         let by_uid: HashMap<u32, &Msg> = now.iter().map(|m| (m.uid, m)).collect();
         let mut ch = Changes::default();
@@ -264,9 +289,10 @@ impl Mailbox {
         Ok(ch)
     }
 
-    /// Under the uidlist lock: gives every file without a UID the next one, drops records of
-    /// files that are gone, and writes the list (also when the mailbox had none yet, so that
-    /// its UIDVALIDITY is fixed from the first SELECT on).
+    /// Under the uidlist lock: gives every file without a UID the next one and writes the
+    /// list (also when the mailbox had none yet, so that its UIDVALIDITY is fixed from the
+    /// first SELECT on). Records are never dropped here: a directory listing can miss a file
+    /// that is being renamed, and a dropped record would give the message a new UID.
     fn assign_uids(&self) -> Result<Uidlist, MailboxError> {
         let lock = self.md.lock_uidlist(LOCK_TIMEOUT)?;
         let mut list = lock.load()?;
@@ -274,7 +300,6 @@ impl Mailbox {
         let mut unknown: Vec<&String> = files.keys().filter(|b| list.uid_of(b).is_none()).collect();
         // Delivery order: Dovecot names start with the time.
         unknown.sort();
-        list.records.retain(|r| files.contains_key(r.base()));
         for b in unknown {
             list.assign(b);
         }
@@ -282,13 +307,12 @@ impl Mailbox {
         Ok(list)
     }
 
-    /// Drops the records of files that no longer exist (after EXPUNGE), under the lock.
-    fn prune_uidlist(&self) -> Result<(), MailboxError> {
+    /// Drops the records of the messages this session removed (after EXPUNGE), under the lock.
+    fn prune_uidlist(&self, bases: &HashSet<String>) -> Result<(), MailboxError> {
         let lock = self.md.lock_uidlist(LOCK_TIMEOUT)?;
         let mut list = lock.load()?;
-        let files = list_files(&self.path())?;
         let before = list.records.len();
-        list.records.retain(|r| files.contains_key(r.base()));
+        list.records.retain(|r| !bases.contains(r.base()));
         if list.records.len() != before {
             lock.save(&list)?;
         }
@@ -395,25 +419,28 @@ impl Mailbox {
     /// Removes messages (EXPUNGE): the files of the messages at `idxs` are unlinked and the
     /// uidlist pruned; the view is updated at the next sync.
     pub fn remove_files(&mut self, idxs: &[usize]) -> Result<usize, MailboxError> {
-        let mut n = 0;
+        let mut removed = HashSet::new();
         for &i in idxs {
             let m = &self.msgs[i];
             let p = self.file(m);
             match std::fs::remove_file(&p) {
-                Ok(()) => n += 1,
+                Ok(()) => {
+                    removed.insert(m.base().to_string());
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if let Some(name) = find_in(&self.path().join("cur"), m.base()) {
-                        let _ = std::fs::remove_file(self.path().join("cur").join(name));
-                        n += 1;
+                    if let Some(name) = find_in(&self.path().join("cur"), m.base())
+                        && std::fs::remove_file(self.path().join("cur").join(name)).is_ok()
+                    {
+                        removed.insert(m.base().to_string());
                     }
                 }
                 Err(e) => return Err(MailboxError::Io { path: p, source: e }),
             }
         }
-        if n > 0 {
-            self.prune_uidlist()?;
+        if !removed.is_empty() {
+            self.prune_uidlist(&removed)?;
         }
-        Ok(n)
+        Ok(removed.len())
     }
 
     /// Index of the message with `uid`.

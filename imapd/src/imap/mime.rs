@@ -153,7 +153,9 @@ fn parse_part(raw: &[u8], start: usize, end: usize, digest: bool, depth: usize, 
         (main.to_ascii_lowercase(), p)
     });
     let body = (body_start, end);
-    let lines = raw[body.0..body.1].iter().filter(|&&b| b == b'\n').count();
+    // Text lines: a last line without its line end counts too.
+    let b = &raw[body.0..body.1];
+    let lines = b.iter().filter(|&&c| c == b'\n').count() + usize::from(!b.is_empty() && !b.ends_with(b"\n"));
     let mut part = Part {
         header,
         body,
@@ -491,9 +493,9 @@ Subject: inner\r\nFrom: x@y.test\r\n\r\ninner body\r\n--XX--\r\nepilogue\r\n";
         body_structure(&mut bs, raw, &root, true);
         assert_eq!(
             s(bs),
-            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 18 1 NIL NIL NIL NIL)\
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 18 2 NIL NIL NIL NIL)\
 (\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 44 (NIL \"inner\" ((NIL NIL \"x\" \"y.test\")) ((NIL NIL \"x\" \"y.test\")) \
-((NIL NIL \"x\" \"y.test\")) NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 0 NIL NIL NIL NIL) 3 \
+((NIL NIL \"x\" \"y.test\")) NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL) 4 \
 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"XX\") NIL NIL NIL)"
         );
         let sec = |part: Vec<u32>, text: Option<SectionText>| {

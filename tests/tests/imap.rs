@@ -1,0 +1,433 @@
+//! imapd end to end: the real rmaster runs authd, lmtp-deliver (mail arrives through LMTP)
+//! and imapd on a STARTTLS port and an implicit-TLS port, as packaging/master.cf describes
+//! them. Clients: Python's imaplib (STARTTLS and IMAP4_SSL) and a small raw client here for
+//! IDLE, hostile input and a 20-client concurrency run. Python parts are skipped with a
+//! message when python3 is missing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rpost_testkit::Suite;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().is_ok_and(|s| s.success())
+}
+
+fn suite() -> Suite {
+    Suite::builder()
+        .virtual_delivery()
+        .main("auth_mechanisms", "plain login")
+        .main("auth_failure_delay", "0s")
+        .master_line("auth unix - - n - 1 authd")
+        .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
+        .inet("imap", "n n n - - imapd")
+        .inet("imaps", "n n n - - imapd -o imapd_tls_wrappermode=yes")
+        .start_with(|s| {
+            s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n")
+        })
+}
+
+fn maildir(suite: &Suite, user: &str) -> PathBuf {
+    suite.root().join(format!("vmail/example.test/{user}/mail"))
+}
+
+/// Delivers one message per subject to `user` through lmtp-deliver.
+fn deliver(suite: &Suite, user: &str, subjects: &[&str]) {
+    let path = suite.queue_dir().join("private/lmtp-deliver");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "lmtp-deliver closed: {all}");
+            all.push_str(&l);
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    w.write_all(b"LHLO test\r\n").unwrap();
+    assert!(reply().starts_with("250"));
+    for subject in subjects {
+        w.write_all(format!("MAIL FROM:<sender@example.org>\r\nRCPT TO:<{user}@example.test>\r\nDATA\r\n").as_bytes())
+            .unwrap();
+        for _ in 0..3 {
+            let l = reply();
+            assert!(l.starts_with('2') || l.starts_with('3'), "{l}");
+        }
+        let msg = format!(
+            "From: Sender <sender@example.org>\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\
+Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nbody of {subject}\r\n--b1\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b1--\r\n.\r\n"
+        );
+        w.write_all(msg.as_bytes()).unwrap();
+        let l = reply();
+        assert!(l.starts_with("250"), "{l}");
+    }
+    w.write_all(b"QUIT\r\n").unwrap();
+}
+
+/// Runs a Python script with the suite's ports substituted; returns stdout+stderr.
+fn python(suite: &Suite, script: &str) -> String {
+    let script =
+        script.replace("{imap}", &suite.port("imap").to_string()).replace("{imaps}", &suite.port("imaps").to_string());
+    let prelude = "import imaplib, ssl, sys\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n";
+    let out = Command::new("python3").arg("-c").arg(format!("{prelude}{script}")).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A raw IMAP client over plaintext TCP (loopback counts as secured).
+struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    n: u32,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let w = s.try_clone().unwrap();
+        let mut c = Client { r: BufReader::new(s), w, n: 0 };
+        let g = c.line();
+        assert!(g.starts_with("* OK [CAPABILITY IMAP4rev1"), "{g}");
+        c
+    }
+
+    /// One response line, literals included; empty at EOF.
+    fn line(&mut self) -> String {
+        let mut out = Vec::new();
+        loop {
+            let mut l = Vec::new();
+            if self.r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+            out.extend_from_slice(&l);
+            let t = l.strip_suffix(b"\r\n").unwrap_or(&l);
+            if t.ends_with(b"}")
+                && let Some(open) = t.iter().rposition(|&b| b == b'{')
+                && let Ok(n) = std::str::from_utf8(&t[open + 1..t.len() - 1]).unwrap_or("x").parse::<usize>()
+            {
+                let mut buf = vec![0; n];
+                self.r.read_exact(&mut buf).unwrap();
+                out.extend_from_slice(&buf);
+                continue;
+            }
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+
+    fn send(&mut self, raw: &[u8]) {
+        self.w.write_all(raw).unwrap();
+    }
+
+    /// Runs a command; returns all lines up to and including the tagged one.
+    fn cmd(&mut self, c: &str) -> String {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        self.send(format!("{tag} {c}\r\n").as_bytes());
+        self.until(&tag)
+    }
+
+    fn until(&mut self, tag: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed: {all}");
+            all.push_str(&l);
+            if l.starts_with(&format!("{tag} ")) {
+                return all;
+            }
+        }
+    }
+
+    fn login(&mut self, user: &str) {
+        let r = self.cmd(&format!("LOGIN {user} secret"));
+        assert!(r.contains(" OK [CAPABILITY "), "{r}");
+    }
+
+    fn append(&mut self, mailbox: &str, msg: &str) -> String {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        self.send(format!("{tag} APPEND {mailbox} {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes());
+        self.until(&tag)
+    }
+}
+
+fn uidlist_uids(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("dovecot-uidlist")).unwrap_or_default();
+    text.lines().skip(1).filter_map(|l| l.split(' ').next()?.parse().ok()).collect()
+}
+
+#[test]
+fn imaplib_over_starttls_and_imaps() {
+    if !have("python3") {
+        eprintln!("python3 missing: test skipped");
+        return;
+    }
+    let suite = suite();
+    deliver(&suite, "alice", &["one", "two", "three"]);
+    let out = python(
+        &suite,
+        r#"
+m = imaplib.IMAP4('127.0.0.1', {imap}, timeout=60)
+print('GREETING', m.welcome.decode())
+m.starttls(ctx)
+print('CAPS', ' '.join(m.capabilities))
+print('LOGIN', m.login('alice@example.test', 'secret'))
+print('LIST', m.list())
+print('SELECT', m.select('INBOX'))
+print('UIDVALIDITY', m.response('UIDVALIDITY'))
+typ, data = m.fetch('1', '(UID FLAGS ENVELOPE BODYSTRUCTURE)')
+print('FETCH1', data)
+typ, data = m.fetch('2', '(BODY.PEEK[1] BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME] BODY.PEEK[]<0.20>)')
+print('FETCH2', data)
+print('STORE', m.store('1', '+FLAGS', '(\\Flagged $Important)'))
+print('SEARCH', m.search(None, 'FLAGGED'), m.search('UTF-8', 'OR', 'SUBJECT', 'two', 'BODY', '"body of three"'))
+print('UIDSEARCH', m.uid('SEARCH', 'UNSEEN'))
+print('COPY', m.copy('1', 'Archive'))
+print('MOVE', m.uid('MOVE', '3', 'Trash'))
+print('STORE2', m.store('2', '+FLAGS', '\\Deleted'))
+print('EXPUNGE', m.expunge())
+print('APPEND', m.append('Sent', '(\\Seen)', None, b'Subject: sent\r\n\r\nsent body\r\n'))
+print('STATUS', m.status('Sent', '(MESSAGES UIDNEXT UNSEEN)'))
+print('CREATE', m.create('../escape'))
+print('LOGOUT', m.logout())
+s = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=ctx, timeout=60)
+s.login('alice@example.test', 'secret')
+print('SSL_SELECT', s.select('INBOX', readonly=True))
+print('SSL_FETCH', s.fetch('1:*', '(UID FLAGS)'))
+print('SSL_ARCHIVE', s.select('Archive'), s.fetch('1', '(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])'))
+s.logout()
+"#,
+    );
+    assert!(out.contains("GREETING * OK [CAPABILITY IMAP4rev1 "), "{out}");
+    assert!(out.contains("STARTTLS") && out.contains(" ready."), "{out}");
+    for cap in ["UIDPLUS", "MOVE", "IDLE", "SPECIAL-USE", "NAMESPACE", "UNSELECT", "CHILDREN", "LITERAL+"] {
+        assert!(out.contains(cap), "{cap}: {out}");
+    }
+    assert!(out.contains("LOGIN ('OK', [b'[CAPABILITY"), "{out}");
+    assert!(out.contains(r#"b'(\\HasNoChildren \\Sent) "/" "Sent"'"#), "{out}");
+    assert!(out.contains("SELECT ('OK', [b'3'])"), "{out}");
+    assert!(
+        out.contains(r#"ENVELOPE ("Mon, 1 Jan 2024 10:00:00 +0000" "one" (("Sender" NIL "sender" "example.org"))"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 11 1 NIL NIL NIL NIL)("application" "octet-stream" NIL NIL NIL "base64" 4 NIL NIL NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL)"#),
+        "{out}"
+    );
+    assert!(out.contains(r"b'body of two'"), "{out}");
+    assert!(out.contains(r"b'Subject: two\r\n\r\n'"), "{out}");
+    assert!(out.contains(r"Content-Transfer-Encoding: base64\r\n\r\n'"), "{out}");
+    assert!(out.contains(r"b'Return-Path: <sender'"), "{out}");
+    assert!(out.contains(r"FLAGS (\\Flagged $Important \\Recent)"), "{out}");
+    assert!(out.contains("SEARCH ('OK', [b'1']) ('OK', [b'2 3'])"), "{out}");
+    assert!(out.contains("UIDSEARCH ('OK', [b'1 2 3'])"), "{out}");
+    assert!(out.contains("COPY ('OK', [b'[COPYUID "), "{out}");
+    assert!(out.contains("MOVE ('OK'"), "{out}");
+    // MOVE's expunge of message 3 came first, then EXPUNGE's of message 2.
+    assert!(out.contains("EXPUNGE ('OK', [b'3', b'2'])"), "{out}");
+    assert!(out.contains("APPEND ('OK', [b'[APPENDUID "), "{out}");
+    assert!(out.contains(r#"STATUS ('OK', [b'"Sent" (MESSAGES 1 UIDNEXT 2 UNSEEN 0)'])"#), "{out}");
+    assert!(out.contains("CREATE ('NO'"), "{out}");
+    assert!(out.contains("LOGOUT ('BYE'"), "{out}");
+    assert!(out.contains("SSL_SELECT ('OK', [b'1'])"), "{out}");
+    assert!(out.contains(r"SSL_FETCH ('OK', [b'1 (UID 1 FLAGS (\\Flagged $Important))'])"), "{out}");
+    assert!(
+        out.contains(r"b'1 (FLAGS (\\Flagged $Important) BODY[HEADER.FIELDS (SUBJECT)] {16}', b'Subject: one"),
+        "{out}"
+    );
+    // Dovecot-compatible storage: flags and keyword letters in the file name, the keyword
+    // in dovecot-keywords, UIDs in dovecot-uidlist.
+    let dir = maildir(&suite, "alice");
+    let cur: Vec<String> =
+        std::fs::read_dir(dir.join("cur")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(cur[0].ends_with(":2,Fa"), "{cur:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("dovecot-keywords")).unwrap(), "0 $Important\n");
+    assert_eq!(uidlist_uids(&dir), vec![1]);
+    assert!(!suite.root().join("vmail/example.test/alice/escape").exists());
+    let log = suite.wait_log("Logged out", Duration::from_secs(30));
+    assert!(
+        log.contains("imap-login: Login: user=<alice@example.test>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid="),
+        "{log}"
+    );
+    assert!(log.contains(", TLS"), "{log}");
+    assert!(log.contains("imap(alice@example.test): Logged out in="), "{log}");
+}
+
+#[test]
+fn idle_sees_delivery_and_sessions_see_each_other() {
+    let suite = suite();
+    deliver(&suite, "bob", &["first", "second"]);
+    let port = suite.port("imap");
+    let mut a = Client::connect(port);
+    let mut b = Client::connect(port);
+    a.login("bob@example.test");
+    b.login("bob@example.test");
+    let ra = a.cmd("SELECT INBOX");
+    let rb = b.cmd("SELECT INBOX");
+    assert!(ra.contains("* 2 EXISTS") && rb.contains("* 2 EXISTS"), "{ra}{rb}");
+    // \Recent went to exactly one of them.
+    assert!(ra.contains("* 2 RECENT") != rb.contains("* 2 RECENT"), "{ra}{rb}");
+    // Flag changes and expunges cross sessions.
+    let r = a.cmd("STORE 1 +FLAGS.SILENT (\\Seen)");
+    assert!(r.contains("OK"), "{r}");
+    let r = b.cmd("NOOP");
+    assert!(r.contains("* 1 FETCH (UID 1 FLAGS (\\Seen"), "{r}");
+    a.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    let r = a.cmd("EXPUNGE");
+    assert!(r.contains("* 2 EXPUNGE"), "{r}");
+    // IDLE: b hears the expunge, then a new LMTP delivery.
+    b.send(b"i1 IDLE\r\n");
+    assert_eq!(b.line(), "+ idling\r\n");
+    let l = b.line();
+    assert_eq!(l, "* 2 EXPUNGE\r\n");
+    deliver(&suite, "bob", &["third"]);
+    let l = b.line();
+    assert_eq!(l, "* 2 EXISTS\r\n");
+    let l = b.line();
+    assert!(l.starts_with("* ") && l.ends_with(" RECENT\r\n"), "{l}");
+    b.send(b"DONE\r\n");
+    let r = b.until("i1");
+    assert!(r.ends_with("i1 OK Idle completed.\r\n"), "{r}");
+    let r = b.cmd("UID FETCH 1:* (UID FLAGS)");
+    assert!(r.contains("* 1 FETCH (UID 1 FLAGS (\\Seen") && r.contains("* 2 FETCH (UID 3 FLAGS"), "{r}");
+    let r = a.cmd("LOGOUT");
+    assert!(r.contains("* BYE"), "{r}");
+}
+
+#[test]
+fn hostile_input_is_refused_and_the_server_stays_up() {
+    let suite = suite();
+    // The mail user may not create its home in the test's root-owned directory: a delivery
+    // creates it.
+    deliver(&suite, "alice", &["seed"]);
+    let port = suite.port("imap");
+    let mut c = Client::connect(port);
+    // Before login.
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains("BAD") && r.contains("Not logged in"), "{r}");
+    c.send(b"x1 LOGIN {2147483648}\r\n");
+    let r = c.until("x1");
+    assert!(r.starts_with("x1 NO [TOOBIG]"), "{r}");
+    c.login("alice@example.test");
+    c.send(b"x2 APPEND INBOX {2147483648}\r\n");
+    let r = c.until("x2");
+    assert!(r.starts_with("x2 NO [TOOBIG]"), "{r}");
+    let deep = format!("SEARCH {}ALL{}", "(".repeat(5000), ")".repeat(5000));
+    let r = c.cmd(&deep);
+    assert!(r.contains(" BAD "), "{r}");
+    for name in ["../../etc", "a/../../b", "/tmp/x", ".hidden", "a.b"] {
+        let r = c.cmd(&format!("CREATE \"{name}\""));
+        assert!(r.contains(" NO "), "{name}: {r}");
+        let r = c.cmd(&format!("SELECT \"{name}\""));
+        assert!(r.contains(" NO "), "{name}: {r}");
+    }
+    c.cmd("SELECT INBOX");
+    let set: Vec<String> = (1..=100_000).map(|i| i.to_string()).collect();
+    let r = c.cmd(&format!("FETCH {} FLAGS", set.join(",")));
+    assert!(r.contains(" BAD "), "{}", &r[..r.len().min(300)]);
+    let r = c.cmd("NOOP");
+    assert!(r.contains("OK NOOP"), "{r}");
+    // An unterminated literal: the client goes away mid-literal.
+    c.send(b"x3 APPEND INBOX {100}\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(b"only a part");
+    drop(c);
+    // A non-synchronizing literal too large ends that connection only.
+    let mut d = Client::connect(port);
+    d.login("alice@example.test");
+    d.send(b"x4 APPEND INBOX {2147483648+}\r\nxxxx");
+    let l = d.line();
+    assert!(l.starts_with("* BYE"), "{l}");
+    // The server still serves.
+    let mut e = Client::connect(port);
+    e.login("alice@example.test");
+    let r = e.cmd("SELECT INBOX");
+    assert!(r.contains("* 1 EXISTS"), "{r}");
+    assert!(!maildir(&suite, "alice").join("../../etc").join("cur").exists());
+}
+
+#[test]
+fn twenty_concurrent_clients_stay_consistent() {
+    let suite = suite();
+    deliver(&suite, "alice", &["seed"]);
+    let port = suite.port("imap");
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                c.login("alice@example.test");
+                let r = c.cmd("SELECT INBOX");
+                assert!(r.contains("OK [READ-WRITE]"), "{r}");
+                let mut appended = Vec::new();
+                for j in 0..5 {
+                    let r = c.append("INBOX", &format!("Subject: c{i} m{j}\r\n\r\nbody {i} {j}\r\n"));
+                    let uid: u32 = r
+                        .split("[APPENDUID ")
+                        .nth(1)
+                        .and_then(|s| s.split(' ').nth(1))
+                        .and_then(|s| s.trim_end_matches(']').parse().ok())
+                        .unwrap_or_else(|| panic!("{r}"));
+                    appended.push(uid);
+                    let r = c.cmd("FETCH 1:* (UID FLAGS)");
+                    assert!(r.contains(" OK "), "{r}");
+                    let r = c.cmd(&format!("UID STORE {uid} +FLAGS (\\Seen)"));
+                    assert!(r.contains(" OK "), "{r}");
+                }
+                // Delete two of ours.
+                let del = format!("{},{}", appended[0], appended[1]);
+                let r = c.cmd(&format!("UID STORE {del} +FLAGS.SILENT (\\Deleted)"));
+                assert!(r.contains(" OK "), "{r}");
+                let r = c.cmd(&format!("UID EXPUNGE {del}"));
+                assert!(r.contains(" OK "), "{r}");
+                let r = c.cmd("LOGOUT");
+                assert!(r.contains("BYE"), "{r}");
+                appended[2..].to_vec()
+            })
+        })
+        .collect();
+    let mut kept: Vec<u32> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    kept.push(1);
+    kept.sort_unstable();
+    let n = kept.len();
+    kept.dedup();
+    assert_eq!(kept.len(), n, "a UID was handed out twice");
+    assert_eq!(n, 61);
+    let dir = maildir(&suite, "alice");
+    let mut listed = uidlist_uids(&dir);
+    listed.sort_unstable();
+    let files: usize = ["cur", "new"].iter().map(|d| std::fs::read_dir(dir.join(d)).unwrap().count()).sum();
+    assert_eq!(files, 61);
+    // A fresh session sees exactly the surviving messages, under their UIDs.
+    let mut c = Client::connect(port);
+    c.login("alice@example.test");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains("* 61 EXISTS"), "{r}");
+    let r = c.cmd("UID SEARCH ALL");
+    let found: Vec<u32> = r
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("* SEARCH")
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(found, kept);
+    assert!(listed.iter().all(|u| kept.contains(u)), "{listed:?}");
+}
