@@ -240,6 +240,23 @@ p.quit()
 "#,
     );
     assert!(out.contains("+OK Logged in.") && out.contains("STAT (2, "), "{out}");
+
+    // SASL AUTH LOGIN: two challenges (RFC 5034 continuation lines).
+    let out = python(
+        &suite,
+        r#"
+import base64
+p = poplib.POP3_SSL('127.0.0.1', {pop3s}, context=ctx, timeout=60)
+print('C1', p._shortcmd('AUTH LOGIN').decode())
+print('C2', p._shortcmd(base64.b64encode(b'alice@example.test').decode()).decode())
+print(p._shortcmd(base64.b64encode(b'secret').decode()).decode())
+print('STAT', p.stat())
+p.quit()
+"#,
+    );
+    assert!(out.contains("C1 + VXNlcm5hbWU6") && out.contains("C2 + UGFzc3dvcmQ6"), "{out}");
+    assert!(out.contains("+OK Logged in.") && out.contains("STAT (2, "), "{out}");
+    suite.wait_log("Login: user=<alice@example.test>, method=LOGIN,", Duration::from_secs(30));
 }
 
 #[test]
