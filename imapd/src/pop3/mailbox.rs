@@ -246,7 +246,11 @@ impl Maildrop {
                     match read_limited(&path) {
                         Ok(c) => wire_size(&c),
                         Err(MailboxError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
+                        // Too large or unreadable: its file size stands in; RETR reports the error.
+                        Err(e) => {
+                            tracing::warn!("{}: {e}", path.display());
+                            fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+                        }
                     }
                 }
             };
@@ -331,10 +335,14 @@ impl Maildrop {
     }
 }
 
+/// Reads a message whole; one over [`MAX_MESSAGE`] is an error, never sent cut short.
 fn read_limited(path: &Path) -> Result<Vec<u8>, MailboxError> {
     let f = fs::File::open(path).map_err(io_err(path))?;
     let mut out = Vec::new();
-    f.take(MAX_MESSAGE).read_to_end(&mut out).map_err(io_err(path))?;
+    f.take(MAX_MESSAGE + 1).read_to_end(&mut out).map_err(io_err(path))?;
+    if out.len() as u64 > MAX_MESSAGE {
+        return Err(io_err(path)(io::Error::new(io::ErrorKind::FileTooLarge, "message larger than 1 GiB")));
+    }
     Ok(out)
 }
 
