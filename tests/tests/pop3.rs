@@ -379,3 +379,77 @@ fn fetchmail_fetches_over_tls() {
     assert!(got.contains("\n.dotted\n") && !got.contains("..dotted"), "dot-stuffing undone: {got}");
     assert_eq!(count_files(&maildir(&suite, "alice")), 0, "fetchmail deleted what it fetched");
 }
+
+/// Dovecot itself reads the Maildir after pop3d deleted a message and marked one seen, and
+/// sees the same UIDs and UIDVALIDITY, hence the same POP3 UIDLs (`%08Xu%08Xv`):
+/// a client moved between the two fetches nothing again.
+#[test]
+fn dovecot_agrees_on_uidls() {
+    if !have("python3") || !have("doveadm") {
+        eprintln!("python3 or doveadm missing: test skipped (.ci/run installs dovecot-core)");
+        return;
+    }
+    let suite = suite();
+    deliver(&suite, "alice", &["a", "b", "c"]);
+    let dir = maildir(&suite, "alice");
+    let out = python(
+        &suite,
+        r#"
+p = poplib.POP3_SSL('127.0.0.1', {pop3s}, context=ctx, timeout=60)
+p.user('alice@example.test'); p.pass_('secret')
+p.retr(3)
+p.dele(2)
+p.quit()
+p = poplib.POP3_SSL('127.0.0.1', {pop3s}, context=ctx, timeout=60)
+p.user('alice@example.test'); p.pass_('secret')
+print('UIDL', ' '.join(l.decode().split(' ')[1] for l in p.uidl()[1]))
+p.quit()
+"#,
+    );
+    let ours: Vec<&str> = out.lines().find_map(|l| l.strip_prefix("UIDL ")).expect(&out).split(' ').collect();
+    assert_eq!(ours.len(), 2, "{out}");
+    let (uid, gid) = rpost_testkit::mail_user();
+    let run = suite.root().join("dovecot-run");
+    std::fs::create_dir_all(&run).unwrap();
+    let conf = suite.root().join("dovecot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "base_dir = {run}\nstate_dir = {run}\nlog_path = /dev/stderr\nssl = no\nprotocols =\n\
+             first_valid_uid = 1\nfirst_valid_gid = 1\nmail_uid = {uid}\nmail_gid = {gid}\n\
+             mail_location = maildir:{maildir}\npop3_uidl_format = %08Xu%08Xv\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n",
+            run = run.display(),
+            maildir = dir.display(),
+        ),
+    )
+    .unwrap();
+    let doveadm = |args: &[&str]| -> String {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("USER", "alice@example.test")
+            .env("HOME", suite.root())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "doveadm {args:?}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    // Dovecot's pop3 builds the UIDL from its own view of UID and UIDVALIDITY (pop3.uidl
+    // is only filled when saved): compute it from what doveadm reports.
+    let status = doveadm(&["mailbox", "status", "uidvalidity", "INBOX"]);
+    let uv: u32 = status.trim().rsplit('=').next().unwrap().parse().expect(&status);
+    let text = doveadm(&["fetch", "uid flags", "mailbox", "INBOX"]);
+    let theirs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("uid: "))
+        .map(|u| format!("{:08X}{uv:08X}", u.parse::<u32>().unwrap()))
+        .collect();
+    assert_eq!(theirs, ours, "{text}");
+    // RETR 3 left \Seen for Dovecot too.
+    assert!(text.contains("flags: \\Seen"), "{text}");
+}
