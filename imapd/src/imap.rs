@@ -5,8 +5,10 @@
 //! authenticated and selected states as plain code over the store (commands in, response
 //! bytes out); [`mailbox`] one selected Maildir (UIDs from `dovecot-uidlist`, flags in file
 //! names, synchronisation with other sessions and deliveries); [`mime`] the MIME structure,
-//! ENVELOPE, BODYSTRUCTURE and body sections. Commands are parsed by rpost-imap-proto.
+//! ENVELOPE, BODYSTRUCTURE and body sections; [`limit`] the per-user-and-address session
+//! count. Commands are parsed by rpost-imap-proto.
 
+pub mod limit;
 pub mod mailbox;
 pub mod mime;
 pub mod server;

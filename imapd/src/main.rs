@@ -33,6 +33,7 @@
 //!
 //! # CONFIGURATION
 //! imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
+//! mail_max_userip_connections (sessions per user and client address, counted in the store),
 //! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
 //! auth_socket_path, mail_location, mail_home, mail_uid, mail_gid, first_valid_uid,
 //! last_valid_uid, first_valid_gid, last_valid_gid, mail_owner, plus the rpost-daemon
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
             wrapper,
             capability: p.get("imap_capability").map_err(err)?,
             idle_notify: p.get_time("imap_idle_notify_interval").map_err(err)?,
+            max_userip: p.get_int("mail_max_userip_connections").map_err(err)?.clamp(0, u32::MAX as i64) as u32,
         };
         let options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
         Ok((config, options))

@@ -18,14 +18,22 @@ fn have(tool: &str) -> bool {
 }
 
 fn suite() -> Suite {
-    Suite::builder()
-        .virtual_delivery()
+    suite_with(&[])
+}
+
+fn suite_with(extra: &[(&str, &str)]) -> Suite {
+    let mut b = Suite::builder();
+    for (k, v) in extra {
+        b = b.main(k, v);
+    }
+    b.virtual_delivery()
         .main("auth_mechanisms", "plain login")
         .main("auth_failure_delay", "0s")
         .master_line("auth unix - - n - 1 authd")
         .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
         .inet("imap", "n n n - - imapd")
         .inet("imaps", "n n n - - imapd -o imapd_tls_wrappermode=yes")
+        .inet("imapr", "n n n - - imapd -o ssl=required")
         .start_with(|s| {
             s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n")
         })
@@ -365,7 +373,8 @@ fn hostile_input_is_refused_and_the_server_stays_up() {
 
 #[test]
 fn twenty_concurrent_clients_stay_consistent() {
-    let suite = suite();
+    // Dovecot's default of 10 sessions per user and address would refuse half of them.
+    let suite = suite_with(&[("mail_max_userip_connections", "25")]);
     deliver(&suite, "alice", &["seed"]);
     let port = suite.port("imap");
     let threads: Vec<_> = (0..20)
@@ -430,4 +439,79 @@ fn twenty_concurrent_clients_stay_consistent() {
         .collect();
     assert_eq!(found, kept);
     assert!(listed.iter().all(|u| kept.contains(u)), "{listed:?}");
+}
+
+#[test]
+fn connection_limit_and_ssl_required() {
+    let suite = suite_with(&[("mail_max_userip_connections", "2")]);
+    deliver(&suite, "alice", &["seed"]);
+    let port = suite.port("imap");
+    let mut a = Client::connect(port);
+    a.login("alice@example.test");
+    let mut b = Client::connect(port);
+    b.login("alice@example.test");
+    let mut c = Client::connect(port);
+    let r = c.cmd("LOGIN alice@example.test secret");
+    assert!(r.contains(" NO [LIMIT] Maximum number of connections from user+IP exceeded"), "{r}");
+    // Another user is not affected.
+    let mut d = Client::connect(port);
+    d.login("bob@example.test");
+    a.cmd("LOGOUT");
+    // The slot is free again once a session has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut e = Client::connect(port);
+        let r = e.cmd("LOGIN alice@example.test secret");
+        if r.contains(" OK [CAPABILITY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = suite.log();
+    assert!(
+        log.contains("Maximum number of connections from user+IP exceeded (mail_max_userip_connections=2)"),
+        "{log}"
+    );
+
+    // ssl = required: no plaintext login before STARTTLS, even from loopback.
+    let s = TcpStream::connect(("127.0.0.1", suite.port("imapr"))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut g = String::new();
+    r.read_line(&mut g).unwrap();
+    assert!(g.contains(" STARTTLS") && g.contains(" LOGINDISABLED") && !g.contains("AUTH=PLAIN"), "{g}");
+    w.write_all(b"a LOGIN alice@example.test secret\r\nb AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
+        .unwrap();
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    assert!(l.starts_with("a NO [PRIVACYREQUIRED]"), "{l}");
+    l.clear();
+    r.read_line(&mut l).unwrap();
+    assert!(l.starts_with("b NO [PRIVACYREQUIRED]"), "{l}");
+}
+
+#[test]
+fn authenticate_plain_with_sasl_ir_and_login_exchange() {
+    let suite = suite();
+    deliver(&suite, "bob", &["x"]);
+    let mut c = Client::connect(suite.port("imap"));
+    let r = c.cmd("AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAd3Jvbmc=");
+    assert!(r.contains(" NO [AUTHENTICATIONFAILED]"), "{r}");
+    // AUTHENTICATE LOGIN: two challenges.
+    c.send(b"l1 AUTHENTICATE LOGIN\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(b"Ym9iQGV4YW1wbGUudGVzdA==\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(b"c2VjcmV0\r\n");
+    let r = c.until("l1");
+    assert!(r.contains("l1 OK [CAPABILITY IMAP4rev1"), "{r}");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains("* 1 EXISTS"), "{r}");
+    let mut d = Client::connect(suite.port("imap"));
+    let r = d.cmd("AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAc2VjcmV0");
+    assert!(r.contains(" OK [CAPABILITY"), "{r}");
+    let log = suite.wait_log("method=LOGIN", Duration::from_secs(30));
+    assert!(log.contains("imap-login: Login: user=<bob@example.test>, method=LOGIN, rip=127.0.0.1"), "{log}");
 }

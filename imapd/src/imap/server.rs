@@ -35,6 +35,8 @@ pub struct Config {
     /// `imap_capability`: replaces the list after login, or extends it when it starts with `+`.
     pub capability: String,
     pub idle_notify: Duration,
+    /// `mail_max_userip_connections` (0: no limit).
+    pub max_userip: u32,
 }
 
 struct Conn {
@@ -298,10 +300,32 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
         let _ = conn.send(format!("{tag} NO [UNAVAILABLE] Temporary server failure.\r\n").as_bytes()).await;
         return;
     }
+    let mut session = Session::new(logged_in.maildir.clone(), logged_in.inbox.clone());
+    tokio::task::block_in_place(|| session.autocreate());
+    let rip = conn.info.remote.map(|r| r.ip().to_string()).unwrap_or_else(|| "local".into());
+    let _registration = match super::limit::register(logged_in.maildir.store_path(), &rip, cfg.max_userip) {
+        Ok(r) => r,
+        Err(n) => {
+            tracing::info!(
+                "imap-login: Maximum number of connections from user+IP exceeded (mail_max_userip_connections={}): user=<{}>, {}",
+                cfg.max_userip,
+                rpost_auth_proto::printable(&name),
+                conn.info.log_fields()
+            );
+            let _ = conn
+                .send(
+                    format!(
+                        "{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={}, {n} open)\r\n",
+                        cfg.max_userip
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            login::finish_process();
+        }
+    };
     tracing::info!("imap-login: {}", logged_in.log_line(method, &conn.info));
     let user = logged_in.user.clone();
-    let mut session = Session::new(logged_in.maildir.clone(), logged_in.inbox.clone());
-    session.autocreate();
     let caps = post_login_caps(&cfg);
     let ok = conn.send(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes()).await.is_ok();
     let reason = if ok { run_session(&cfg, &mut conn, &mut session, &caps).await } else { "Disconnected" };
@@ -317,6 +341,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
         s.fetch_body_bytes
     );
     let _ = conn.io.shutdown().await;
+    drop(_registration);
     // This process ran as the mail user: it must not serve anyone else.
     login::finish_process();
 }
