@@ -515,3 +515,86 @@ fn authenticate_plain_with_sasl_ir_and_login_exchange() {
     let log = suite.wait_log("method=LOGIN", Duration::from_secs(30));
     assert!(log.contains("imap-login: Login: user=<bob@example.test>, method=LOGIN, rip=127.0.0.1"), "{log}");
 }
+
+/// Runs doveadm with a private configuration: users come from our authd's auth-userdb
+/// socket, mail from `mail_location = maildir:~/mail` as in the suite.
+fn doveadm(suite: &Suite, conf_dir: &Path, args: &[&str]) -> String {
+    let (uid, gid) = rpost_testkit::mail_user();
+    let conf = conf_dir.join("dovecot.conf");
+    if !conf.exists() {
+        std::fs::create_dir_all(conf_dir.join("base")).unwrap();
+        std::fs::create_dir_all(conf_dir.join("state")).unwrap();
+        let text = format!(
+            "base_dir = {d}/base\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\nssl = no\n\
+             mail_home = {r}/vmail/%d/%n\nmail_location = maildir:~/mail\nmail_uid = {uid}\nmail_gid = {gid}\n\
+             first_valid_uid = 1\nfirst_valid_gid = 1\nauth_socket_path = {a}\n",
+            d = conf_dir.display(),
+            a = suite.queue_dir().join("private/auth-userdb").display(),
+            r = suite.root().display(),
+        );
+        std::fs::write(&conf, text).unwrap();
+    }
+    let out = Command::new("doveadm").arg("-c").arg(&conf).args(args).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn dovecot_reads_our_mailbox_and_we_read_its() {
+    if !have("doveadm") {
+        eprintln!("doveadm missing: test skipped");
+        return;
+    }
+    let suite = suite();
+    deliver(&suite, "alice", &["one", "two", "three"]);
+    let port = suite.port("imap");
+    let mut c = Client::connect(port);
+    c.login("alice@example.test");
+    let r = c.cmd("SELECT INBOX");
+    let validity: String = r.split("[UIDVALIDITY ").nth(1).unwrap().split(']').next().unwrap().to_string();
+    c.cmd("STORE 1 +FLAGS (\\Seen $Work)");
+    c.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    c.cmd("EXPUNGE");
+    let r = c.append("INBOX", "Subject: four\r\n\r\nfour\r\n");
+    assert!(r.contains("[APPENDUID "), "{r}");
+    c.cmd("STORE 3 +FLAGS (\\Flagged)");
+    c.cmd("LOGOUT");
+
+    let dir = maildir(&suite, "alice");
+    let conf = suite.root().join("dovecot");
+    let user = "alice@example.test";
+    let out = doveadm(&suite, &conf, &["fetch", "-u", user, "uid flags", "mailbox", "INBOX", "all"]);
+    let got: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let expect = ["uid: 1", "flags: \\Seen $Work", "uid: 3", "flags:", "uid: 4", "flags: \\Flagged"];
+    for e in expect {
+        assert!(got.iter().any(|l| l == e), "{e}: {out}");
+    }
+    assert!(!got.iter().any(|l| l == "uid: 2"), "{out}");
+    let status = doveadm(&suite, &conf, &["mailbox", "status", "-u", user, "uidvalidity uidnext messages", "INBOX"]);
+    assert!(status.contains(&format!("uidvalidity={validity}")) && status.contains("messages=3"), "{status}");
+    assert!(status.contains("uidnext=5"), "{status}");
+
+    // Dovecot changes the mailbox: a flag, an expunge and a new message.
+    let o = doveadm(&suite, &conf, &["flags", "add", "-u", user, "\\Answered $Dove", "mailbox", "INBOX", "uid", "3"]);
+    assert!(o.trim().is_empty(), "{o}");
+    let o = doveadm(&suite, &conf, &["expunge", "-u", user, "mailbox", "INBOX", "uid", "1"]);
+    assert!(o.trim().is_empty(), "{o}");
+    let mut save = Command::new("doveadm")
+        .arg("-c")
+        .arg(conf.join("dovecot.conf"))
+        .args(["save", "-u", user, "-m", "INBOX"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    save.stdin.take().unwrap().write_all(b"Subject: from dovecot\n\nsaved by doveadm\n").unwrap();
+    assert!(save.wait().unwrap().success());
+
+    // We read what Dovecot wrote, under the same UIDs.
+    let mut c = Client::connect(port);
+    c.login("alice@example.test");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains(&format!("[UIDVALIDITY {validity}]")) && r.contains("* 3 EXISTS"), "{r}");
+    let r = c.cmd("UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    assert!(r.contains("* 1 FETCH (UID 3 FLAGS (\\Answered $Dove"), "{r}");
+    assert!(r.contains("* 2 FETCH (UID 4 FLAGS (\\Flagged)"), "{r}");
+    assert!(r.contains("* 3 FETCH (UID 5 FLAGS (") && r.contains("Subject: from dovecot"), "{r}");
+}
