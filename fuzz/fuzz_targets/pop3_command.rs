@@ -13,7 +13,6 @@ fn config(flags: u8) -> Config {
         starttls: flags & 1 != 0,
         tls: flags & 2 != 0,
         plaintext_allowed: flags & 4 != 0,
-        plaintext_after_tls: true,
         mechanisms: vec![("PLAIN".into(), true), ("LOGIN".into(), true), ("SCRAM-SHA-256".into(), false)],
     }
 }

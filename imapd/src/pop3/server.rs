@@ -151,7 +151,6 @@ pub async fn serve(server: Arc<Server>, stream: Stream) -> bool {
         starttls: s.starttls_available(&info),
         tls: info.tls,
         plaintext_allowed: s.plaintext_allowed(&info),
-        plaintext_after_tls: s.plaintext_allowed(&ConnInfo { tls: true, ..info }),
         mechanisms,
     };
     let mut c = Client {

@@ -38,8 +38,6 @@ pub struct Config {
     pub tls: bool,
     /// USER/PASS and plaintext SASL mechanisms are allowed now (before STLS).
     pub plaintext_allowed: bool,
-    /// Whether STLS would make plaintext authentication allowed.
-    pub plaintext_after_tls: bool,
     /// The SASL mechanisms of authd: (name, plaintext).
     pub mechanisms: Vec<(String, bool)>,
 }
@@ -789,7 +787,6 @@ mod tests {
             starttls: true,
             tls: false,
             plaintext_allowed: false,
-            plaintext_after_tls: true,
             mechanisms: vec![("PLAIN".into(), true), ("LOGIN".into(), true), ("SCRAM-SHA-256".into(), false)],
         }
     }
