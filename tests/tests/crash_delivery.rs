@@ -79,9 +79,14 @@ fn killing_delivery_daemons_loses_nothing() {
         }
         assert!(
             Instant::now() < deadline,
-            "only {} of {MESSAGES} delivered after the kills ({kills} kills)\n{}",
+            "only {} of {MESSAGES} delivered after the kills ({kills} kills)\n{}\nlast log lines:\n{}",
             seen.len(),
             String::from_utf8_lossy(&suite.rmaster(&["queue", "list"]).stdout)
+                .lines()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            suite.log().lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -125,6 +125,13 @@ impl DotLock {
         {
             return true;
         }
+        // An empty lock: its owner was killed between creating it and writing `pid:host`
+        // (the next system call). A live owner writes within microseconds, so after the pid
+        // check age it is abandoned; waiting out the full stale time would stall every
+        // delivery into the mailbox for two minutes.
+        if st.st_size == 0 && st.st_mtime < now - PID_CHECK_AGE {
+            return true;
+        }
         let target_mtime = dir.stat(target).map(|s| s.st_mtime).unwrap_or(0);
         let last_change = st.st_mtime.max(st.st_ctime).max(target_mtime);
         now > last_change + stale.as_secs() as i64
@@ -179,6 +186,22 @@ mod tests {
 
     fn dir(t: &tempfile::TempDir) -> Dir {
         Dir::walk(t.path(), false, None, false).unwrap()
+    }
+
+    #[test]
+    fn an_empty_lock_left_by_a_killed_owner_is_taken_over() {
+        let t = tempfile::tempdir().unwrap();
+        let d = dir(&t);
+        let lock = t.path().join("dovecot-uidlist.lock");
+        std::fs::write(&lock, "").unwrap();
+        // Young: it may be an owner between create and write.
+        assert!(!DotLock::is_stale(&d, "dovecot-uidlist.lock", "dovecot-uidlist", UIDLIST_STALE));
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        std::fs::File::options().write(true).open(&lock).unwrap().set_modified(old).unwrap();
+        assert!(DotLock::is_stale(&d, "dovecot-uidlist.lock", "dovecot-uidlist", UIDLIST_STALE));
+        let l = DotLock::acquire(&d, "dovecot-uidlist", UIDLIST_STALE, Duration::from_secs(1), None).unwrap();
+        drop(l);
+        assert!(!lock.exists());
     }
 
     #[test]
