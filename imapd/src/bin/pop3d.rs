@@ -30,7 +30,7 @@
 //!
 //! # CONFIGURATION
 //! login_greeting, pop3_tls_wrappermode, pop3_uidl_format, pop3_lock_session,
-//! pop3_no_flag_updates, pop3_logout_format, ssl, ssl_cert, ssl_key,
+//! pop3_no_flag_updates, pop3_deleted_flag, pop3_logout_format, ssl, ssl_cert, ssl_key,
 //! disable_plaintext_auth, login_auth_socket_path, auth_socket_path, mail_location,
 //! mail_home, mail_uid, mail_gid, first_valid_uid, last_valid_uid, first_valid_gid,
 //! last_valid_gid, mail_owner, plus the rpost-daemon parameters.

@@ -10,8 +10,9 @@
 //!
 //! Deletions are kept by the session in memory; [`Maildrop::commit`] at QUIT unlinks them
 //! all under the uidlist lock and drops their uidlist records, and marks retrieved messages
-//! seen (`:2,S`) unless `pop3_no_flag_updates`. A connection that drops before QUIT changes
-//! nothing.
+//! seen (`:2,S`) unless `pop3_no_flag_updates`. With `pop3_deleted_flag = $POP3Deleted`
+//! (a keyword, as in Dovecot) deleted messages get that keyword instead of being unlinked,
+//! and POP3 no longer lists them. A connection that drops before QUIT changes nothing.
 
 use std::fs;
 use std::io::{self, Read};
@@ -141,6 +142,9 @@ pub struct Options {
     pub uidl_format: UidlFormat,
     pub lock_session: bool,
     pub no_flag_updates: bool,
+    /// `pop3_deleted_flag`: a keyword set on DELE'd messages instead of expunging them;
+    /// messages carrying it are hidden from POP3 (IMAP still sees them).
+    pub deleted_flag: Option<String>,
 }
 
 /// One message of the maildrop.
@@ -236,6 +240,13 @@ impl Maildrop {
             lock.save(&uidlist)?;
         }
         found.sort_by_key(|(uid, ..)| *uid);
+        let hidden = match &opts.deleted_flag {
+            Some(k) => inbox.keywords()?.letter(k),
+            None => None,
+        };
+        if let Some(letter) = hidden {
+            found.retain(|(_, _, name)| !flags_of(name).contains(letter));
+        }
         let mut entries = Vec::with_capacity(found.len());
         for (uid, base, name) in found {
             let size = match parse_filename(&name).vsize {
@@ -296,42 +307,73 @@ impl Maildrop {
             None => self.inbox.lock_uidlist(rpost_maildir::UIDLIST_LOCK_TIMEOUT)?,
         };
         let mut deleted = 0;
-        for &i in delete {
-            if let Some(p) = self.current_path(i)? {
-                match fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&p)(e)),
+        if let Some(k) = &self.opts.deleted_flag {
+            let mut kw = self.inbox.keywords()?;
+            let letter = match kw.letter(k) {
+                Some(l) => l,
+                None => {
+                    let l = kw.add(k).ok_or_else(|| {
+                        MailboxError::Format(k.clone(), "no keyword letter left for pop3_deleted_flag".into())
+                    })?;
+                    self.inbox.save_keywords(&kw)?;
+                    l
                 }
+            };
+            for &i in delete {
+                if let Some(p) = self.current_path(i)? {
+                    add_flag(&p, letter)?;
+                }
+                deleted += 1;
             }
-            deleted += 1;
-        }
-        if !delete.is_empty() {
-            let mut list = lock.load()?;
-            let gone: Vec<u32> = delete.iter().map(|&i| self.entries[i].uid).collect();
-            list.records.retain(|r| !gone.contains(&r.uid));
-            lock.save(&list)?;
+        } else {
+            for &i in delete {
+                if let Some(p) = self.current_path(i)? {
+                    match fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&p)(e)),
+                    }
+                }
+                deleted += 1;
+            }
+            if !delete.is_empty() {
+                let mut list = lock.load()?;
+                let gone: Vec<u32> = delete.iter().map(|&i| self.entries[i].uid).collect();
+                list.records.retain(|r| !gone.contains(&r.uid));
+                lock.save(&list)?;
+            }
         }
         if !self.opts.no_flag_updates {
             for &i in seen {
                 let Some(p) = self.current_path(i)? else { continue };
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-                let (base, flags) = match name.split_once(":2,") {
-                    Some((b, f)) => (b.to_string(), f.to_string()),
-                    None => (base_of(&name).to_string(), String::new()),
-                };
-                if flags.contains('S') {
-                    continue;
-                }
-                let mut f: Vec<char> = flags.chars().chain(['S']).collect();
-                f.sort_unstable();
-                let new_name = format!("{base}:2,{}", f.into_iter().collect::<String>());
                 // A concurrent rename by another session only costs the \Seen flag.
-                let _ = fs::rename(&p, p.with_file_name(new_name));
+                let _ = add_flag(&p, 'S');
             }
         }
         drop(lock);
         Ok(deleted)
+    }
+}
+
+/// The Maildir flags of a file name (after `:2,`).
+fn flags_of(name: &str) -> &str {
+    name.split_once(":2,").map_or("", |(_, f)| f)
+}
+
+/// Renames a message file to carry `flag` too (flags kept in ASCII order, as Maildir wants).
+fn add_flag(path: &Path, flag: char) -> Result<(), MailboxError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let flags = flags_of(name);
+    if flags.contains(flag) {
+        return Ok(());
+    }
+    let mut f: Vec<char> = flags.chars().chain([flag]).collect();
+    f.sort_unstable();
+    let new_name = format!("{}:2,{}", base_of(name), f.into_iter().collect::<String>());
+    match fs::rename(path, path.with_file_name(new_name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
     }
 }
 
@@ -370,7 +412,12 @@ mod tests {
     }
 
     fn opts(lock_session: bool) -> Options {
-        Options { uidl_format: UidlFormat::parse("%08Xu%08Xv").unwrap(), lock_session, no_flag_updates: false }
+        Options {
+            uidl_format: UidlFormat::parse("%08Xu%08Xv").unwrap(),
+            lock_session,
+            no_flag_updates: false,
+            deleted_flag: None,
+        }
     }
 
     #[test]
@@ -411,5 +458,30 @@ mod tests {
         first.commit(&[], &[]).unwrap();
         assert!(Maildrop::open(&inbox, opts(true)).is_ok());
         let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn deleted_flag_hides_instead_of_expunging() {
+        let root = tmpdir("delflag");
+        let inbox = Maildir::open(root.join("Maildir"));
+        inbox.deliver(&mut &b"Subject: a\n\na\n"[..], "").unwrap();
+        inbox.deliver(&mut &b"Subject: b\n\nb\n"[..], "").unwrap();
+        let o = Options { deleted_flag: Some("$POP3Deleted".into()), ..opts(false) };
+        let mut m = Maildrop::open(&inbox, o.clone()).unwrap();
+        assert_eq!(m.commit(&[0], &[]).unwrap(), 1);
+        assert_eq!(count(&inbox), 2, "nothing unlinked");
+        let letter = inbox.keywords().unwrap().letter("$POP3Deleted").unwrap();
+        let again = Maildrop::open(&inbox, o).unwrap();
+        assert_eq!(again.entries.len(), 1);
+        assert_eq!(again.entries[0].uid, m.entries[1].uid);
+        // Without the setting the flagged message is listed again (it was never expunged).
+        let all = Maildrop::open(&inbox, opts(false)).unwrap();
+        assert_eq!(all.entries.len(), 2);
+        assert!(flags_of(&all.entries[0].name).contains(letter), "{:?}", all.entries[0]);
+        let _ = fs::remove_dir_all(root);
+    }
+
+    fn count(inbox: &Maildir) -> usize {
+        fs::read_dir(inbox.path().join("cur")).unwrap().count()
     }
 }

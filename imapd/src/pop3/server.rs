@@ -43,10 +43,24 @@ impl Pop3Settings {
                 uidl_format: UidlFormat::parse(&s("pop3_uidl_format")?).map_err(|e| e.to_string())?,
                 lock_session: b("pop3_lock_session")?,
                 no_flag_updates: b("pop3_no_flag_updates")?,
+                deleted_flag: deleted_flag(&s("pop3_deleted_flag")?)?,
             },
             logout_format: s("pop3_logout_format")?,
         })
     }
+}
+
+/// `pop3_deleted_flag`: empty, or a keyword (system flags such as `\Deleted` would make
+/// the message disappear for IMAP too, which is not what the setting is for).
+fn deleted_flag(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.starts_with('\\') || v.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("pop3_deleted_flag = {v}: only a keyword (such as $POP3Deleted) can be used"));
+    }
+    Ok(Some(v.to_string()))
 }
 
 /// Everything a connection needs, shared by the process.
