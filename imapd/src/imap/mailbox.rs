@@ -463,34 +463,33 @@ fn find_in(dir: &Path, base: &str) -> Option<String> {
 }
 
 /// The Maildir letters for IMAP flags in mailbox `md` (see [`Mailbox::letters_for`]).
+/// Keywords new to the mailbox are added to `dovecot-keywords` under the uidlist lock, as
+/// Dovecot does, re-reading the file first: two sessions adding different keywords at once
+/// must not both take the same letter.
 pub fn letters_for(md: &Maildir, keywords: &mut Keywords, flags: &[String]) -> Result<String, MailboxError> {
+    let keyword_names: Vec<&String> = flags.iter().filter(|f| !f.starts_with('\\')).collect();
+    if keyword_names.iter().any(|k| keywords.letter(k).is_none()) {
+        let _lock = md.lock_uidlist(LOCK_TIMEOUT)?;
+        let mut fresh = md.keywords().unwrap_or_default();
+        let before = fresh.clone();
+        for k in &keyword_names {
+            // Past 26 keywords Dovecot's Maildir stores no more: the keyword is dropped.
+            let _ = fresh.add(k);
+        }
+        if fresh != before {
+            md.save_keywords(&fresh)?;
+        }
+        *keywords = fresh;
+    }
     let mut letters = String::new();
-    let mut added = false;
     for f in flags {
         if let Some((_, l)) = SYSTEM_FLAGS.iter().find(|(n, _)| n.eq_ignore_ascii_case(f)) {
             letters.push(*l);
-            continue;
-        }
-        if f.starts_with('\\') {
-            continue; // \Recent cannot be set
-        }
-        if let Some(l) = keywords.letter(f) {
+        } else if !f.starts_with('\\')
+            && let Some(l) = keywords.letter(f)
+        {
             letters.push(l);
-        } else {
-            // Re-read under the file's lock semantics: another session may have added it.
-            let mut fresh = md.keywords().unwrap_or_default();
-            let l = fresh.add(f);
-            if fresh != *keywords {
-                *keywords = fresh;
-                added = true;
-            }
-            if let Some(l) = l {
-                letters.push(l);
-            }
         }
-    }
-    if added {
-        md.save_keywords(keywords)?;
     }
     Ok(rpost_maildir::normalize_flags(&letters)?)
 }

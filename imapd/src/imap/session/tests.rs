@@ -209,3 +209,25 @@ fn bad_sets_and_states() {
     assert!(out.starts_with("e NO [BADCHARSET"), "{out}");
     ok(&run(&mut s, "f UNSELECT"));
 }
+
+#[test]
+fn keywords_from_two_sessions_get_their_own_letters() {
+    let t = TempDir::new("kw");
+    let mut a = session(&t.0);
+    let mut b = session(&t.0);
+    deliver(&t.0, "one");
+    deliver(&t.0, "two");
+    ok(&run(&mut a, "a SELECT INBOX"));
+    ok(&run(&mut b, "b SELECT INBOX"));
+    // b's keyword table is stale when it adds its own keyword.
+    ok(&run(&mut a, "a STORE 1 +FLAGS ($Alpha)"));
+    ok(&run(&mut b, "b STORE 2 +FLAGS.SILENT ($Beta)"));
+    assert_eq!(std::fs::read_to_string(t.0.join("Maildir/dovecot-keywords")).unwrap(), "0 $Alpha\n1 $Beta\n");
+    let out = run(&mut a, "a NOOP");
+    assert!(out.contains("* 2 FETCH (UID 2 FLAGS ($Beta \\Recent))"), "{out}");
+    let out = run(&mut a, "a FETCH 1:2 FLAGS");
+    assert!(out.contains("* 1 FETCH (FLAGS ($Alpha \\Recent))"), "{out}");
+    assert!(out.contains("* 2 FETCH (FLAGS ($Beta \\Recent))"), "{out}");
+    let out = run(&mut a, "a SEARCH KEYWORD $Beta");
+    assert!(out.starts_with("* SEARCH 2\r\n"), "{out}");
+}
