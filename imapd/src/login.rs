@@ -631,4 +631,87 @@ mod tests {
         assert!(matches!(e, LoginError::AuthServer(_)), "{e:?}");
         assert!(!e.is_auth_failure());
     }
+
+    /// A scripted authd on both sockets: a LOGIN exchange with two challenges, then the
+    /// userdb lookup gives the ids and the mail location.
+    #[tokio::test]
+    async fn sasl_steps_and_userdb_lookup_against_scripted_sockets() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = std::env::temp_dir().join(format!("rpost-login-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client_path, userdb_path) = (dir.join("auth"), dir.join("auth-userdb"));
+        let auth = tokio::net::UnixListener::bind(&client_path).unwrap();
+        let userdb = tokio::net::UnixListener::bind(&userdb_path).unwrap();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // The first connection only reads the mechanisms (CAPA); the second one logs in.
+            for _ in 0..2 {
+                let (s, _) = auth.accept().await.unwrap();
+                let mut s = BufReader::new(s);
+                s.get_mut()
+                    .write_all(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t1\nCUID\t1\nCOOKIE\tab\nDONE\n")
+                    .await
+                    .unwrap();
+                let mut replies =
+                    ["CONT\t1\tVXNlcm5hbWU6\n", "CONT\t1\tUGFzc3dvcmQ6\n", "OK\t1\tuser=alice@example.test\n"]
+                        .into_iter();
+                loop {
+                    let mut l = String::new();
+                    if s.read_line(&mut l).await.unwrap() == 0 {
+                        break;
+                    }
+                    if l.starts_with("AUTH") || l.starts_with("CONT") {
+                        seen.push(l);
+                        s.get_mut().write_all(replies.next().unwrap().as_bytes()).await.unwrap();
+                    }
+                }
+            }
+            let (s, _) = userdb.accept().await.unwrap();
+            let mut s = BufReader::new(s);
+            s.get_mut().write_all(b"VERSION\t1\t0\nSPID\t1\n").await.unwrap();
+            loop {
+                let mut l = String::new();
+                s.read_line(&mut l).await.unwrap();
+                if l.starts_with("USER") {
+                    seen.push(l);
+                    s.get_mut()
+                        .write_all(b"USER\t1\talice@example.test\tuid=5000\tgid=5001\thome=/var/vmail/example.test/alice\tmail=maildir:~/Maildir:INBOX=~/inbox\n")
+                        .await
+                        .unwrap();
+                    break;
+                }
+            }
+            seen
+        });
+        let settings = Settings {
+            auth_client_socket: client_path,
+            auth_userdb_socket: userdb_path,
+            rules: UserRules { first_valid_uid: 500, ..UserRules::default() },
+            ..settings(SslMode::Yes, true)
+        };
+        let a = Authenticator::new(settings);
+        let c = conn("127.0.0.1:4000", true);
+        assert_eq!(a.mechanisms().await.unwrap(), vec![("PLAIN".to_string(), true), ("LOGIN".to_string(), true)]);
+        let (mut ex, step) = a.begin("login", None, &c).await.unwrap();
+        assert_eq!(step, Step::Challenge("VXNlcm5hbWU6".into()));
+        assert_eq!(ex.respond("YWxpY2U=").await.unwrap(), Step::Challenge("UGFzc3dvcmQ6".into()));
+        let Step::Done(user) = ex.respond("c2VjcmV0").await.unwrap() else { panic!() };
+        assert_eq!(user, "alice@example.test");
+        drop(ex); // the scripted server serves its sockets one after the other
+        let li = a.lookup(&user).await.unwrap();
+        assert_eq!((li.uid, li.gid), (5000, 5001));
+        assert_eq!(li.maildir.path(), std::path::Path::new("/var/vmail/example.test/alice/Maildir"));
+        assert_eq!(li.inbox.path(), std::path::Path::new("/var/vmail/example.test/alice/inbox"));
+        assert!(
+            li.log_line("LOGIN", &c)
+                .starts_with("Login: user=<alice@example.test>, method=LOGIN, rip=127.0.0.1, lip=192.0.2.1, mpid=")
+        );
+        let seen = server.await.unwrap();
+        assert!(seen[0].starts_with("AUTH\t1\tLOGIN\tservice=pop3\t"), "{seen:?}");
+        assert!(seen[0].contains("\tsecured"), "{seen:?}");
+        assert_eq!(seen[1], "CONT\t1\tYWxpY2U=\n");
+        assert_eq!(seen[3], "USER\t1\talice@example.test\tservice=pop3\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
