@@ -433,10 +433,10 @@ impl Session {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<String, Reply> {
-        if from == "INBOX" {
-            return Err(Reply::No("[CANNOT] Renaming INBOX is not supported.".into()));
-        }
         let to = to.trim_end_matches('/');
+        if from == "INBOX" {
+            return self.rename_inbox(to);
+        }
         let src = self.mailbox(from).map_err(Reply::No)?;
         let dst = self.mailbox(to).map_err(Reply::No)?;
         if !src.exists() {
@@ -462,6 +462,30 @@ impl Session {
         if self.selected.as_ref().is_some_and(|s| s.md == src) {
             self.selected = None;
             self.clear_cache();
+        }
+        Ok("Rename completed.".into())
+    }
+
+    /// RENAME INBOX (RFC 3501 6.3.5): every message moves to the new mailbox, INBOX stays,
+    /// empty. The files keep their names and flags; they get UIDs in the new mailbox.
+    fn rename_inbox(&mut self, to: &str) -> Result<String, Reply> {
+        let dst = self.mailbox(to).map_err(Reply::No)?;
+        if to == "INBOX" || dst.exists() {
+            return Err(Reply::No("[ALREADYEXISTS] Target mailbox already exists.".into()));
+        }
+        dst.create().map_err(|e| Reply::No(format!("[SERVERBUG] {e}")))?;
+        let src = self.inbox.path();
+        for sub in ["new", "cur"] {
+            let Ok(rd) = std::fs::read_dir(src.join(sub)) else { continue };
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if let Err(e) = std::fs::rename(ent.path(), dst.path().join(sub).join(&name)) {
+                    tracing::warn!("rename {}: {e}", ent.path().display());
+                }
+            }
         }
         Ok("Rename completed.".into())
     }

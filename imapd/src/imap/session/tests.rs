@@ -191,6 +191,12 @@ fn names_list_append_copy_move() {
     ok(&run(&mut s, "n DELETE Projects/2024"));
     ok(&run(&mut s, "o RENAME Trash Bin"));
     assert!(t.0.join("Maildir/.Bin/cur").is_dir());
+    deliver(&t.0, "inbox mail");
+    ok(&run(&mut s, "p RENAME INBOX Old"));
+    let out = run(&mut s, "q STATUS Old (MESSAGES)");
+    assert!(out.contains("(MESSAGES 1)"), "{out}");
+    let out = run(&mut s, "r STATUS INBOX (MESSAGES)");
+    assert!(out.contains("(MESSAGES 0)"), "{out}");
 }
 
 #[test]
