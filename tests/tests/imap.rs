@@ -276,6 +276,8 @@ s.logout()
     );
     assert!(log.contains(", TLS"), "{log}");
     assert!(log.contains("imap(alice@example.test): Logged out in="), "{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("imapd[") && l.contains("warning")).collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]
