@@ -604,3 +604,81 @@ fn dovecot_reads_our_mailbox_and_we_read_its() {
     // Dovecot drops the record of an expunged message lazily, at its next rewrite.
     assert!(uids.ends_with(&[3, 4, 5]), "{uids:?}");
 }
+
+/// Files of a local Maildir folder: (subdir/name).
+fn local_files(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for sub in ["cur", "new"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn mbsync_two_way_sync_with_flags_and_deletes() {
+    if !have("mbsync") {
+        eprintln!("mbsync missing: test skipped");
+        return;
+    }
+    let suite = suite();
+    deliver(&suite, "alice", &["one", "two", "three"]);
+    let local = suite.root().join("mbsync");
+    std::fs::create_dir_all(local.join("mail")).unwrap();
+    let cert = suite.config_dir().join("tls/rpost.pem");
+    let conf = format!(
+        "IMAPAccount rpost\nHost 127.0.0.1\nPort {port}\nUser alice@example.test\nPass secret\n\
+         SSLType IMAPS\nCertificateFile {cert}\n\n\
+         IMAPStore remote\nAccount rpost\n\n\
+         MaildirStore local\nPath {l}/mail/\nInbox {l}/mail/INBOX\nSubFolders Verbatim\n\n\
+         Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX Archive\nCreate Both\nExpunge Both\n\
+         SyncState *\nSync All\n",
+        port = suite.port("imaps"),
+        cert = cert.display(),
+        l = local.display()
+    );
+    std::fs::write(local.join("mbsyncrc"), conf).unwrap();
+    let mbsync = || {
+        let out = Command::new("mbsync").arg("-c").arg(local.join("mbsyncrc")).arg("-a").output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "mbsync failed: {text}\n{}", suite.log());
+        text
+    };
+    mbsync();
+    let inbox = local.join("mail/INBOX");
+    let files = local_files(&inbox);
+    assert_eq!(files.len(), 3, "{files:?}");
+    // Locally: the first message read, the second deleted; a new one in Archive.
+    let rename_flags = |f: &str, flags: &str| {
+        let (base, _) = f.split_once(":2,").unwrap_or((f, ""));
+        let to = format!("cur/{}:2,{flags}", base.split_once('/').unwrap().1);
+        std::fs::rename(inbox.join(f), inbox.join(to)).unwrap();
+    };
+    rename_flags(&files[0], "S");
+    rename_flags(&files[1], "T");
+    mbsync();
+    let mut c = Client::connect(suite.port("imap"));
+    c.login("alice@example.test");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains("* 2 EXISTS"), "{r}");
+    let r = c.cmd("UID FETCH 1:* (FLAGS)");
+    assert!(r.contains("FLAGS (\\Seen") && !r.contains("\\Deleted"), "{r}");
+    // Server side: flag the remaining unread message, add one; mbsync brings both down.
+    let r = c.cmd("UID STORE 3 +FLAGS (\\Flagged)");
+    assert!(r.contains(" OK "), "{r}");
+    let r = c.append("INBOX", "Subject: appended\r\n\r\nnew on the server\r\n");
+    assert!(r.contains("[APPENDUID "), "{r}");
+    c.cmd("LOGOUT");
+    mbsync();
+    let files = local_files(&inbox);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with(":2,F")), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with(":2,S")), "{files:?}");
+    // Nothing changes on a sync without changes.
+    mbsync();
+    assert_eq!(local_files(&inbox), files);
+}
