@@ -17,7 +17,8 @@
 //! created and subscribed at login). Other sessions' changes and new deliveries are reported
 //! after every command and, in IDLE, within about a second.
 //! Log lines: `imap-login: Login: user=<alice>, method=PLAIN, rip=..., lip=..., mpid=..., TLS`,
-//! `imap(alice): Logged out in=120 out=2400 deleted=0 expunged=0 body_count=1 body_bytes=512`,
+//! `imap(alice): Logged out in=120 out=2400 deleted=0 expunged=0 trashed=0 hdr_count=0
+//! hdr_bytes=0 body_count=1 body_bytes=512` (`imap_logout_format`),
 //! `Aborted login (auth failed, 1 attempts in 2 secs): user=<alice>, ...`.
 //!
 //! # SECURITY
@@ -34,6 +35,7 @@
 //! # CONFIGURATION
 //! imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
 //! mail_max_userip_connections (sessions per user and client address, counted in the store),
+//! imap_logout_format, imap_id_send,
 //! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
 //! auth_socket_path, mail_location, mail_home, mail_uid, mail_gid, first_valid_uid,
 //! last_valid_uid, first_valid_gid, last_valid_gid, mail_owner, plus the rpost-daemon
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
             capability: p.get("imap_capability").map_err(err)?,
             idle_notify: p.get_time("imap_idle_notify_interval").map_err(err)?,
             max_userip: p.get_int("mail_max_userip_connections").map_err(err)?.clamp(0, u32::MAX as i64) as u32,
+            logout_format: p.get("imap_logout_format").map_err(err)?,
+            id_send: p.get("imap_id_send").map_err(err)?,
         };
         let options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
         Ok((config, options))

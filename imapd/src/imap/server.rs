@@ -37,6 +37,10 @@ pub struct Config {
     pub idle_notify: Duration,
     /// `mail_max_userip_connections` (0: no limit).
     pub max_userip: u32,
+    /// `imap_logout_format`.
+    pub logout_format: String,
+    /// `imap_id_send`: the fields of the ID reply.
+    pub id_send: String,
 }
 
 struct Conn {
@@ -163,8 +167,45 @@ fn post_login_caps(cfg: &Config) -> String {
     }
 }
 
-fn id_reply() -> &'static [u8] {
-    b"* ID (\"name\" \"rpost\")\r\n"
+/// The ID reply from `imap_id_send` (`name *` and `version *` give rpost's own values,
+/// `key "value"` a fixed one; Dovecot's syntax); `* ID NIL` when it is empty.
+fn id_reply(spec: &str) -> Vec<u8> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut words = spec.split_whitespace();
+    while let Some(key) = words.next() {
+        let Some(mut value) = words.next().map(str::to_string) else { break };
+        if value.starts_with('"') && !(value.len() > 1 && value.ends_with('"')) {
+            for w in words.by_ref() {
+                value.push(' ');
+                value.push_str(w);
+                if w.ends_with('"') {
+                    break;
+                }
+            }
+        }
+        let value = match (key.to_ascii_lowercase().as_str(), value.as_str()) {
+            ("name", "*") => "rpost".to_string(),
+            ("version", "*") => env!("CARGO_PKG_VERSION").to_string(),
+            ("vendor", "*") => "rpost".to_string(),
+            (_, "*") => continue,
+            (_, v) => v.trim_matches('"').to_string(),
+        };
+        fields.push((key.to_string(), value));
+    }
+    if fields.is_empty() {
+        return b"* ID NIL\r\n".to_vec();
+    }
+    let mut out = b"* ID (".to_vec();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        rpost_imap_proto::write::string(&mut out, k.as_bytes());
+        out.push(b' ');
+        rpost_imap_proto::write::string(&mut out, v.as_bytes());
+    }
+    out.extend_from_slice(b")\r\n");
+    out
 }
 
 /// Serves one client connection to its end.
@@ -214,7 +255,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
             }
             CommandBody::Noop => conn.send(format!("{tag} OK NOOP completed.\r\n").as_bytes()).await,
             CommandBody::Id(_) => {
-                let mut out = id_reply().to_vec();
+                let mut out = id_reply(&cfg.id_send);
                 out.extend(format!("{tag} OK ID completed.\r\n").bytes());
                 conn.send(&out).await
             }
@@ -329,16 +370,10 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
     let caps = post_login_caps(&cfg);
     let ok = conn.send(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes()).await.is_ok();
     let reason = if ok { run_session(&cfg, &mut conn, &mut session, &caps).await } else { "Disconnected" };
-    let s = session.stats;
     tracing::info!(
-        "imap({}): {reason} in={} out={} deleted={} expunged={} body_count={} body_bytes={}",
+        "imap({}): {reason} {}",
         rpost_auth_proto::printable(&user),
-        conn.bytes_in,
-        conn.bytes_out,
-        s.deleted,
-        s.expunged,
-        s.fetch_body_count,
-        s.fetch_body_bytes
+        session.stats.logout_line(&cfg.logout_format, conn.bytes_in, conn.bytes_out)
     );
     let _ = conn.io.shutdown().await;
     drop(_registration);
@@ -449,7 +484,7 @@ async fn run_session(cfg: &Config, conn: &mut Conn, session: &mut Session, caps:
                 return "Logged out";
             }
             CommandBody::Id(_) => {
-                let mut out = id_reply().to_vec();
+                let mut out = id_reply(&cfg.id_send);
                 out.extend(format!("{tag} OK ID completed.\r\n").bytes());
                 conn.send(&out).await
             }
@@ -517,5 +552,25 @@ async fn idle(cfg: &Config, conn: &mut Conn, session: &mut Session, tag: &str) -
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_reply_follows_imap_id_send() {
+        assert_eq!(id_reply("name *"), b"* ID (\"name\" \"rpost\")\r\n");
+        let v =
+            String::from_utf8(id_reply("name * version * support-url \"https://example.test/help me\" os *")).unwrap();
+        assert_eq!(
+            v,
+            format!(
+                "* ID (\"name\" \"rpost\" \"version\" \"{}\" \"support-url\" \"https://example.test/help me\")\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(id_reply(""), b"* ID NIL\r\n");
     }
 }

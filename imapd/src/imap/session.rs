@@ -38,10 +38,60 @@ pub struct Parsed {
 pub struct Stats {
     pub deleted: u64,
     pub expunged: u64,
+    /// Messages copied or moved into the \Trash mailbox.
+    pub trashed: u64,
+    pub fetch_hdr_count: u64,
+    pub fetch_hdr_bytes: u64,
     pub fetch_body_count: u64,
     pub fetch_body_bytes: u64,
     /// Messages parsed (cache misses), for tests of the cache.
     pub parses: u64,
+}
+
+impl Stats {
+    fn count_fetch(&mut self, header: bool, bytes: usize) {
+        if header {
+            self.fetch_hdr_count += 1;
+            self.fetch_hdr_bytes += bytes as u64;
+        } else {
+            self.fetch_body_count += 1;
+            self.fetch_body_bytes += bytes as u64;
+        }
+    }
+
+    /// Dovecot's `imap_logout_format`: `%i`/`%o` (bytes in and out, given), `%{deleted}`,
+    /// `%{expunged}`, `%{trashed}`, `%{fetch_hdr_count}`, `%{fetch_hdr_bytes}`,
+    /// `%{fetch_body_count}`, `%{fetch_body_bytes}`, `%%`; unknown variables expand to nothing.
+    pub fn logout_line(&self, format: &str, bytes_in: u64, bytes_out: u64) -> String {
+        let mut out = String::new();
+        let mut it = format.chars().peekable();
+        while let Some(c) = it.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let var: String = match it.next() {
+                Some('{') => it.by_ref().take_while(|&c| c != '}').collect(),
+                Some(v) => v.to_string(),
+                None => break,
+            };
+            let value = match var.as_str() {
+                "%" => "%".to_string(),
+                "i" | "input" => bytes_in.to_string(),
+                "o" | "output" => bytes_out.to_string(),
+                "deleted" => self.deleted.to_string(),
+                "expunged" => self.expunged.to_string(),
+                "trashed" => self.trashed.to_string(),
+                "fetch_hdr_count" => self.fetch_hdr_count.to_string(),
+                "fetch_hdr_bytes" => self.fetch_hdr_bytes.to_string(),
+                "fetch_body_count" => self.fetch_body_count.to_string(),
+                "fetch_body_bytes" => self.fetch_body_bytes.to_string(),
+                _ => String::new(),
+            };
+            out.push_str(&value);
+        }
+        out
+    }
 }
 
 /// An IMAP session after login.
@@ -772,8 +822,7 @@ impl Session {
                         };
                         item.extend(format!("{name} ").bytes());
                         write::literal(&mut item, bytes);
-                        self.stats.fetch_body_count += 1;
-                        self.stats.fetch_body_bytes += bytes.len() as u64;
+                        self.stats.count_fetch(matches!(a, FetchAttr::Rfc822Header), bytes.len());
                     }
                     FetchAttr::BodySection { section, partial, .. } => {
                         let Some(p) = p else { continue };
@@ -793,8 +842,16 @@ impl Session {
                         item.extend(name);
                         item.push(b' ');
                         write::literal(&mut item, &bytes);
-                        self.stats.fetch_body_count += 1;
-                        self.stats.fetch_body_bytes += bytes.len() as u64;
+                        let header_only = matches!(
+                            section.text,
+                            Some(
+                                rpost_imap_proto::SectionText::Header
+                                    | rpost_imap_proto::SectionText::HeaderFields(_)
+                                    | rpost_imap_proto::SectionText::HeaderFieldsNot(_)
+                                    | rpost_imap_proto::SectionText::Mime
+                            )
+                        );
+                        self.stats.count_fetch(header_only, bytes.len());
                     }
                 }
                 items.push(item);
@@ -899,6 +956,9 @@ impl Session {
                 dst_uids.push(u);
             }
             moved.push(idx);
+        }
+        if SPECIAL_USE.iter().any(|(n, a)| *a == "\\Trash" && *n == name) {
+            self.stats.trashed += src_uids.len() as u64;
         }
         let validity = dest.uidlist().ok().flatten().map(|l| l.uid_validity);
         let code = match validity {

@@ -237,3 +237,20 @@ fn keywords_from_two_sessions_get_their_own_letters() {
     let out = run(&mut a, "a SEARCH KEYWORD $Beta");
     assert!(out.starts_with("* SEARCH 2\r\n"), "{out}");
 }
+
+#[test]
+fn logout_line_follows_dovecots_format() {
+    let t = TempDir::new("logout");
+    let mut s = session(&t.0);
+    deliver(&t.0, "one");
+    ok(&run(&mut s, "a SELECT INBOX"));
+    ok(&run(&mut s, "b FETCH 1 (BODY.PEEK[HEADER] BODY.PEEK[TEXT])"));
+    ok(&run(&mut s, "c COPY 1 Trash"));
+    ok(&run(&mut s, "d STORE 1 +FLAGS (\\Deleted)"));
+    ok(&run(&mut s, "e EXPUNGE"));
+    let format = "in=%i out=%o deleted=%{deleted} expunged=%{expunged} trashed=%{trashed} hdr_count=%{fetch_hdr_count} hdr_bytes=%{fetch_hdr_bytes} body_count=%{fetch_body_count} body_bytes=%{fetch_body_bytes}%{unknown} 100%%";
+    assert_eq!(
+        s.stats.logout_line(format, 10, 20),
+        "in=10 out=20 deleted=1 expunged=1 trashed=1 hdr_count=1 hdr_bytes=110 body_count=1 body_bytes=11 100%"
+    );
+}
