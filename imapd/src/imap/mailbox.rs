@@ -82,6 +82,8 @@ pub enum MailboxError {
     Io { path: PathBuf, source: io::Error },
     #[error("mailbox does not exist")]
     NoSuchMailbox,
+    #[error("UIDVALIDITY changed from {old} to {new}")]
+    UidValidityChanged { old: u32, new: u32 },
 }
 
 fn ioerr(path: &Path) -> impl Fn(io::Error) -> MailboxError + '_ {
@@ -161,6 +163,9 @@ impl Mailbox {
     /// (marked gone) so that sequence numbers do not move (RFC 3501 7.4.1).
     pub fn sync(&mut self, allow_expunge: bool) -> Result<Changes, MailboxError> {
         let dir = self.path();
+        if !dir.join("cur").is_dir() {
+            return Err(MailboxError::NoSuchMailbox);
+        }
         let mut files = list_files(&dir)?;
         let mut claimed = HashSet::new();
         if !self.read_only {
@@ -194,8 +199,9 @@ impl Mailbox {
         }
         let list = list.unwrap_or_else(|| Uidlist::new(1));
         if self.uid_validity != 0 && list.uid_validity != self.uid_validity {
-            // UIDVALIDITY changed under us (the list was rebuilt): the view starts over.
-            tracing::warn!("{}: UIDVALIDITY changed from {} to {}", self.name, self.uid_validity, list.uid_validity);
+            // The list was rebuilt (by hand, or after a broken file): every UID the client
+            // knows is void, and a selected mailbox cannot say so; the session must end.
+            return Err(MailboxError::UidValidityChanged { old: self.uid_validity, new: list.uid_validity });
         }
         self.uid_validity = list.uid_validity;
         self.uid_next = self.uid_next.max(list.next_uid);

@@ -509,6 +509,9 @@ async fn run_session(cfg: &Config, conn: &mut Conn, session: &mut Session, caps:
         if r.is_err() {
             return "Disconnected";
         }
+        if session.closing() {
+            return "Disconnected: Selected mailbox went away";
+        }
     }
 }
 
@@ -545,6 +548,9 @@ async fn idle(cfg: &Config, conn: &mut Conn, session: &mut Session, tag: &str) -
                 let out = tokio::task::block_in_place(|| session.poll(true));
                 if !out.is_empty() {
                     conn.send(&out).await?;
+                }
+                if session.closing() {
+                    return Err(Closed::Gone);
                 }
                 if last_note.elapsed() >= cfg.idle_notify && !cfg.idle_notify.is_zero() {
                     last_note = tokio::time::Instant::now();

@@ -105,6 +105,7 @@ pub struct Session {
     cache_order: VecDeque<u32>,
     cache_bytes: usize,
     pub stats: Stats,
+    closing: bool,
 }
 
 fn lf_to_crlf(v: &[u8]) -> Vec<u8> {
@@ -225,6 +226,7 @@ impl Session {
             cache_order: VecDeque::new(),
             cache_bytes: 0,
             stats: Stats::default(),
+            closing: false,
         }
     }
 
@@ -275,11 +277,26 @@ impl Session {
                 }
                 Self::report(mb, &ch, &mut out);
             }
+            Err(MailboxError::NoSuchMailbox) => {
+                out.extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+                self.closing = true;
+            }
+            Err(e @ MailboxError::UidValidityChanged { .. }) => {
+                tracing::warn!("{}: {e}: disconnecting", mb.name);
+                out.extend_from_slice(b"* BYE Mailbox UIDVALIDITY changed, have to disconnect.\r\n");
+                self.closing = true;
+            }
             Err(e) => {
                 tracing::warn!("{}: sync: {e}", mb.name);
             }
         }
         out
+    }
+
+    /// True once the session told the client `* BYE` (its mailbox went away): the driver
+    /// closes the connection after sending what it has.
+    pub fn closing(&self) -> bool {
+        self.closing
     }
 
     fn report(mb: &Mailbox, ch: &Changes, out: &mut Vec<u8>) {

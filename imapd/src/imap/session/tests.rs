@@ -254,3 +254,15 @@ fn logout_line_follows_dovecots_format() {
         "in=10 out=20 deleted=1 expunged=1 trashed=1 hdr_count=1 hdr_bytes=110 body_count=1 body_bytes=11 100%"
     );
 }
+
+#[test]
+fn a_deleted_selected_mailbox_ends_the_session() {
+    let t = TempDir::new("gone");
+    let mut a = session(&t.0);
+    let mut b = session(&t.0);
+    ok(&run(&mut a, "a SELECT Junk"));
+    ok(&run(&mut b, "b DELETE Junk"));
+    let out = run(&mut a, "a NOOP");
+    assert!(out.starts_with("* BYE Selected mailbox was deleted"), "{out}");
+    assert!(a.closing());
+}
