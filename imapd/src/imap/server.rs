@@ -145,7 +145,8 @@ async fn pre_login_caps(cfg: &Config, info: &ConnInfo) -> String {
     if !plain_ok {
         caps.push_str(" LOGINDISABLED");
     }
-    if let Ok(mechs) = cfg.auth.mechanisms().await {
+    // The greeting must not wait long for a slow authd: without its answer no AUTH= is listed.
+    if let Ok(Ok(mechs)) = tokio::time::timeout(Duration::from_secs(5), cfg.auth.mechanisms()).await {
         for (m, plaintext) in mechs {
             if plain_ok || !plaintext {
                 caps.push_str(" AUTH=");
