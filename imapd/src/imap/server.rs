@@ -18,6 +18,8 @@ pub const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How often an IDLE session looks at the Maildir.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often IDLE syncs fully even when no directory changed its modification time.
+pub const IDLE_FULL_SYNC: Duration = Duration::from_secs(30);
 /// Invalid commands tolerated before the connection is closed.
 const MAX_BAD: u32 = 20;
 
@@ -516,12 +518,14 @@ async fn run_session(cfg: &Config, conn: &mut Conn, session: &mut Session, caps:
     }
 }
 
-/// IDLE: changes are pushed as they are found (the Maildir is polled every second) until DONE.
+/// IDLE: changes are pushed as they are found until DONE (every second the Maildir's
+/// modification times are compared, a full sync follows a change and runs every 30 s).
 async fn idle(cfg: &Config, conn: &mut Conn, session: &mut Session, tag: &str) -> Result<(), Closed> {
     conn.send(b"+ idling\r\n").await?;
     let started = tokio::time::Instant::now();
     let mut last_note = started;
     let mut tick = tokio::time::interval(IDLE_POLL);
+    let mut last_full = started;
     let mut buf = [0u8; 4096];
     loop {
         if let Some(line) = conn.reader.take_line() {
@@ -546,7 +550,11 @@ async fn idle(cfg: &Config, conn: &mut Conn, session: &mut Session, tag: &str) -
                 if started.elapsed() > AUTOLOGOUT {
                     return Err(Closed::Timeout);
                 }
-                let out = tokio::task::block_in_place(|| session.poll(true));
+                let force = last_full.elapsed() >= IDLE_FULL_SYNC;
+                if force {
+                    last_full = tokio::time::Instant::now();
+                }
+                let out = tokio::task::block_in_place(|| session.idle_poll(force));
                 if !out.is_empty() {
                     conn.send(&out).await?;
                 }

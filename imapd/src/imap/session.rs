@@ -106,6 +106,8 @@ pub struct Session {
     cache_bytes: usize,
     pub stats: Stats,
     closing: bool,
+    /// Modification times seen by the last [`Session::idle_poll`].
+    idle_stamp: Option<Vec<Option<SystemTime>>>,
 }
 
 fn lf_to_crlf(v: &[u8]) -> Vec<u8> {
@@ -227,6 +229,7 @@ impl Session {
             cache_bytes: 0,
             stats: Stats::default(),
             closing: false,
+            idle_stamp: None,
         }
     }
 
@@ -291,6 +294,23 @@ impl Session {
             }
         }
         out
+    }
+
+    /// IDLE's once-a-second look: a full sync only when `new/`, `cur/`, the uidlist or the
+    /// keywords changed (their modification times), or `force` (a periodic full sync covers
+    /// changes within one timestamp tick). Keeps many idle sessions cheap.
+    pub fn idle_poll(&mut self, force: bool) -> Vec<u8> {
+        let Some(mb) = self.selected.as_ref() else { return Vec::new() };
+        let dir = mb.path();
+        let stamp: Vec<Option<SystemTime>> = ["new", "cur", "dovecot-uidlist", "dovecot-keywords"]
+            .iter()
+            .map(|n| std::fs::metadata(dir.join(n)).and_then(|m| m.modified()).ok())
+            .collect();
+        if !force && self.idle_stamp.as_ref() == Some(&stamp) {
+            return Vec::new();
+        }
+        self.idle_stamp = Some(stamp);
+        self.poll(true)
     }
 
     /// True once the session told the client `* BYE` (its mailbox went away): the driver

@@ -266,3 +266,17 @@ fn a_deleted_selected_mailbox_ends_the_session() {
     assert!(out.starts_with("* BYE Selected mailbox was deleted"), "{out}");
     assert!(a.closing());
 }
+
+#[test]
+fn idle_poll_syncs_only_after_a_change() {
+    let t = TempDir::new("idle");
+    let mut s = session(&t.0);
+    deliver(&t.0, "one");
+    ok(&run(&mut s, "a SELECT INBOX"));
+    let _ = s.idle_poll(false);
+    assert!(s.idle_poll(false).is_empty());
+    deliver(&t.0, "two");
+    let out = String::from_utf8(s.idle_poll(false)).unwrap();
+    assert!(out.starts_with("* 2 EXISTS\r\n"), "{out}");
+    assert!(s.idle_poll(true).is_empty());
+}
