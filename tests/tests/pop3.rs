@@ -24,7 +24,7 @@ fn suite() -> Suite {
         .master_line("auth unix - - n - 1 authd")
         .master_line("lmtp-deliver unix - n n - - lmtp-deliver")
         .inet("pop3", "n n n - - pop3d")
-        .inet("pop3s", "n n n - - pop3d -o pop3_tls_wrappermode=yes")
+        .inet("pop3s", "n n n - - pop3d -o pop3d_tls_wrappermode=yes")
         .start_with(|s| {
             s.write_config("users", "alice@example.test:{PLAIN}secret::::::\nbob@example.test:{PLAIN}secret::::::\n")
         })

@@ -4,7 +4,7 @@
 //! `pop3d` runs under rmaster as a master.cf service; it is not started by hand:
 //! ```text
 //! pop3      inet  n  -  n  -  -  pop3d
-//! pop3s     inet  n  -  n  -  -  pop3d -o pop3_tls_wrappermode=yes
+//! pop3s     inet  n  -  n  -  -  pop3d -o pop3d_tls_wrappermode=yes
 //! ```
 //!
 //! # DESCRIPTION
@@ -29,7 +29,7 @@
 //! minutes after.
 //!
 //! # CONFIGURATION
-//! login_greeting, pop3_tls_wrappermode, pop3_uidl_format, pop3_lock_session,
+//! login_greeting, pop3d_tls_wrappermode, pop3_uidl_format, pop3_lock_session,
 //! pop3_no_flag_updates, pop3_deleted_flag, pop3_logout_format, ssl, ssl_cert, ssl_key,
 //! disable_plaintext_auth, login_auth_socket_path, auth_socket_path, mail_location,
 //! mail_home, mail_uid, mail_gid, first_valid_uid, last_valid_uid, first_valid_gid,
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         let settings = Settings::from_params(daemon.params(), Service::Pop3).map_err(|e| e.to_string())?;
         let pop3 = Pop3Settings::from_params(daemon.params())?;
         if pop3.wrappermode && settings.tls.is_none() {
-            return Err("pop3_tls_wrappermode = yes but no certificate could be loaded (ssl_cert, ssl_key)".into());
+            return Err("pop3d_tls_wrappermode = yes but no certificate could be loaded (ssl_cert, ssl_key)".into());
         }
         let options = login::prepare_process(&daemon, "pop3d").map_err(|e| e.to_string())?;
         Ok((Server { auth: Authenticator::new(settings), pop3 }, options))

@@ -38,7 +38,7 @@ impl Pop3Settings {
         let b = |n: &str| p.get_bool(n).map_err(|e| e.to_string());
         Ok(Pop3Settings {
             greeting: s("login_greeting")?,
-            wrappermode: b("pop3_tls_wrappermode")?,
+            wrappermode: b("pop3d_tls_wrappermode")?,
             mailbox: Options {
                 uidl_format: UidlFormat::parse(&s("pop3_uidl_format")?).map_err(|e| e.to_string())?,
                 lock_session: b("pop3_lock_session")?,
@@ -139,7 +139,7 @@ pub async fn serve(server: Arc<Server>, stream: Stream) -> bool {
     let mut conn = Conn::Plain(stream);
     if server.pop3.wrappermode {
         let Some(cfg) = server.auth.settings.tls.clone() else {
-            tracing::warn!("pop3_tls_wrappermode is on but no certificate is loaded: {}", info.log_fields());
+            tracing::warn!("pop3d_tls_wrappermode is on but no certificate is loaded: {}", info.log_fields());
             return false;
         };
         let Conn::Plain(s) = std::mem::replace(&mut conn, Conn::Gone) else { return false };
