@@ -67,7 +67,7 @@
 pub mod authconn;
 pub mod location;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,6 +119,9 @@ pub enum LoginError {
     /// Switching to the mail user failed.
     #[error("cannot switch to the mail user: {0}")]
     Privilege(#[from] rpost_privilege::PrivError),
+    /// The service is set up in a way a login daemon cannot run (master.cf columns).
+    #[error("{0}")]
+    Setup(String),
     #[error("{0}")]
     Config(#[from] rpost_config::ConfigError),
     #[error("{0}")]
@@ -516,7 +519,7 @@ impl Attempts {
 pub fn prepare_process(daemon: &rpost_daemon::Daemon, program: &str) -> Result<rpost_daemon::Options, LoginError> {
     let env = daemon.env();
     if env.chroot {
-        return Err(LoginError::AuthServer(format!(
+        return Err(LoginError::Setup(format!(
             "{program} cannot run chrooted (mail homes are outside the queue directory): set the master.cf chroot column to n"
         )));
     }
@@ -552,11 +555,6 @@ pub fn conn_info(stream: &rpost_daemon::Stream) -> ConnInfo {
         }
         rpost_daemon::Stream::Unix(_) => ConnInfo { local: None, remote: None, tls: false },
     }
-}
-
-/// True for IP addresses that count as "this host".
-pub fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }
 
 #[cfg(test)]
