@@ -335,6 +335,10 @@ fn hostile_input_is_refused_and_the_server_stays_up() {
     c.send(b"x1 LOGIN {2147483648}\r\n");
     let r = c.until("x1");
     assert!(r.starts_with("x1 NO [TOOBIG]"), "{r}");
+    // No APPEND literal is taken before login.
+    c.send(b"x0 APPEND INBOX {1000}\r\n");
+    let r = c.until("x0");
+    assert!(r.starts_with("x0 NO [TOOBIG]"), "{r}");
     c.login("alice@example.test");
     c.send(b"x2 APPEND INBOX {2147483648}\r\n");
     let r = c.until("x2");

@@ -211,12 +211,19 @@ fn id_reply(spec: &str) -> Vec<u8> {
     out
 }
 
+/// Before login nobody may APPEND: no literal larger than a command line is buffered for
+/// a client that has not authenticated.
+fn pre_login_limits(l: Limits) -> Limits {
+    Limits { max_line: l.max_line, max_append: 0 }
+}
+
 /// Serves one client connection to its end.
 pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
     let rpost_daemon::Client::Stream(stream) = client else { return };
     let info = login::conn_info(&stream);
     let io: Box<dyn Io> = Box::new(stream);
-    let mut conn = Conn { io, reader: Reader::new(cfg.limits), info, bytes_in: 0, bytes_out: 0, bad: 0 };
+    let mut conn =
+        Conn { io, reader: Reader::new(pre_login_limits(cfg.limits)), info, bytes_in: 0, bytes_out: 0, bad: 0 };
     if cfg.wrapper {
         let Some(tls) = cfg.auth.settings.tls.clone() else {
             tracing::warn!("imapd_tls_wrappermode = yes but no TLS certificate is loaded: connection refused");
@@ -285,7 +292,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
                     Ok(s) => {
                         conn.io = Box::new(s);
                         conn.info.tls = true;
-                        conn.reader = Reader::new(cfg.limits);
+                        conn.reader = Reader::new(pre_login_limits(cfg.limits));
                         Ok(())
                     }
                     Err(e) => {
@@ -370,6 +377,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
     };
     tracing::info!("imap-login: {}", logged_in.log_line(method, &conn.info));
     let user = logged_in.user.clone();
+    conn.reader.set_limits(cfg.limits);
     let caps = post_login_caps(&cfg);
     let ok = conn.send(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes()).await.is_ok();
     let reason = if ok { run_session(&cfg, &mut conn, &mut session, &caps).await } else { "Disconnected" };
