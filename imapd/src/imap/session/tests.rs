@@ -280,3 +280,34 @@ fn idle_poll_syncs_only_after_a_change() {
     assert!(out.starts_with("* 2 EXISTS\r\n"), "{out}");
     assert!(s.idle_poll(true).is_empty());
 }
+
+#[test]
+fn search_decodes_headers_and_bodies() {
+    let t = TempDir::new("search");
+    let md = Maildir::open(t.0.join("Maildir"));
+    let mut s = session(&t.0);
+    let m1 = "From: =?utf-8?q?J=C3=B6rg?= <joerg@example.test>\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\n\
+Date: Tue, 2 Jan 2024 10:00:00 +0000\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+Sch=C3=B6ne Gr=C3=BC=C3=9Fe\n";
+    let m2 =
+        "From: other@example.test\nSubject: plain\nDate: Fri, 5 Jan 2024 10:00:00 +0000\nX-Tag: yes\n\nnothing here\n";
+    md.deliver(&mut m1.as_bytes(), "").unwrap();
+    md.deliver(&mut m2.as_bytes(), "S").unwrap();
+    ok(&run(&mut s, "a SELECT INBOX"));
+    let search = |s: &mut Session, q: &str| {
+        let out = run(s, &format!("s SEARCH {q}"));
+        out.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(search(&mut s, "CHARSET UTF-8 SUBJECT {7}\r\ngrüße"), "* SEARCH 1");
+    assert_eq!(search(&mut s, "CHARSET UTF-8 FROM \"jörg\""), "* SEARCH 1");
+    assert_eq!(search(&mut s, "CHARSET UTF-8 BODY \"schöne\""), "* SEARCH 1");
+    assert_eq!(search(&mut s, "TEXT nothing"), "* SEARCH 2");
+    assert_eq!(search(&mut s, "HEADER X-Tag \"\""), "* SEARCH 2");
+    assert_eq!(search(&mut s, "SENTBEFORE 3-Jan-2024"), "* SEARCH 1");
+    assert_eq!(search(&mut s, "SENTSINCE 3-Jan-2024 SEEN"), "* SEARCH 2");
+    assert_eq!(search(&mut s, "NOT SEEN"), "* SEARCH 1");
+    assert_eq!(search(&mut s, "LARGER 150 SMALLER 100000"), "* SEARCH 1");
+    assert_eq!(search(&mut s, "SINCE 1-Jan-2000 NEW"), "* SEARCH 1");
+    assert_eq!(search(&mut s, "OR 2 UID 1 NOT ALL"), "* SEARCH");
+    assert_eq!(search(&mut s, "OR 2 UID 1"), "* SEARCH 1 2");
+}
