@@ -20,8 +20,7 @@ const PID_CHECK_AGE: i64 = 2;
 pub(crate) struct DotLock {
     dir: Dir,
     lock_name: String,
-    file: Option<std::fs::File>,
-    released: bool,
+    owner: Option<Owner>,
     // Declared last: dropped after the lock file is gone, so the next thread finds it free.
     _gate: Gate,
 }
@@ -88,13 +87,7 @@ impl DotLock {
             match dir.create_new(&lock_name, 0o600, owner) {
                 Ok(mut f) => {
                     let _ = f.write_all(format!("{}:{}", std::process::id(), raw_hostname()).as_bytes());
-                    return Ok(DotLock {
-                        dir: dir.try_clone().map_err(io_err)?,
-                        lock_name,
-                        file: Some(f),
-                        released: false,
-                        _gate: gate,
-                    });
+                    return Ok(DotLock { dir: dir.try_clone().map_err(io_err)?, lock_name, owner, _gate: gate });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err(e)),
@@ -137,36 +130,35 @@ impl DotLock {
         now > last_change + stale.as_secs() as i64
     }
 
-    /// Replaces `target` with `content` by writing it into the lock file and renaming the lock
-    /// over the target (Dovecot's file_dotlock_replace). Consumes the lock.
-    pub(crate) fn replace(mut self, content: &[u8]) -> Result<(), MaildirError> {
-        let path = self.dir.path().join(&self.lock_name);
+    /// Replaces `target` with `content` while the lock is held: `<target>.tmp` is written,
+    /// fsync'd and renamed over the target, then the lock is released. (Dovecot renames the
+    /// lock file itself over the target; a separate file keeps `pid:host` in the lock, so a
+    /// writer killed half-way leaves a lock that the next one can tell is abandoned.)
+    /// Consumes the lock.
+    pub(crate) fn replace(self, content: &[u8]) -> Result<(), MaildirError> {
         let target = self.lock_name.trim_end_matches(".lock").to_string();
-        let mut f = self.file.take().ok_or_else(|| MaildirError::io(path.clone(), io::Error::other("lock lost")))?;
+        let tmp = format!("{target}.tmp");
         let r = (|| {
-            f.set_len(0)?;
-            use std::io::Seek;
-            f.seek(io::SeekFrom::Start(0))?;
+            match self.dir.unlink(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = self.dir.create_new(&tmp, 0o600, self.owner)?;
             f.write_all(content)?;
             f.sync_all()?;
-            self.dir.rename(&self.lock_name, &self.dir, &target)?;
+            self.dir.rename(&tmp, &self.dir, &target)?;
             self.dir.fsync()
         })();
-        match r {
-            Ok(()) => {
-                self.released = true;
-                Ok(())
-            }
-            Err(e) => Err(MaildirError::io(path, e)),
+        if r.is_err() {
+            let _ = self.dir.unlink(&tmp);
         }
+        r.map_err(|e| MaildirError::io(self.dir.path().join(&tmp), e))
     }
 }
 
 impl Drop for DotLock {
     fn drop(&mut self) {
-        if !self.released {
-            let _ = self.dir.unlink(&self.lock_name);
-        }
+        let _ = self.dir.unlink(&self.lock_name);
     }
 }
 
@@ -235,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn replace_renames_the_lock_over_the_target() {
+    fn replace_renames_a_new_file_over_the_target() {
         let t = tempfile::tempdir().unwrap();
         let d = dir(&t);
         std::fs::write(t.path().join("subscriptions"), "old").unwrap();
@@ -243,5 +235,6 @@ mod tests {
         l.replace(b"new\n").unwrap();
         assert_eq!(std::fs::read_to_string(t.path().join("subscriptions")).unwrap(), "new\n");
         assert!(!t.path().join("subscriptions.lock").exists());
+        assert!(!t.path().join("subscriptions.tmp").exists());
     }
 }
