@@ -17,9 +17,11 @@
 //!   only; it is `Taken` while it runs [`Options::max_clients`] clients and will not accept
 //!   more, so rmaster starts another process (up to the service's maxproc) when the listener
 //!   has connections waiting;
-//! * after `max_use` clients it exits as soon as it has no client left (as Postfix's
-//!   multi_server: a busy process is never cut off), and it exits after `max_idle` without
-//!   clients (unless [`Options::long_running`]);
+//! * after `max_use` clients it takes no new one (it reports `Taken`, so rmaster starts a
+//!   fresh process for them) and exits as soon as it has no client left: a busy process is
+//!   never cut off, and, unlike Postfix's multi_server, a process under steady overlapping
+//!   load is still recycled; it exits after `max_idle` without clients (unless
+//!   [`Options::long_running`]);
 //! * end-of-file on the status pipe (rmaster reloaded, or is gone) or SIGTERM: stop
 //!   accepting at once, let current clients finish, exit.
 //!
@@ -340,8 +342,10 @@ struct Shared {
 }
 
 impl Shared {
+    /// Takes no more clients: at max_clients, or done with max_use (then it only finishes
+    /// the clients it has, and rmaster starts another process for new ones).
     fn full(&self) -> bool {
-        self.active.load(Ordering::SeqCst) >= self.limits.max_clients
+        self.active.load(Ordering::SeqCst) >= self.limits.max_clients || self.exhausted.load(Ordering::SeqCst)
     }
 }
 
@@ -492,11 +496,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     loop {
-        // Back-pressure: at max_clients, stop accepting and stay "taken" so rmaster can start
-        // another process for the connections waiting in the backlog.
-        while shared.active.load(Ordering::SeqCst) >= shared.limits.max_clients {
+        // Back-pressure: at max_clients (or past max_use), stop accepting and stay "taken" so
+        // rmaster can start another process for the connections waiting in the backlog.
+        while shared.full() {
             let notified = shared.done.notified();
-            if shared.active.load(Ordering::SeqCst) < shared.limits.max_clients {
+            if !shared.full() {
                 break;
             }
             tokio::select! {
@@ -528,6 +532,7 @@ where
         if shared.limits.max_use > 0 && uses == shared.limits.max_use {
             tracing::debug!("served {uses} clients (max_use): exiting when idle");
             shared.exhausted.store(true, Ordering::SeqCst);
+            shared.report.notify_one();
         }
         let triggers = shared.limits.triggers;
         let handler = handler.clone();
