@@ -414,7 +414,7 @@ fn resolve<'a>(root: &'a Part, numbers: &[u32]) -> Option<&'a Part> {
             _ => cur,
         };
         cur = match &container.kind {
-            Kind::Multipart(children) => children.get(n as usize - 1)?,
+            Kind::Multipart(children) => children.get((n as usize).checked_sub(1)?)?,
             _ if n == 1 => container,
             _ => return None,
         };
