@@ -24,6 +24,13 @@ for tool in dpkg-deb swaks python3 ss; do
   command -v "$tool" >/dev/null || { echo "test-deb: FAIL: $tool is missing" >&2; exit 1; }
 done
 step() { echo "test-deb: $*"; }
+# Processes of the installed package (not the test suites' target/debug/rmaster of others).
+our_procs() {
+  for d in /proc/[0-9]*; do
+    exe=$(readlink "$d/exe" 2>/dev/null) || continue
+    case $exe in /usr/sbin/rmaster | "/usr/sbin/rmaster (deleted)" | /usr/lib/rpost/*) echo "${d#/proc/} $exe" ;; esac
+  done
+}
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 
 ports=(25 587 465 143 993)
@@ -35,30 +42,45 @@ work=$(mktemp -d /var/tmp/rpost-test-deb.XXXXXX)
 domain=rpost-deb.test
 user=alice@$domain
 diverted=()
+# Debian's way to keep packages from starting services (as in containers): the install step
+# checks that postinst honours it. Ours only if there was none.
+own_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  own_policy=1
+fi
 cleanup() {
   set +e
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
   if [ -x /usr/sbin/rmaster ]; then /usr/sbin/rmaster stop >/dev/null 2>&1; fi
   if dpkg -s rpost >/dev/null 2>&1; then dpkg --purge rpost >/dev/null 2>&1; fi
-  for f in "${diverted[@]}"; do dpkg-divert --quiet --package rpost-test-deb --rename --remove "$f"; done
+  for f in "${diverted[@]}"; do dpkg-divert --quiet --package rpost --rename --remove "$f"; done
   rm -rf "/var/vmail/$domain" "$work"
 }
 trap cleanup EXIT
 
-step "building the package"
-deb=$(packaging/build-deb.sh "$work" | tail -n 1)
-[ -f "$deb" ] || fail "no package built"
-step "built $(basename "$deb") ($(du -k "$deb" | cut -f1) kB)"
-# Reproducible: a second build of the same tree is byte-identical.
-mkdir "$work/again"
-again=$(packaging/build-deb.sh "$work/again" | tail -n 1)
-cmp -s "$deb" "$again" || fail "two builds of the same tree differ: $deb $again"
-step "reproducible: a second build is identical"
+if [ -n "${RPOST_TEST_DEB:-}" ]; then
+  # A package built already (packaging/build-deb.sh), e.g. when iterating on this script.
+  deb=$RPOST_TEST_DEB
+  step "testing $deb (not rebuilt: RPOST_TEST_DEB)"
+else
+  step "building the package"
+  deb=$(packaging/build-deb.sh "$work" | tail -n 1)
+  [ -f "$deb" ] || fail "no package built"
+  step "built $(basename "$deb") ($(du -k "$deb" | cut -f1) kB)"
+  # Reproducible packaging: a second build of the same tree is byte-identical.
+  mkdir "$work/again"
+  again=$(packaging/build-deb.sh "$work/again" | tail -n 1)
+  cmp -s "$deb" "$again" || fail "two builds of the same tree differ: $deb $again"
+  step "reproducible: a second build is identical"
+fi
 
-# Files another package owns (an installed MTA's sendmail, mailq, newaliases) are diverted.
+# Files another package owns (an installed MTA's sendmail, mailq, newaliases) are diverted in
+# rpost's name, so the other package's copies wait at PATH.rpost-test and come back at the end.
 while read -r path; do
   [ "$path" = / ] && continue
   if owner=$(dpkg -S "$path" 2>/dev/null | cut -d: -f1) && [ -n "$owner" ] && [ -e "$path" -o -L "$path" ] && [ ! -d "$path" ]; then
-    dpkg-divert --quiet --package rpost-test-deb --rename --divert "$path.rpost-test" --add "$path"
+    dpkg-divert --quiet --package rpost --rename --divert "$path.rpost-test" --add "$path"
     diverted+=("$path")
   fi
 done < <(dpkg-deb --fsys-tarfile "$deb" | tar -t | sed 's|^\./|/|')
@@ -77,7 +99,7 @@ done
 getent passwd rpost >/dev/null && getent passwd vmail >/dev/null || fail "postinst did not create rpost/vmail"
 [ -d /var/spool/rpost/maildrop ] || fail "postinst did not create the spool"
 [ -f /etc/rpost/tls/rpost.pem ] || fail "postinst did not create the self-signed certificate"
-pgrep -x rmaster >/dev/null && fail "the package started rpost although policy-rc.d forbids it" || true
+[ -z "$(our_procs)" ] || fail "the package started rpost although policy-rc.d forbids it"
 step "installed: binaries, conffiles, users, spool, certificate; not started (policy-rc.d)"
 
 # man 5 rpost documents every parameter rmaster conf -d prints.
@@ -155,7 +177,11 @@ print("test-deb: read the message back over IMAPS")
 PY
 case $imap_rc in
   0) imaps=passed ;;
-  3) imaps="PENDING (no IMAPS service yet: imapd is issue 6); the Maildir check above stands in" ;;
+  3)
+    # Only a configuration without an imaps service may skip this (before issue 6).
+    rmaster conf -M | grep -q '^imaps ' && fail "master.cf has imaps but IMAPS is not served"
+    imaps="PENDING (no imaps service in master.cf); the Maildir check above stands in"
+    ;;
   *) fail "IMAPS read-back" ;;
 esac
 step "IMAPS: $imaps"
@@ -171,7 +197,7 @@ done
 [ -n "$id" ] || { rmaster queue list; fail "the test message was not deferred"; }
 rmaster queue hold "$id" 2>/dev/null || fail "queue hold $id"
 DEBIAN_FRONTEND=noninteractive dpkg -i "${force[@]}" "$deb" > "$work/upgrade.log" 2>&1 || { cat "$work/upgrade.log"; fail "upgrade"; }
-pgrep -x rmaster >/dev/null && fail "rmaster still runs after the upgrade (prerm did not stop it; policy-rc.d forbids the restart)"
+[ -z "$(our_procs)" ] || fail "rpost still runs after the upgrade (prerm did not stop it; policy-rc.d forbids the restart)"
 rmaster conf -n | grep -qx 'delay_warning_time = 3h' || fail "the upgrade lost the edited main.cf"
 rmaster conf -n | grep -qx "virtual_mailbox_domains = $domain" || fail "the upgrade lost setup's main.cf"
 rmaster queue list | grep -q "^$id!" || { rmaster queue list; fail "the held message $id did not survive the upgrade"; }
@@ -191,7 +217,7 @@ step "log summary: $received received, $delivered delivered"
 step "purging"
 dpkg --purge rpost > "$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge"; }
 sleep 1
-left=$(pgrep -a -f '/usr/lib/rpost/|/usr/sbin/rmaster' || true)
+left=$(our_procs)
 [ -z "$left" ] || fail "still running after purge: $left"
 for p in /etc/rpost /var/spool/rpost /var/lib/rpost /usr/lib/rpost /usr/sbin/rmaster /lib/systemd/system/rpost.service; do
   [ ! -e "$p" ] || fail "$p remains after purge"
