@@ -192,7 +192,11 @@ impl Mailbox {
             }
         }
         let mut list = self.md.uidlist()?;
-        let complete = list.as_ref().is_some_and(|l| files.keys().all(|b| l.uid_of(b).is_some()));
+        // (Hash sets, not Uidlist::uid_of: that is a linear search, per file.)
+        let complete = list.as_ref().is_some_and(|l| {
+            let known: HashSet<&str> = l.records.iter().map(|r| r.base()).collect();
+            files.keys().all(|b| known.contains(b.as_str()))
+        });
         if !complete {
             list = Some(self.assign_uids()?);
             files = list_files(&dir)?;
@@ -303,11 +307,14 @@ impl Mailbox {
         let lock = self.md.lock_uidlist(LOCK_TIMEOUT)?;
         let mut list = lock.load()?;
         let files = list_files(&self.path())?;
-        let mut unknown: Vec<&String> = files.keys().filter(|b| list.uid_of(b).is_none()).collect();
+        let known: HashSet<String> = list.records.iter().map(|r| r.base().to_string()).collect();
+        let mut unknown: Vec<&String> = files.keys().filter(|b| !known.contains(b.as_str())).collect();
         // Delivery order: Dovecot names start with the time.
         unknown.sort();
         for b in unknown {
-            list.assign(b);
+            let uid = list.next_uid;
+            list.next_uid += 1;
+            list.records.push(rpost_maildir::UidRecord { uid, ext: Vec::new(), filename: b.clone() });
         }
         lock.save(&list)?;
         Ok(list)

@@ -311,3 +311,25 @@ Sch=C3=B6ne Gr=C3=BC=C3=9Fe\n";
     assert_eq!(search(&mut s, "OR 2 UID 1 NOT ALL"), "* SEARCH");
     assert_eq!(search(&mut s, "OR 2 UID 1"), "* SEARCH 1 2");
 }
+
+#[test]
+fn a_large_mailbox_without_uidlist_is_numbered_in_delivery_order() {
+    let t = TempDir::new("large");
+    let root = t.0.join("Maildir");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    // 20,000 messages as another Maildir program left them, no dovecot-uidlist.
+    for i in 0..20_000u32 {
+        let name = format!("{}.M{i}P1.host,S=20:2,S", 1_600_000_000 + i);
+        std::fs::write(root.join("cur").join(name), format!("Subject: m{i}\n\nbody\n")).unwrap();
+    }
+    let mut s = session(&t.0);
+    let out = run(&mut s, "a SELECT INBOX");
+    assert!(out.contains("* 20000 EXISTS") && out.contains("[UIDNEXT 20001]"), "{}", &out[..out.len().min(400)]);
+    let out = run(&mut s, "b UID FETCH 20000 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    assert!(out.contains("Subject: m19999"), "{out}");
+    for _ in 0..20 {
+        ok(&run(&mut s, "c NOOP"));
+    }
+}
