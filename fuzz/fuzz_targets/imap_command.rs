@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use rpost_imap_proto::{Event, Limits, Reader};
 
 fn run(chunks: &[&[u8]]) -> Vec<Event> {
-    let mut r = Reader::new(Limits { max_line: 4096, max_append: 65536 });
+    let mut r = Reader::new(Limits { max_line: 4096, max_append: 65536, literal_minus: data.len() % 2 == 0 });
     let mut out = Vec::new();
     for c in chunks {
         r.feed(c);

@@ -35,7 +35,7 @@
 //! # CONFIGURATION
 //! imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
 //! mail_max_userip_connections (sessions per user and client address, counted in the store),
-//! imap_logout_format, imap_id_send,
+//! imap_logout_format, imap_id_send, imap_literal_minus (LITERAL- instead of LITERAL+),
 //! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
 //! auth_socket_path, mail_location, mail_home, mail_uid, mail_gid, first_valid_uid,
 //! last_valid_uid, first_valid_gid, last_valid_gid, mail_owner, plus the rpost-daemon
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         let max_append = if size_limit == 0 { 1 << 30 } else { size_limit };
         let config = Config {
             auth: Authenticator::new(settings),
-            limits: Limits { max_line, max_append },
+            limits: Limits { max_line, max_append, literal_minus: p.get_bool("imap_literal_minus").map_err(err)? },
             wrapper,
             capability: p.get("imap_capability").map_err(err)?,
             idle_notify: p.get_time("imap_idle_notify_interval").map_err(err)?,

@@ -48,7 +48,7 @@ pub mod write;
 mod reader;
 
 pub use parse::parse_command;
-pub use reader::{Event, Limits, Reader};
+pub use reader::{Event, LITERAL_MINUS_MAX, Limits, Reader};
 pub use types::*;
 
 /// A command the parser refused.

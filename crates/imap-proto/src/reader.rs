@@ -13,11 +13,17 @@ pub struct Limits {
     pub max_line: usize,
     /// Largest APPEND literal (`message_size_limit`).
     pub max_append: u64,
+    /// LITERAL- (RFC 7888, `imap_literal_minus`): non-synchronizing literals of at most
+    /// 4096 bytes; a larger one is refused like any literal over the limit.
+    pub literal_minus: bool,
 }
+
+/// The largest non-synchronizing literal LITERAL- allows.
+pub const LITERAL_MINUS_MAX: u64 = 4096;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_line: 64 * 1024, max_append: 10_240_000 }
+        Limits { max_line: 64 * 1024, max_append: 10_240_000, literal_minus: false }
     }
 }
 
@@ -215,6 +221,8 @@ impl Reader {
                             } else {
                                 self.limits.max_line.saturating_sub(self.text_len) as u64
                             };
+                            let limit =
+                                if !sync && self.limits.literal_minus { limit.min(LITERAL_MINUS_MAX) } else { limit };
                             if size > limit {
                                 let tag = self.tag();
                                 self.reset();

@@ -248,3 +248,18 @@ fn dates() {
     assert_eq!(parse::parse_date_time("17-Jul-1996 02:44:25 -0700").unwrap().unix, 837596665);
     assert!(parse::parse_date_time("17-Jul-1996 25:44:25 -0700").is_none());
 }
+
+#[test]
+fn literal_minus_limits_non_synchronizing_literals() {
+    let mut r = Reader::new(Limits { literal_minus: true, ..Limits::default() });
+    r.feed(b"a APPEND INBOX {4096+}\r\n");
+    r.feed(&[b'x'; 4096]);
+    r.feed(b"\r\n");
+    assert!(matches!(r.next(), Some(Event::Command(_))));
+    r.feed(b"b APPEND INBOX {4097+}\r\n");
+    assert!(matches!(r.next(), Some(Event::Fatal(_))));
+    // Synchronizing literals are not limited by LITERAL-.
+    let mut r = Reader::new(Limits { literal_minus: true, ..Limits::default() });
+    r.feed(b"c APPEND INBOX {5000}\r\n");
+    assert_eq!(r.next(), Some(Event::Continue));
+}

@@ -133,13 +133,17 @@ impl Conn {
     }
 }
 
-const BASE_CAPS: &str = "IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+";
-const POST_LOGIN_CAPS: &str =
-    "IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE";
+const BASE_CAPS: &str = "IMAP4rev1 SASL-IR ID ENABLE IDLE";
+const POST_LOGIN_CAPS: &str = "NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE";
+
+/// LITERAL+ or, with `imap_literal_minus = yes`, LITERAL-.
+fn literal_cap(cfg: &Config) -> &'static str {
+    if cfg.limits.literal_minus { "LITERAL-" } else { "LITERAL+" }
+}
 
 async fn pre_login_caps(cfg: &Config, info: &ConnInfo) -> String {
     let s = &cfg.auth.settings;
-    let mut caps = BASE_CAPS.to_string();
+    let mut caps = format!("{BASE_CAPS} {}", literal_cap(cfg));
     if s.starttls_available(info) {
         caps.push_str(" STARTTLS");
     }
@@ -161,10 +165,11 @@ async fn pre_login_caps(cfg: &Config, info: &ConnInfo) -> String {
 
 fn post_login_caps(cfg: &Config) -> String {
     let c = cfg.capability.trim();
+    let base = format!("{BASE_CAPS} {} {POST_LOGIN_CAPS}", literal_cap(cfg));
     if c.is_empty() {
-        POST_LOGIN_CAPS.to_string()
+        base
     } else if let Some(extra) = c.strip_prefix('+') {
-        format!("{POST_LOGIN_CAPS} {}", extra.trim())
+        format!("{base} {}", extra.trim())
     } else {
         c.to_string()
     }
@@ -214,7 +219,7 @@ fn id_reply(spec: &str) -> Vec<u8> {
 /// Before login nobody may APPEND: no literal larger than a command line is buffered for
 /// a client that has not authenticated.
 fn pre_login_limits(l: Limits) -> Limits {
-    Limits { max_line: l.max_line, max_append: 0 }
+    Limits { max_append: 0, ..l }
 }
 
 /// Serves one client connection to its end.
