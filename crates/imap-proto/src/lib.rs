@@ -11,7 +11,7 @@
 //!
 //! # DESCRIPTION
 //! [`Reader`] frames commands out of the byte stream: it finds the end of a command line,
-//! follows synchronizing (`{N}`) and non-synchronizing (`{N+}`, LITERAL+, RFC 7888) literals,
+//! follows synchronizing (`{N}`) and non-synchronizing (`{N+}`, LITERAL+ or LITERAL-, RFC 7888) literals,
 //! tells the driver when to send a continuation request, and hands every complete command to
 //! [`parse::parse_command`], a recursive-descent parser for every RFC 3501 command plus the
 //! extensions rpost announces (IDLE, ID, ENABLE, NAMESPACE, UNSELECT, MOVE, UIDPLUS's UID
@@ -28,7 +28,8 @@
 //! Everything here reads untrusted input. Limits ([`Limits`]): the command line length
 //! (literals of ordinary commands count against it), the literal size of APPEND (the message
 //! size limit; a larger announcement is refused before a byte of it is read or allocated, a
-//! non-synchronizing one ends the connection since its data would follow at once), the
+//! non-synchronizing one ends the connection since its data would follow at once; with
+//! LITERAL- that is any non-synchronizing literal over 4096 bytes), the
 //! nesting depth of parentheses and NOT/OR chains, and the number of ranges in a sequence set.
 //! An over-long line is skipped to its end and answered BAD; nothing is buffered past a limit.
 //!
