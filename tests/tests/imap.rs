@@ -518,6 +518,12 @@ fn authenticate_plain_with_sasl_ir_and_login_exchange() {
     let mut d = Client::connect(suite.port("imap"));
     let r = d.cmd("AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAc2VjcmV0");
     assert!(r.contains(" OK [CAPABILITY"), "{r}");
+    let mut f = Client::connect(suite.port("imap"));
+    let r = f.cmd("LOGIN bob@example.test wrong");
+    assert!(r.contains(" NO [AUTHENTICATIONFAILED]"), "{r}");
+    f.cmd("LOGOUT");
+    let log = suite.wait_log("imap-login: Aborted login (auth failed, 1 attempts", Duration::from_secs(30));
+    assert!(log.contains("user=<bob@example.test>, method=PLAIN, rip=127.0.0.1"), "{log}");
     let log = suite.wait_log("method=LOGIN", Duration::from_secs(30));
     assert!(log.contains("imap-login: Login: user=<bob@example.test>, method=LOGIN, rip=127.0.0.1"), "{log}");
 }

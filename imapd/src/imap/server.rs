@@ -240,7 +240,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
                 conn.info.tls = true;
             }
             Err(e) => {
-                tracing::info!("Disconnected: TLS handshaking failed: {e}: {}", conn.info.log_fields());
+                tracing::info!("imap-login: Disconnected: TLS handshaking failed: {e}: {}", conn.info.log_fields());
                 return;
             }
         }
@@ -258,7 +258,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
                 if matches!(e, Closed::Timeout) {
                     let _ = conn.send(b"* BYE Disconnected for inactivity.\r\n").await;
                 }
-                tracing::info!("{}", attempts.end_line(how, &conn.info));
+                tracing::info!("imap-login: {}", attempts.end_line(how, &conn.info));
                 return;
             }
         };
@@ -276,7 +276,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
             }
             CommandBody::Logout => {
                 let _ = conn.send(format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes()).await;
-                tracing::info!("{}", attempts.end_line(End::Quit, &conn.info));
+                tracing::info!("imap-login: {}", attempts.end_line(End::Quit, &conn.info));
                 return;
             }
             CommandBody::StartTls => {
@@ -301,7 +301,10 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
                         Ok(())
                     }
                     Err(e) => {
-                        tracing::info!("Disconnected: TLS handshaking failed: {e}: {}", conn.info.log_fields());
+                        tracing::info!(
+                            "imap-login: Disconnected: TLS handshaking failed: {e}: {}",
+                            conn.info.log_fields()
+                        );
                         return;
                     }
                 }
@@ -326,7 +329,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
                     Ok(Some(name)) => break (Some((tag, name)), leak(&mechanism)),
                     Ok(None) => Ok(()),
                     Err(AuthEnd::Closed(_)) => {
-                        tracing::info!("{}", attempts.end_line(End::Disconnected, &conn.info));
+                        tracing::info!("imap-login: {}", attempts.end_line(End::Disconnected, &conn.info));
                         return;
                     }
                     Err(AuthEnd::Failed(e)) => auth_failed(&mut conn, &mut attempts, &tag, None, &mechanism, e).await,
@@ -338,7 +341,7 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
             }
         };
         if r.is_err() {
-            tracing::info!("{}", attempts.end_line(End::Disconnected, &conn.info));
+            tracing::info!("imap-login: {}", attempts.end_line(End::Disconnected, &conn.info));
             return;
         }
     };
