@@ -134,6 +134,10 @@ impl Mailbox {
         if !md.exists() {
             return Err(MailboxError::NoSuchMailbox);
         }
+        // A Maildir some other tool left without cur/ or tmp/ gets them, as Dovecot does.
+        if !md.path().join("cur").is_dir() || !md.path().join("new").is_dir() || !md.path().join("tmp").is_dir() {
+            md.create()?;
+        }
         let keywords = md.keywords()?;
         let name = md.name();
         let mut mb = Mailbox {

@@ -333,3 +333,14 @@ fn a_large_mailbox_without_uidlist_is_numbered_in_delivery_order() {
         ok(&run(&mut s, "c NOOP"));
     }
 }
+
+#[test]
+fn a_maildir_without_cur_is_completed_at_select() {
+    let t = TempDir::new("nocur");
+    let mut s = session(&t.0);
+    std::fs::create_dir_all(t.0.join("Maildir/.Old/new")).unwrap();
+    std::fs::write(t.0.join("Maildir/.Old/new/1700000000.M1P1.host"), "Subject: old\n\nx\n").unwrap();
+    let out = run(&mut s, "a SELECT Old");
+    assert!(out.contains("* 1 EXISTS"), "{out}");
+    assert!(t.0.join("Maildir/.Old/cur").is_dir() && t.0.join("Maildir/.Old/tmp").is_dir());
+}
