@@ -325,6 +325,9 @@ impl Maildir {
             }
         }
 
+        // Where the uidlist stands before the file becomes visible (see assign_uid).
+        let before =
+            mbox.open_read(uidlist::UIDLIST_NAME).and_then(|f| f.metadata()).ok().map(|m| uidlist::ListMark::of(&m));
         // link() into new/ (or cur/), under a fresh name if one is taken (never expected).
         let mut final_base = base.clone();
         let mut filename = String::new();
@@ -360,7 +363,7 @@ impl Maildir {
         }
         let path = dest.path().join(&filename);
 
-        let uid = match self.assign_uid(&mbox, &store, &filename) {
+        let uid = match self.assign_uid(&mbox, &store, &filename, before) {
             Ok(uid) => Some(uid),
             Err(e) => {
                 tracing::warn!("{}: no UID assigned yet: {e}", path.display());
@@ -370,7 +373,13 @@ impl Maildir {
         Ok(Delivered { path, filename, uid, size, vsize })
     }
 
-    fn assign_uid(&self, mbox: &Dir, store: &Dir, filename: &str) -> Result<u32, MaildirError> {
+    fn assign_uid(
+        &self,
+        mbox: &Dir,
+        store: &Dir,
+        filename: &str,
+        before: Option<uidlist::ListMark>,
+    ) -> Result<u32, MaildirError> {
         let io = |e| MaildirError::io(self.path(), e);
         let lock = UidlistLock::acquire(
             mbox.try_clone().map_err(io)?,
@@ -379,18 +388,18 @@ impl Maildir {
             UIDLIST_LOCK_TIMEOUT,
         )?;
         // An IMAP session may have seen the file in new/ and given it a UID already, between
-        // our link() and this lock: keep that UID (Dovecot syncs under the lock too).
-        if let Ok(Some(list)) = uidlist::read_uidlist(mbox)
-            && let Some(uid) = list.uid_of(filename)
-        {
-            return Ok(uid);
-        }
-        if let Some((uid, file)) = lock.append_new(filename)? {
-            let path = lock.path().join(uidlist::UIDLIST_NAME);
-            drop(lock);
-            // Appends of concurrent deliveries share one fdatasync of the list.
-            FILE_SYNCS.sync(&path, || file.sync_data()).map_err(io)?;
-            return Ok(uid);
+        // our link() and this lock: that UID is kept (append_new looks for it in what was
+        // written to the list since `before`; Dovecot syncs under the lock too).
+        match lock.append_new(filename, before.as_ref())? {
+            Some((uid, None)) => return Ok(uid),
+            Some((uid, Some(file))) => {
+                let path = lock.path().join(uidlist::UIDLIST_NAME);
+                drop(lock);
+                // Appends of concurrent deliveries share one fdatasync of the list.
+                FILE_SYNCS.sync(&path, || file.sync_data()).map_err(io)?;
+                return Ok(uid);
+            }
+            None => {}
         }
         let mut list = lock.load()?;
         let uid = list.assign(filename);

@@ -290,3 +290,26 @@ fn new_mail_is_appended_to_the_uidlist() {
     let text = std::fs::read_to_string(&list_path).unwrap();
     assert_eq!(text, format!("3 V7 N62 G{guid}\n1 :a\n60 :b\n61 :{}\n", e.filename));
 }
+
+#[test]
+fn a_uid_given_between_link_and_lock_is_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("M");
+    let m = Maildir::open(&root);
+    m.deliver(&mut &b"a\n"[..], "").unwrap();
+    let list_path = root.join("dovecot-uidlist");
+    let before = crate::uidlist::ListMark::of(&std::fs::metadata(&list_path).unwrap());
+    let before = Some(&before);
+    // An IMAP session numbers the new file first (it appends, as Dovecot does).
+    let mut text = std::fs::read_to_string(&list_path).unwrap();
+    text.push_str("5 :1700000000.M1P1.host,S=3\n");
+    std::fs::write(&list_path, &text).unwrap();
+    let lock = m.lock_uidlist(Duration::from_secs(5)).unwrap();
+    let got = lock.append_new("1700000000.M1P1.host,S=3,W=3", before).unwrap().unwrap();
+    assert_eq!((got.0, got.1.is_some()), (6, true), "another name: a new record");
+    let got = lock.append_new("1700000000.M1P1.host,S=3", before).unwrap().unwrap();
+    assert_eq!((got.0, got.1.is_none()), (5, true));
+    // Rewritten meanwhile (another inode): the whole list is searched.
+    let got = lock.append_new("1700000000.M1P1.host,S=3", None).unwrap().unwrap();
+    assert_eq!(got.0, 5);
+}

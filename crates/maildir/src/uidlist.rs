@@ -450,7 +450,16 @@ impl UidlistLock {
     /// caller fdatasyncs after dropping the lock, so that concurrent deliveries share one
     /// journal commit. `None` when the list has to be written whole instead: it is missing,
     /// version 1, broken, or does not end with a complete line.
-    pub(crate) fn append_new(&self, filename: &str) -> Result<Option<(u32, std::fs::File)>, MaildirError> {
+    ///
+    /// `before` is where the list stood before the file was linked into the mailbox: an
+    /// IMAP session that saw the file since then and numbered it can only have written that
+    /// record after it, so only those bytes are searched (all of them when the list was
+    /// rewritten meanwhile). Such an existing UID is returned with no file to sync.
+    pub(crate) fn append_new(
+        &self,
+        filename: &str,
+        before: Option<&ListMark>,
+    ) -> Result<Option<(u32, Option<std::fs::File>)>, MaildirError> {
         use std::os::unix::fs::FileExt;
         const WINDOW: u64 = 4096;
         let path = self.mbox.path().join(UIDLIST_NAME);
@@ -460,12 +469,27 @@ impl UidlistLock {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
-        let len = f.metadata().map_err(io)?.len();
+        let meta = f.metadata().map_err(io)?;
+        let len = meta.len();
         let read_at = |off: u64, n: u64| -> io::Result<Vec<u8>> {
             let mut buf = vec![0; n as usize];
             f.read_exact_at(&mut buf, off)?;
             Ok(buf)
         };
+        let name = base_of(filename);
+        if name.is_empty() || name.contains(['/', '\n']) {
+            return Err(MaildirError::Corrupt { path, reason: "bad file name for the uidlist".into() });
+        }
+        let from = match before {
+            Some(mark) if mark.same_file(&meta) && mark.size <= len => mark.size,
+            _ => 0,
+        };
+        if from < len {
+            let fresh = read_at(from, len - from).map_err(io)?;
+            if let Some(uid) = find_record(&fresh, name) {
+                return Ok(Some((uid, None)));
+            }
+        }
         let head = read_at(0, len.min(WINDOW)).map_err(io)?;
         let Some(hdr_end) = head.iter().position(|&b| b == b'\n') else { return Ok(None) };
         let Ok(header) = std::str::from_utf8(&head[..=hdr_end]) else { return Ok(None) };
@@ -497,12 +521,8 @@ impl UidlistLock {
         if uid >= u32::MAX - 1 {
             return Ok(None);
         }
-        let name = base_of(filename);
-        if name.is_empty() || name.contains(['/', '\n']) {
-            return Err(MaildirError::Corrupt { path, reason: "bad file name for the uidlist".into() });
-        }
         f.write_all_at(format!("{uid} :{name}\n").as_bytes(), len).map_err(io)?;
-        Ok(Some((uid, f)))
+        Ok(Some((uid, Some(f))))
     }
 
     /// The directory of the mailbox (for keyword files and the like).
@@ -511,8 +531,74 @@ impl UidlistLock {
     }
 }
 
+/// Where a uidlist stood at some moment: which file (a rewrite renames a new one in, whose
+/// inode number may be a recycled one, hence the birth time too) and how long it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListMark {
+    ino: u64,
+    born: Option<SystemTime>,
+    size: u64,
+}
+
+impl ListMark {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> ListMark {
+        use std::os::unix::fs::MetadataExt;
+        ListMark { ino: meta.ino(), born: meta.created().ok(), size: meta.len() }
+    }
+
+    /// The same file (appended to since, perhaps). Without birth times, never.
+    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.born.is_some() && self.ino == meta.ino() && self.born == meta.created().ok()
+    }
+}
+
+/// The UID of the record for base name `name` in `bytes` (whole lines of a version 3 list:
+/// `<uid> [ext...] :<name>[:flags]`), without parsing the rest.
+fn find_record(bytes: &[u8], name: &str) -> Option<u32> {
+    let needle = format!(":{name}");
+    let mut at = 0;
+    while let Some(i) = find(&bytes[at..], needle.as_bytes()) {
+        let start = at + i;
+        let end = start + needle.len();
+        at = end;
+        // Whole name: followed by the end of the line or a flags part.
+        if !matches!(bytes.get(end), None | Some(b'\n') | Some(b':')) {
+            continue;
+        }
+        let line_start = bytes[..start].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let line = &bytes[line_start..start];
+        // The `:` must open the file name: preceded by a space, after the UID field.
+        if line.last() != Some(&b' ') {
+            continue;
+        }
+        let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(uid) = std::str::from_utf8(&line[..digits]).ok().and_then(|d| d.parse().ok())
+            && uid > 0
+        {
+            return Some(uid);
+        }
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn records_are_found_by_base_name() {
+        let text = b"3 V1 N9 G0\n7 :a.b,S=1\n8 W12 :c.d,S=2:2,S\n9 :e\n";
+        assert_eq!(find_record(text, "c.d,S=2"), Some(8));
+        assert_eq!(find_record(text, "a.b,S=1"), Some(7));
+        assert_eq!(find_record(text, "e"), Some(9));
+        assert_eq!(find_record(text, "a.b"), None, "a prefix of a name is not the name");
+        assert_eq!(find_record(b"7 :xe\n", "e"), None);
+        assert_eq!(find_record(b"", "e"), None);
+    }
+
     #[test]
     fn a_record_without_a_base_name_is_refused() {
         // Found by fuzzing: "25 :" in a version 1 list would be written back as a record
