@@ -9,11 +9,13 @@
 # (daemon_directory's default), main.cf/master.cf as conffiles, the systemd unit, man pages
 # (rmaster(8) and its commands, rpost(5) from the parameter registry) and bash/zsh completions.
 #
-# What is built: the committed tree (HEAD), exported with git archive, so work in progress in
-# the checkout never reaches a package; RPOST_DEB_FROM_TREE=1 builds the checkout as it is.
+# What is built: the committed tree (HEAD, or RPOST_DEB_COMMIT), exported with git archive, so
+# work in progress in the checkout never reaches a package; RPOST_DEB_FROM_TREE=1 builds the
+# checkout as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
+commit=$(git rev-parse --verify "${RPOST_DEB_COMMIT:-HEAD}^{commit}")
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct "$commit")}"
 export LC_ALL=C TZ=UTC
 umask 022
 out=${1:-}
@@ -25,7 +27,7 @@ if [ "${RPOST_DEB_FROM_TREE:-0}" != 1 ]; then
   # what changed since the last package.
   export_dir="$target_dir/deb-src"
   fresh=$(mktemp -d "${TMPDIR:-/tmp}/rpost-src.XXXXXX")
-  git archive --format=tar HEAD | tar -x -C "$fresh"
+  git archive --format=tar "$commit" | tar -x -C "$fresh"
   mkdir -p "$export_dir"
   rsync -rlpc --delete --exclude=/target "$fresh/" "$export_dir/"
   rm -rf "$fresh"

@@ -64,7 +64,10 @@ if [ -n "${RPOST_TEST_DEB:-}" ]; then
   deb=$RPOST_TEST_DEB
   step "testing $deb (not rebuilt: RPOST_TEST_DEB)"
 else
-  step "building the package"
+  # Both builds from one commit, whatever others commit meanwhile.
+  RPOST_DEB_COMMIT=$(git rev-parse HEAD)
+  export RPOST_DEB_COMMIT
+  step "building the package (commit ${RPOST_DEB_COMMIT:0:12})"
   deb=$(packaging/build-deb.sh "$work" | tail -n 1)
   [ -f "$deb" ] || fail "no package built"
   step "built $(basename "$deb") ($(du -k "$deb" | cut -f1) kB)"
