@@ -16,34 +16,18 @@ SIZE=4096
 ref=../shared/reference-stack.sh
 
 command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
-cargo build --release -q -p master -p smtpd
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
-
-work=$(mktemp -d /var/tmp/rpost-bench.XXXXXX)
+. bench/common.sh
+bench_build master smtpd
+bench_instance
 cleanup() {
-  "$bin/rmaster" -c "$work/etc" stop >/dev/null 2>&1 || true
+  bench_cleanup_instance
   if [ -n "${postfix_held:-}" ]; then
     postconf -X smtpd_end_of_data_restrictions
     postsuper -d ALL hold >/dev/null 2>&1 || true
     postfix reload >/dev/null 2>&1 || true
   fi
-  rm -rf "$work"
 }
 trap cleanup EXIT
-chmod 755 "$work"   # mail_owner must reach the spool below it
-mkdir -p "$work/etc"
-cat > "$work/etc/main.cf" <<CONF
-queue_directory = $work/spool
-daemon_directory = $bin
-maillog_file = $work/maillog
-myhostname = mail.example.test
-mydestination = \$myhostname, localhost
-virtual_mailbox_domains = example.test
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-mail_owner = $(id -u -n nobody 2>/dev/null || echo nobody)
-CONF
 # No qmgr: like the held Postfix mail, accepted messages stay in incoming/.
 cat > "$work/etc/master.cf" <<CONF
 127.0.0.1:2526 inet n - n - - smtpd

@@ -1,0 +1,36 @@
+# Shared by the bench scripts (sourced): the release binaries and a scratch rpost instance.
+#   bench_build PKG...      builds the packages in release mode, sets $bin
+#   bench_instance          makes $work (removed on exit unless KEEP=1) with etc/main.cf for
+#                           the bench's domain example.test; the caller writes etc/master.cf
+#                           and appends what else its main.cf needs
+bench_build() {
+  local args=()
+  for p in "$@"; do args+=(-p "$p"); done
+  cargo build --release -q "${args[@]}"
+  bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+}
+
+bench_instance() {
+  work=$(mktemp -d /var/tmp/rpost-bench.XXXXXX)
+  chmod 755 "$work"   # mail_owner must reach the spool below it
+  mkdir -p "$work/etc"
+  owner=$(id -u -n nobody 2>/dev/null || id -u -n)
+  cat > "$work/etc/main.cf" <<CONF
+queue_directory = $work/spool
+daemon_directory = $bin
+maillog_file = $work/maillog
+myhostname = mail.example.test
+mydestination = \$myhostname, localhost
+virtual_mailbox_domains = example.test
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+mail_owner = $owner
+CONF
+}
+
+# Stops the instance and removes it (KEEP=1 keeps it, for a look at the maillog).
+bench_cleanup_instance() {
+  "$bin/rmaster" -c "$work/etc" stop >/dev/null 2>&1 || true
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# End-to-end delivery throughput: SMTP accept -> queue -> LMTP -> Maildir, for rpost and for
+# the reference Postfix + Dovecot, same load, in one run.
+#
+#   rpost:     smtpd -> qmgr -> smtp-client (lmtp) -> lmtp-deliver (user from authd) -> Maildir
+#   reference: Postfix smtpd -> cleanup -> qmgr -> lmtp -> Dovecot lmtp (user from auth) -> Maildir
+#
+# smtp-source (from Debian's postfix package) sends N messages of 4 KiB over 20 parallel
+# sessions, one message per connection, to one virtual user; the clock stops when the N-th
+# file is in the user's Maildir new/. fsync stays on for both (queue files and Maildir files).
+# Also printed: the peak memory of each suite (sum of the proportional set size, Pss, of its
+# processes, so shared pages count once; sampled every 50 ms while it works).
+#
+# Usage (as root, on a scratch machine): bench/e2e-delivery.sh [MESSAGES]   (default 5000)
+# The reference stack is ../shared/reference-stack.sh (Postfix on 127.0.0.1:2525, Dovecot
+# LMTP behind it, mail in /var/vmail/example.test/alice/mail).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-5000}
+SESSIONS=20
+SIZE=4096
+ref=${RPOST_REFERENCE:-../shared/reference-stack.sh}
+
+command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
+. bench/common.sh
+bench_build master smtpd qmgr smtp-client lmtp-deliver authd
+bench_instance
+trap bench_cleanup_instance EXIT
+mkdir -p "$work/vmail"
+chown "$owner" "$work/vmail"
+cat >> "$work/etc/main.cf" <<CONF
+auth_passdb = passwd-file:$work/etc/users
+mail_home = $work/vmail/%d/%n
+mail_location = maildir:~/mail
+mail_uid = $(id -u "$owner")
+mail_gid = $(id -g "$owner")
+CONF
+echo 'alice@example.test:{PLAIN}secret::::::' > "$work/etc/users"
+cat > "$work/etc/master.cf" <<CONF
+127.0.0.1:2526 inet n - n - - smtpd
+qmgr unix n - n 300 1 qmgr
+lmtp unix - - n - - smtp-client
+lmtp-deliver unix - n n - - lmtp-deliver
+auth-userdb unix - - n - 1 authd userdb
+CONF
+"$bin/rmaster" -c "$work/etc" start >/dev/null
+
+# One timed run: python drives smtp-source, counts Maildir files and samples memory.
+# Args: port, maildir new/, regex of the suite's executables. Prints "msg/s peak_rss_mib".
+measure() {
+  python3 - "$1" "$2" "$3" "$N" "$SESSIONS" "$SIZE" <<'PY'
+import os, re, subprocess, sys, time
+port, new, exe_re, n, sessions, size = sys.argv[1], sys.argv[2], re.compile(sys.argv[3]), *map(int, sys.argv[4:])
+def count():
+    try:
+        return sum(1 for _ in os.scandir(new))
+    except FileNotFoundError:
+        return 0
+def rss_kib():
+    total = 0
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            if not exe_re.search(os.readlink(f'/proc/{pid}/exe')):
+                continue
+            # Pss: shared pages (libraries, the 100 smtpd of Postfix) split between their users.
+            with open(f'/proc/{pid}/smaps_rollup') as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith('Pss:'))
+        except (OSError, StopIteration):
+            pass
+    return total
+base = count()
+subprocess.run(['sync']); time.sleep(1)
+start = time.monotonic()
+src = subprocess.Popen(['smtp-source', '-s', str(sessions), '-l', str(size), '-m', str(n),
+                        '-f', 'bench@example.test', '-t', 'alice@example.test', f'127.0.0.1:{port}'])
+peak = 0
+deadline = start + 600
+while count() - base < n:
+    peak = max(peak, rss_kib())
+    if time.monotonic() > deadline:
+        sys.exit(f'only {count() - base} of {n} delivered after 600 s')
+    time.sleep(0.05)
+elapsed = time.monotonic() - start
+src.wait()
+print(f'{n / elapsed:.0f} {peak / 1024:.0f}')
+PY
+}
+# Median of three runs (by rate), after a warm-up of 200 messages; prints "rate rss (r1 r2 r3)".
+run() { # port new exe_re
+  local saved=$N
+  N=200; measure "$@" >/dev/null; N=$saved
+  local a b c
+  a=$(measure "$@"); b=$(measure "$@"); c=$(measure "$@")
+  local med
+  med=$(printf '%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p)
+  local peak
+  peak=$(printf '%s\n' "$a" "$b" "$c" | awk '$2 > m { m = $2 } END { print m }')
+  echo "${med%% *} $peak (${a%% *} ${b%% *} ${c%% *})"
+}
+
+rpost=$(run 2526 "$work/vmail/example.test/alice/mail/new" "^$bin/")
+read -r rpost_rate rpost_rss rest <<<"$rpost"
+echo "rpost:   $rpost_rate msg/s delivered to Maildir, median of 3 $rest ($N messages each, $SESSIONS sessions, $SIZE bytes); peak memory (Pss) ${rpost_rss} MiB"
+
+if [ "$(id -u)" = 0 ] && [ -x "$ref" ]; then
+  bash "$ref" start >/dev/null 2>&1
+  # Start empty so the count is ours alone, and so Dovecot's uidlist is small as rpost's.
+  rm -rf /var/vmail/example.test/alice/mail
+  postsuper -d ALL >/dev/null 2>&1 || true
+  ref_re='^/usr/(lib/postfix/sbin/|sbin/dovecot|lib/dovecot/)'
+  postfix=$(run 2525 /var/vmail/example.test/alice/mail/new "$ref_re")
+  read -r postfix_rate postfix_rss rest <<<"$postfix"
+  echo "postfix+dovecot: $postfix_rate msg/s delivered, median of 3 $rest (same load); peak memory (Pss) ${postfix_rss} MiB"
+  python3 -c "print(f'ratio rpost/reference: {$rpost_rate/$postfix_rate:.2f}x throughput, {$rpost_rss/max($postfix_rss,1):.2f}x memory')"
+  rm -rf /var/vmail/example.test/alice/mail
+else
+  echo "postfix+dovecot: skipped (needs root and $ref)"
+fi
