@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 N=${1:-5000}
 SESSIONS=20
 SIZE=4096
-ref=../shared/reference-stack.sh
+ref=${RPOST_REFERENCE:-../shared/reference-stack.sh}
 
 command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
 . bench/common.sh
