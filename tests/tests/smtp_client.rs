@@ -126,11 +126,13 @@ fn converse(stream: impl Read, mut out: impl Write, greeting: &str, answer: impl
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         got.commands.push(text.clone());
         let reply = answer(&text);
-        out.write_all(reply.as_bytes()).unwrap();
-        in_data = text == "DATA" && reply.starts_with("354");
         if text == "QUIT" {
+            // A client closing an idle cached session does not wait for this reply.
+            let _ = out.write_all(reply.as_bytes());
             return got;
         }
+        out.write_all(reply.as_bytes()).unwrap();
+        in_data = text == "DATA" && reply.starts_with("354");
     }
 }
 
