@@ -4,82 +4,46 @@
 //! (`.ci/run` installs it).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rpost_testkit::Suite;
+use rpost_testkit::dovecot::Dovecot;
 use rpost_testkit::smtp::SmtpClient;
 
-/// A private Dovecot instance (LMTP only) in a temporary directory; stopped on drop.
-struct Dovecot {
-    dir: PathBuf,
-}
-
-impl Dovecot {
-    fn start(dir: &Path) -> Option<Dovecot> {
-        let dovecot = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"].into_iter().find(|p| Path::new(p).exists())?;
-        // Mail is written as the mail user, who must reach the store.
-        let (user, group) = if nix::unistd::geteuid().is_root() {
-            (
-                "nobody".to_string(),
-                nix::unistd::Group::from_gid(nix::unistd::User::from_name("nobody").ok()??.gid).ok()??.name,
-            )
-        } else {
-            let u = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
-            (u.name, nix::unistd::Group::from_gid(nix::unistd::getgid()).ok()??.name)
-        };
-        let d = dir.to_path_buf();
-        std::fs::create_dir_all(d.join("mail")).ok()?;
-        if nix::unistd::geteuid().is_root() {
-            let u = nix::unistd::User::from_name("nobody").ok()??;
-            std::os::unix::fs::chown(d.join("mail"), Some(u.uid.as_raw()), None).ok()?;
-        }
-        std::fs::write(d.join("users"), "alice@example.test:{PLAIN}x::::::\n").ok()?;
-        let conf = format!(
-            "protocols = lmtp\nbase_dir = {d}/base\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\nssl = no\n\
-             listen = 127.0.0.1\nmail_location = maildir:{d}/mail/%d/%n/Maildir\nmail_uid = {user}\nmail_gid = {group}\n\
-             first_valid_uid = 1\nfirst_valid_gid = 1\n\
-             passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={user} gid={group} home={d}/mail/%d/%n\n}}\n\
-             service lmtp {{\n  unix_listener {d}/lmtp {{\n    mode = 0666\n  }}\n}}\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("dovecot.conf"), conf).ok()?;
-        let ok = Command::new(dovecot).arg("-c").arg(d.join("dovecot.conf")).status().ok()?.success();
-        if !ok {
-            eprintln!("dovecot did not start: {}", std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default());
-            return None;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !d.join("lmtp").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Dovecot { dir: d })
+/// A private Dovecot with LMTP only, mail under `dir/mail/%d/%n/Maildir`, written as the
+/// mail user (nobody as root, else the caller).
+fn lmtp_dovecot(dir: &Path) -> Option<Dovecot> {
+    let (user, group) = if nix::unistd::geteuid().is_root() {
+        (
+            "nobody".to_string(),
+            nix::unistd::Group::from_gid(nix::unistd::User::from_name("nobody").ok()??.gid).ok()??.name,
+        )
+    } else {
+        let u = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
+        (u.name, nix::unistd::Group::from_gid(nix::unistd::getgid()).ok()??.name)
+    };
+    std::fs::create_dir_all(dir.join("mail")).ok()?;
+    if nix::unistd::geteuid().is_root() {
+        let u = nix::unistd::User::from_name("nobody").ok()??;
+        std::os::unix::fs::chown(dir.join("mail"), Some(u.uid.as_raw()), None).ok()?;
     }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("base/master.pid"))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while rpost_testkit::pid_running(pid as u32) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
+    std::fs::write(dir.join("users"), "alice@example.test:{PLAIN}x::::::\n").ok()?;
+    let conf = format!(
+        "protocols = lmtp\nmail_location = maildir:{d}/mail/%d/%n/Maildir\nmail_uid = {user}\nmail_gid = {group}\n\
+         first_valid_uid = 1\nfirst_valid_gid = 1\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
+         userdb {{\n  driver = static\n  args = uid={user} gid={group} home={d}/mail/%d/%n\n}}\n\
+         service lmtp {{\n  unix_listener {d}/lmtp {{\n    mode = 0666\n  }}\n}}\n",
+        d = dir.display()
+    );
+    Dovecot::start(dir, &conf, "lmtp", false)
 }
 
 #[test]
 fn smtp_client_delivers_to_a_real_dovecot_lmtp() {
     let tmp = tempfile_dir();
-    let Some(dovecot) = Dovecot::start(&tmp) else {
-        eprintln!("Dovecot is not installed: interop test skipped");
-        return;
-    };
-    let socket = dovecot.dir.join("lmtp");
+    let Some(dovecot) = lmtp_dovecot(&tmp) else { return };
+    let socket = dovecot.dir().join("lmtp");
     let suite = Suite::builder()
         .main("myhostname", "mail.example.test")
         .main("virtual_mailbox_domains", "example.test")
@@ -97,7 +61,7 @@ fn smtp_client_delivers_to_a_real_dovecot_lmtp() {
         .expect("queued");
     let log = suite.wait_log(&format!("{id}: removed"), Duration::from_secs(30));
     assert!(log.contains("status=sent (250 2.0.0 <alice@example.test>") && log.contains("Saved)"), "{log}");
-    let new = dovecot.dir.join("mail/example.test/alice/Maildir/new");
+    let new = dovecot.dir().join("mail/example.test/alice/Maildir/new");
     let files: Vec<_> = std::fs::read_dir(&new).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1);
     let text = std::fs::read_to_string(&files[0]).unwrap();

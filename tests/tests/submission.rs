@@ -6,61 +6,28 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rpost_testkit::Suite;
+use rpost_testkit::dovecot::Dovecot;
 
-/// A private Dovecot that serves only its auth client socket `{dir}/auth-client`, with
-/// alice@example.test / secret in a passwd-file.
-struct Dovecot {
-    dir: PathBuf,
-}
-
-impl Dovecot {
-    fn start(dir: &Path) -> Option<Dovecot> {
-        let dovecot = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"].into_iter().find(|p| Path::new(p).exists())?;
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("a private Dovecot needs root here");
-            return None;
-        }
-        let d = dir.to_path_buf();
-        std::fs::write(d.join("users"), "alice@example.test:{PLAIN}secret::::::\n").ok()?;
-        let conf = format!(
-            "protocols = lmtp\nbase_dir = {d}/base\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\nssl = no\n\
-             listen = 127.0.0.1\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
-             passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
-             userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}/home/%u\n}}\n\
-             service lmtp {{\n  unix_listener {d}/lmtp {{\n    mode = 0600\n  }}\n}}\n\
-             service auth {{\n  unix_listener {d}/auth-client {{\n    mode = 0666\n  }}\n}}\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("dovecot.conf"), conf).ok()?;
-        let ok = Command::new(dovecot).arg("-c").arg(d.join("dovecot.conf")).status().ok()?.success();
-        if !ok {
-            eprintln!("dovecot did not start: {}", std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default());
-            return None;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !d.join("auth-client").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Dovecot { dir: d })
+/// A private Dovecot whose auth service (passwd-file user alice, password "secret") listens
+/// on `dir/auth-client`, as a site's `private/auth` would.
+fn auth_dovecot(dir: &Path) -> Option<Dovecot> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("a private Dovecot needs root here");
+        return None;
     }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("base/master.pid"))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while rpost_testkit::pid_running(pid as u32) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    std::fs::write(dir.join("users"), "alice@example.test:{PLAIN}secret::::::\n").ok()?;
+    let conf = format!(
+        "protocols = lmtp\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
+         userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}/home/%u\n}}\n\
+         service lmtp {{\n  unix_listener {d}/lmtp {{\n    mode = 0600\n  }}\n}}\n\
+         service auth {{\n  unix_listener {d}/auth-client {{\n    mode = 0666\n  }}\n}}\n",
+        d = dir.display()
+    );
+    Dovecot::start(dir, &conf, "auth-client", true)
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -125,11 +92,11 @@ fn setup(tag: &str) -> Option<(Dovecot, Suite)> {
         eprintln!("swaks or python3 missing: test skipped");
         return None;
     }
-    let Some(dovecot) = Dovecot::start(&tempdir(tag)) else {
+    let Some(dovecot) = auth_dovecot(&tempdir(tag)) else {
         eprintln!("Dovecot unavailable: test skipped");
         return None;
     };
-    let suite = suite(Some(&dovecot.dir.join("auth-client")));
+    let suite = suite(Some(&dovecot.dir().join("auth-client")));
     Some((dovecot, suite))
 }
 

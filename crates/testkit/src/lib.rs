@@ -24,6 +24,7 @@
 //! None.
 
 pub mod dns;
+pub mod dovecot;
 pub mod postfix;
 pub mod smtp;
 pub mod sqldb;
