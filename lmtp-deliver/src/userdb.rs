@@ -288,9 +288,11 @@ impl UserDb {
                     .into(),
             ));
         };
-        let (uid, primary_gid) = resolve_user(uid_spec).map_err(ExpandError::Template)?;
+        let (uid, primary_gid) = rpost_privilege::resolve_uid(uid_spec)
+            .map_err(|e| ExpandError::Template(format!("{e} (mail_uid or userdb uid)")))?;
         let gid = match gid.or(Some(self.mail_gid.as_str()).filter(|s| !s.is_empty())) {
-            Some(g) => resolve_group(g).map_err(ExpandError::Template)?,
+            Some(g) => rpost_privilege::resolve_gid(g)
+                .map_err(|e| ExpandError::Template(format!("{e} (mail_gid or userdb gid)")))?,
             None => primary_gid
                 .ok_or_else(|| ExpandError::Template("no gid: set mail_gid (or gid in the userdb)".into()))?,
         };
@@ -305,30 +307,6 @@ impl UserDb {
             )));
         }
         Ok((uid, gid))
-    }
-}
-
-/// A user name or number: (uid, primary gid when known).
-fn resolve_user(spec: &str) -> Result<(u32, Option<u32>), String> {
-    if let Ok(n) = spec.parse::<u32>() {
-        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
-        return Ok((n, gid));
-    }
-    match nix::unistd::User::from_name(spec) {
-        Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
-        Ok(None) => Err(format!("unknown user {spec:?} (mail_uid or userdb uid)")),
-        Err(e) => Err(format!("user {spec:?}: {e}")),
-    }
-}
-
-fn resolve_group(spec: &str) -> Result<u32, String> {
-    if let Ok(n) = spec.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::Group::from_name(spec) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("unknown group {spec:?} (mail_gid or userdb gid)")),
-        Err(e) => Err(format!("group {spec:?}: {e}")),
     }
 }
 

@@ -46,6 +46,8 @@ use nix::unistd::{Gid, Uid, User};
 pub enum PrivError {
     #[error("unknown user {0}")]
     UnknownUser(String),
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
     #[error("user {0} is root: refusing to run a daemon as root")]
     RootUser(String),
     #[error("chroot {dir}: {source}")]
@@ -87,6 +89,32 @@ pub fn lookup_user(name: &str) -> Result<Identity, PrivError> {
     .map_err(|source| PrivError::Sys { what: "getpwnam", source })?
     .ok_or_else(|| PrivError::UnknownUser(name.to_string()))?;
     Ok(Identity { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+}
+
+/// A user given by name or number (a userdb `uid=`, `mail_uid`): the uid, and the primary
+/// gid when the system knows the user. A number needs no passwd entry (virtual mail owners).
+pub fn resolve_uid(spec: &str) -> Result<(u32, Option<u32>), PrivError> {
+    if let Ok(n) = spec.parse::<u32>() {
+        let gid = User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
+        return Ok((n, gid));
+    }
+    match User::from_name(spec) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
+        Ok(None) => Err(PrivError::UnknownUser(spec.to_string())),
+        Err(source) => Err(PrivError::Sys { what: "getpwnam", source }),
+    }
+}
+
+/// A group given by name or number (a userdb `gid=`, `mail_gid`).
+pub fn resolve_gid(spec: &str) -> Result<u32, PrivError> {
+    if let Ok(n) = spec.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(spec) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(PrivError::UnknownGroup(spec.to_string())),
+        Err(source) => Err(PrivError::Sys { what: "getgrnam", source }),
+    }
 }
 
 /// Drops root privileges to `user`, chrooting into `jail` first when given.

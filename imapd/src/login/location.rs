@@ -62,9 +62,10 @@ pub fn resolve(user: &str, service: &str, fields: &Params, rules: &UserRules) ->
     let Some(uid_spec) = uid_spec else {
         return Err("User is missing UID (see mail_uid setting)".into());
     };
-    let (uid, primary_gid) = resolve_user(&uid_spec)?;
+    let (uid, primary_gid) =
+        rpost_privilege::resolve_uid(&uid_spec).map_err(|e| format!("{e} (userdb uid or mail_uid)"))?;
     let gid = match param(fields, "gid").map(str::to_string).or_else(|| nonempty(&rules.mail_gid)) {
-        Some(g) => resolve_group(&g)?,
+        Some(g) => rpost_privilege::resolve_gid(&g).map_err(|e| format!("{e} (userdb gid or mail_gid)"))?,
         None => primary_gid.ok_or("User is missing GID (see mail_gid setting)")?,
     };
     check_id(uid, rules.first_valid_uid, rules.last_valid_uid, "UID", "uid")?;
@@ -145,30 +146,6 @@ fn check_path(p: &Path) -> Result<(), String> {
         return Err(format!("mail location {} contains \"..\"", p.display()));
     }
     Ok(())
-}
-
-/// A user name or number: (uid, primary gid when known).
-fn resolve_user(spec: &str) -> Result<(u32, Option<u32>), String> {
-    if let Ok(n) = spec.parse::<u32>() {
-        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
-        return Ok((n, gid));
-    }
-    match nix::unistd::User::from_name(spec) {
-        Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
-        Ok(None) => Err(format!("unknown user {spec:?} (userdb uid or mail_uid)")),
-        Err(e) => Err(format!("user {spec:?}: {e}")),
-    }
-}
-
-fn resolve_group(spec: &str) -> Result<u32, String> {
-    if let Ok(n) = spec.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::Group::from_name(spec) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("unknown group {spec:?} (userdb gid or mail_gid)")),
-        Err(e) => Err(format!("group {spec:?}: {e}")),
-    }
 }
 
 #[cfg(test)]
