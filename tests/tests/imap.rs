@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,47 +44,18 @@ fn maildir(suite: &Suite, user: &str) -> PathBuf {
 
 /// Delivers one message per subject to `user` through lmtp-deliver.
 fn deliver(suite: &Suite, user: &str, subjects: &[&str]) {
-    let path = suite.queue_dir().join("private/lmtp-deliver");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            assert!(r.read_line(&mut l).unwrap() > 0, "lmtp-deliver closed: {all}");
-            all.push_str(&l);
-            if l.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    w.write_all(b"LHLO test\r\n").unwrap();
-    assert!(reply().starts_with("250"));
-    for subject in subjects {
-        w.write_all(format!("MAIL FROM:<sender@example.org>\r\nRCPT TO:<{user}@example.test>\r\nDATA\r\n").as_bytes())
-            .unwrap();
-        for _ in 0..3 {
-            let l = reply();
-            assert!(l.starts_with('2') || l.starts_with('3'), "{l}");
-        }
-        let msg = format!(
-            "From: Sender <sender@example.org>\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\
+    let messages: Vec<String> = subjects
+        .iter()
+        .map(|subject| {
+            format!(
+                "From: Sender <sender@example.org>\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\
 Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
 --b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nbody of {subject}\r\n--b1\r\n\
-Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b1--\r\n.\r\n"
-        );
-        w.write_all(msg.as_bytes()).unwrap();
-        let l = reply();
-        assert!(l.starts_with("250"), "{l}");
-    }
-    w.write_all(b"QUIT\r\n").unwrap();
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b1--\r\n"
+            )
+        })
+        .collect();
+    suite.lmtp_deliver(&format!("{user}@example.test"), &messages);
 }
 
 /// Runs a Python script with the suite's ports substituted; returns stdout+stderr.

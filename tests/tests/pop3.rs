@@ -5,7 +5,6 @@
 //! (`.ci/run` installs fetchmail).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -36,45 +35,15 @@ fn maildir(suite: &Suite, user: &str) -> PathBuf {
 
 /// Delivers one message per subject to `user` through lmtp-deliver.
 fn deliver(suite: &Suite, user: &str, subjects: &[&str]) {
-    let path = suite.queue_dir().join("private/lmtp-deliver");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !path.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            assert!(r.read_line(&mut l).unwrap() > 0, "lmtp-deliver closed: {all}");
-            all.push_str(&l);
-            if l.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    w.write_all(b"LHLO test\r\n").unwrap();
-    assert!(reply().starts_with("250"));
-    for subject in subjects {
-        w.write_all(format!("MAIL FROM:<sender@example.org>\r\nRCPT TO:<{user}@example.test>\r\nDATA\r\n").as_bytes())
-            .unwrap();
-        for _ in 0..3 {
-            let l = reply();
-            assert!(l.starts_with('2') || l.starts_with('3'), "{l}");
-        }
-        // A line starting with a dot checks the dot-stuffing of RETR.
-        let msg = format!(
-            "From: sender@example.org\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\r\nfirst line\r\n..dotted\r\nlast line of {subject}\r\n.\r\n"
-        );
-        w.write_all(msg.as_bytes()).unwrap();
-        let l = reply();
-        assert!(l.starts_with("250"), "{l}");
-    }
-    w.write_all(b"QUIT\r\n").unwrap();
+    let messages: Vec<String> = subjects
+        .iter()
+        .map(|subject| {
+            format!(
+            "From: sender@example.org\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\r\nfirst line\r\n..dotted\r\nlast line of {subject}\r\n"
+        )
+        })
+        .collect();
+    suite.lmtp_deliver(&format!("{user}@example.test"), &messages);
 }
 
 /// The UIDLs Dovecot would give (`%08Xu%08Xv`), from the mailbox's dovecot-uidlist, in UID

@@ -266,6 +266,48 @@ impl Suite {
     }
 
     /// The temporary root (config in `etc/`, spool in `spool/`).
+    /// Delivers each of `messages` (header and body, CRLF, without the final dot) from
+    /// sender@example.org to `rcpt` over the suite's `private/lmtp-deliver` socket, as qmgr's
+    /// LMTP client would, asserting every reply is positive.
+    pub fn lmtp_deliver(&self, rcpt: &str, messages: &[String]) {
+        use std::io::BufRead;
+        let path = self.queue_dir().join("private/lmtp-deliver");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut reply = || {
+            let mut all = String::new();
+            loop {
+                let mut l = String::new();
+                assert!(r.read_line(&mut l).unwrap() > 0, "lmtp-deliver closed: {all}");
+                all.push_str(&l);
+                if l.as_bytes().get(3) != Some(&b'-') {
+                    return all;
+                }
+            }
+        };
+        assert!(reply().starts_with("220"));
+        w.write_all(b"LHLO test\r\n").unwrap();
+        assert!(reply().starts_with("250"));
+        for msg in messages {
+            w.write_all(format!("MAIL FROM:<sender@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).unwrap();
+            for _ in 0..3 {
+                let l = reply();
+                assert!(l.starts_with('2') || l.starts_with('3'), "{l}");
+            }
+            w.write_all(msg.as_bytes()).unwrap();
+            w.write_all(b".\r\n").unwrap();
+            let l = reply();
+            assert!(l.starts_with("250"), "{l}");
+        }
+        w.write_all(b"QUIT\r\n").unwrap();
+    }
+
     pub fn root(&self) -> &Path {
         self.tmp.path()
     }
