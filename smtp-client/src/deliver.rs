@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rpost_ipc::{DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome, RecipientStatus};
+use rpost_ipc::{DeliveryRequest, DeliveryResponse, Outcome, RecipientStatus};
 use rpost_queue::{QueueDir, QueueFile, QueueId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
+
+use rpost_daemon::delivery::{self, fmt_delay};
 
 use crate::cache::{Cache, Conn};
 use crate::driver::{Content, Stream, TlsClient, converse_from, limit, rset};
@@ -37,97 +39,15 @@ impl Agent {
     }
 }
 
-/// Longest reason kept in a response when the full ones do not fit in one IPC frame.
-const SHORT_REASON: usize = 200;
-
 /// Serves one qmgr connection: one [`DeliveryRequest`] in, one [`DeliveryResponse`] out.
 pub async fn serve<S>(agent: &Agent, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let settings = &agent.settings;
-    let mut dec = FrameDecoder::new();
-    let mut buf = vec![0u8; 8192];
-    let req: DeliveryRequest = loop {
-        match dec.decode() {
-            Ok(Some(r)) => break r,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("bad delivery request: {e}");
-                return;
-            }
-        }
-        match limit(Some(settings.ipc_timeout), stream.read(&mut buf)).await {
-            Ok(Ok(0)) => {
-                if !dec.is_empty() {
-                    tracing::warn!("premature end-of-input on delivery request");
-                }
-                return;
-            }
-            Ok(Ok(n)) => dec.feed(&buf[..n]),
-            Ok(Err(e)) => {
-                tracing::warn!("read delivery request: {e}");
-                return;
-            }
-            Err(()) => {
-                tracing::warn!("timeout reading the delivery request");
-                return;
-            }
-        }
-    };
+    let timeout = agent.settings.ipc_timeout;
+    let Some(req) = delivery::read_request(&mut stream, timeout).await else { return };
     let resp = deliver(agent, &req).await;
-    let frame = match rpost_ipc::encode(&resp) {
-        Ok(f) => f,
-        Err(_) => {
-            // Hundreds of recipients with long server replies: keep the outcomes, cut the words.
-            let mut short = resp.clone();
-            for s in &mut short.statuses {
-                s.reason = clip(&s.reason, SHORT_REASON);
-            }
-            match rpost_ipc::encode(&short) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!("{}: cannot send the delivery response: {e}", req.queue_id);
-                    return;
-                }
-            }
-        }
-    };
-    let sent = async {
-        stream.write_all(&frame).await?;
-        stream.flush().await?;
-        stream.shutdown().await
-    };
-    match limit(Some(settings.ipc_timeout), sent).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("{}: send delivery response: {e}", req.queue_id),
-        Err(()) => tracing::warn!("{}: timeout sending the delivery response", req.queue_id),
-    }
-}
-
-/// Cuts `s` to at most `max` bytes at a character boundary.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
-/// Postfix's compact delay format: two significant digits or so (`0.12`, `1.5`, `25`).
-pub fn fmt_delay(d: Duration) -> String {
-    let x = d.as_secs_f64();
-    let s = if x >= 10.0 {
-        format!("{x:.0}")
-    } else if x >= 1.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    };
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s }
+    delivery::send_response(&mut stream, &resp, &req.queue_id, timeout).await;
 }
 
 /// Context of one request, for the log lines and the response.
@@ -679,23 +599,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delay_format() {
-        let f = |s: f64| fmt_delay(Duration::from_secs_f64(s));
-        assert_eq!(f(0.0), "0");
-        assert_eq!(f(0.004), "0");
-        assert_eq!(f(0.1), "0.1");
-        assert_eq!(f(0.123), "0.12");
-        assert_eq!(f(1.0), "1");
-        assert_eq!(f(1.26), "1.3");
-        assert_eq!(f(25.2), "25");
-        assert_eq!(f(1212.0), "1212");
-    }
-
-    #[test]
     fn os_errors_read_like_postfix() {
         let e = std::io::Error::from_raw_os_error(111);
         assert_eq!(os_error(&e), "Connection refused");
-        assert_eq!(clip("äbc", 1), "");
-        assert_eq!(clip("abc", 2), "ab");
     }
 }

@@ -46,6 +46,8 @@
 //! # STANDARDS
 //! None.
 
+pub mod delivery;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -8,18 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rpost_address::Domains;
-use rpost_ipc::{DeliveryRequest, DeliveryResponse, FrameDecoder, Outcome, RecipientStatus};
+use rpost_daemon::delivery::{self, fmt_delay};
+use rpost_ipc::{DeliveryRequest, DeliveryResponse, Outcome, RecipientStatus};
 use rpost_lookup::ExpandOptions;
 use rpost_queue::{QueueDir, QueueFile, QueueId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::expand::{AliasTable, Expander, Status};
 use super::settings::{Account, Settings};
 use super::{Message, delivered_to_headers};
 use super::{notice, requeue};
-
-/// Longest reason kept per recipient when a response would not fit one IPC frame.
-const SHORT_REASON: usize = 200;
 
 /// What every request shares: settings, tables (reopened when their files change).
 #[derive(Debug)]
@@ -103,35 +101,7 @@ pub async fn serve<S>(shared: Arc<Shared>, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut dec = FrameDecoder::new();
-    let mut buf = vec![0u8; 8192];
-    let req: DeliveryRequest = loop {
-        match dec.decode() {
-            Ok(Some(r)) => break r,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("bad delivery request: {e}");
-                return;
-            }
-        }
-        match tokio::time::timeout(shared.ipc_timeout, stream.read(&mut buf)).await {
-            Ok(Ok(0)) => {
-                if !dec.is_empty() {
-                    tracing::warn!("premature end-of-input on delivery request");
-                }
-                return;
-            }
-            Ok(Ok(n)) => dec.feed(&buf[..n]),
-            Ok(Err(e)) => {
-                tracing::warn!("read delivery request: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!("timeout reading the delivery request");
-                return;
-            }
-        }
-    };
+    let Some(req) = delivery::read_request(&mut stream, shared.ipc_timeout).await else { return };
     let queue_id = req.queue_id.clone();
     let work = shared.clone();
     let resp = match tokio::task::spawn_blocking(move || deliver(&work, &req)).await {
@@ -141,54 +111,7 @@ where
             return;
         }
     };
-    let frame = match rpost_ipc::encode(&resp) {
-        Ok(f) => f,
-        Err(_) => {
-            let mut short = resp.clone();
-            for s in &mut short.statuses {
-                s.reason = clip(&s.reason, SHORT_REASON);
-            }
-            match rpost_ipc::encode(&short) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!("{queue_id}: cannot send the delivery response: {e}");
-                    return;
-                }
-            }
-        }
-    };
-    let sent = async {
-        stream.write_all(&frame).await?;
-        stream.flush().await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(shared.ipc_timeout, sent).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("{queue_id}: send delivery response: {e}"),
-        Err(_) => tracing::warn!("{queue_id}: timeout sending the delivery response"),
-    }
-}
-
-/// Cuts `s` to at most `max` bytes at a character boundary.
-pub fn clip(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
-/// Postfix's compact delay format (`0.12`, `1.5`, `25`).
-pub fn fmt_delay(d: Duration) -> String {
-    let x = d.as_secs_f64();
-    let s = if x >= 10.0 {
-        format!("{x:.0}")
-    } else if x >= 1.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    };
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s }
+    delivery::send_response(&mut stream, &resp, &queue_id, shared.ipc_timeout).await;
 }
 
 fn open_queue_file(s: &Settings, req: &DeliveryRequest) -> Result<QueueFile, String> {
@@ -381,7 +304,6 @@ mod tests {
         assert_eq!(summary(&[sent.clone(), bounce.clone()]).outcome, Outcome::Bounced);
         assert_eq!(summary(&[bounce, defer, sent.clone()]).outcome, Outcome::Deferred);
         assert_eq!(summary(&[sent.clone(), sent]).reason, "delivered to mailbox; delivered to mailbox");
-        assert_eq!(fmt_delay(Duration::from_millis(123)), "0.12");
         assert_eq!(table_file("hash:/etc/aliases"), Some(PathBuf::from("/etc/aliases.db")));
         assert_eq!(table_file("proxy:texthash:/x"), Some(PathBuf::from("/x")));
         assert_eq!(table_file("inline:{a=b}"), None);
