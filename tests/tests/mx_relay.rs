@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rpost_testkit::Suite;
 use rpost_testkit::dns::{DnsServer, Zone};
@@ -69,25 +69,12 @@ fn instance(me: Ipv4Addr, name: &str, port: u16, dns: &DnsServer, domains: &str,
         .start_with(move |s| s.write_config("users", &users))
 }
 
-fn mail(suite: &Suite, domain: &str, user: &str) -> Vec<String> {
-    let dir = suite.root().join("vmail").join(domain).join(user).join("mail/new");
-    let mut out: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
-        .unwrap_or_default();
-    out.sort();
-    out
+fn new_dir(suite: &Suite, domain: &str, user: &str) -> std::path::PathBuf {
+    suite.root().join("vmail").join(domain).join(user).join("mail/new")
 }
 
 fn wait_for_mail(suite: &Suite, domain: &str, user: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + T;
-    loop {
-        let got = mail(suite, domain, user);
-        if got.len() >= n {
-            return got;
-        }
-        assert!(Instant::now() < deadline, "{user}@{domain} has {} of {n} messages\n{}", got.len(), suite.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    suite.wait_for_messages(&new_dir(suite, domain, user), n, T)
 }
 
 fn submit(suite: &Suite, at: Ipv4Addr, from: &str, to: &str, subject: &str) -> String {
@@ -258,5 +245,5 @@ fn refusals_and_dns_failures_bounce_once_to_the_sender() {
     let id = submit(&w.a, A, "alice@a.test", "x@broken.test", "servfail");
     let log = w.a.wait_log(&format!("{id}: to=<x@broken.test>"), T);
     assert!(log.contains("dsn=4.4.3, status=deferred (Host or domain name not found."), "{log}");
-    assert_eq!(mail(&w.a, "a.test", "alice").len(), 4);
+    assert_eq!(Suite::messages_in(&new_dir(&w.a, "a.test", "alice")).len(), 4);
 }

@@ -15,7 +15,7 @@
 //! seed's static one; `rmaster auth test` (doveadm auth test) logs email1 in with
 //! firstpassword.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rpost_testkit::Suite;
 use rpost_testkit::smtp::SmtpClient;
@@ -110,25 +110,8 @@ fn seed_suite(write_maps: impl FnOnce(&Suite)) -> Suite {
         .start_with(write_maps)
 }
 
-fn mailbox(suite: &Suite, domain: &str, user: &str) -> Vec<String> {
-    let dir = suite.root().join("vhosts").join(domain).join(user).join("new");
-    let mut out: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 fn wait_for_mail(suite: &Suite, domain: &str, user: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + T;
-    loop {
-        let mail = mailbox(suite, domain, user);
-        if mail.len() >= n {
-            return mail;
-        }
-        assert!(Instant::now() < deadline, "{user}@{domain} has {} of {n} messages\n{}", mail.len(), suite.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    suite.wait_for_messages(&suite.root().join("vhosts").join(domain).join(user).join("new"), n, T)
 }
 
 #[test]

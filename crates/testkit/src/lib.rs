@@ -266,6 +266,32 @@ impl Suite {
     }
 
     /// The temporary root (config in `etc/`, spool in `spool/`).
+    /// The messages in the Maildir directory `dir` (a `new/` or `cur/`), sorted; none if it
+    /// does not exist yet.
+    pub fn messages_in(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Waits (`timeout` at most, then panics with the log) until `dir` holds at least `n`
+    /// messages; returns them, sorted.
+    pub fn wait_for_messages(&self, dir: &Path, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = Suite::messages_in(dir);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{} has {} of {n} messages\n{}", dir.display(), got.len(), self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Delivers each of `messages` (header and body, CRLF, without the final dot) from
     /// sender@example.org to `rcpt` over the suite's `private/lmtp-deliver` socket, as qmgr's
     /// LMTP client would, asserting every reply is positive.
