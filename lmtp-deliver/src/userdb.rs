@@ -288,9 +288,10 @@ impl UserDb {
                     .into(),
             ));
         };
-        let (uid, primary_gid) = rpost_privilege::resolve_uid(uid_spec)
+        let gid_spec = gid.or(Some(self.mail_gid.as_str()).filter(|s| !s.is_empty()));
+        let (uid, primary_gid) = rpost_privilege::resolve_uid(uid_spec, gid_spec.is_none())
             .map_err(|e| ExpandError::Template(format!("{e} (mail_uid or userdb uid)")))?;
-        let gid = match gid.or(Some(self.mail_gid.as_str()).filter(|s| !s.is_empty())) {
+        let gid = match gid_spec {
             Some(g) => rpost_privilege::resolve_gid(g)
                 .map_err(|e| ExpandError::Template(format!("{e} (mail_gid or userdb gid)")))?,
             None => primary_gid

@@ -92,10 +92,12 @@ pub fn lookup_user(name: &str) -> Result<Identity, PrivError> {
 }
 
 /// A user given by name or number (a userdb `uid=`, `mail_uid`): the uid, and the primary
-/// gid when the system knows the user. A number needs no passwd entry (virtual mail owners).
-pub fn resolve_uid(spec: &str) -> Result<(u32, Option<u32>), PrivError> {
+/// gid when the system knows the user. A number needs no passwd entry (virtual mail owners),
+/// and is not looked up at all unless `want_gid` (deliveries call this per recipient: no
+/// passwd file read when uid and gid are both given as numbers).
+pub fn resolve_uid(spec: &str, want_gid: bool) -> Result<(u32, Option<u32>), PrivError> {
     if let Ok(n) = spec.parse::<u32>() {
-        let gid = User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
+        let gid = want_gid.then(|| User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw())).flatten();
         return Ok((n, gid));
     }
     match User::from_name(spec) {

@@ -62,9 +62,10 @@ pub fn resolve(user: &str, service: &str, fields: &Params, rules: &UserRules) ->
     let Some(uid_spec) = uid_spec else {
         return Err("User is missing UID (see mail_uid setting)".into());
     };
-    let (uid, primary_gid) =
-        rpost_privilege::resolve_uid(&uid_spec).map_err(|e| format!("{e} (userdb uid or mail_uid)"))?;
-    let gid = match param(fields, "gid").map(str::to_string).or_else(|| nonempty(&rules.mail_gid)) {
+    let gid_spec = param(fields, "gid").map(str::to_string).or_else(|| nonempty(&rules.mail_gid));
+    let (uid, primary_gid) = rpost_privilege::resolve_uid(&uid_spec, gid_spec.is_none())
+        .map_err(|e| format!("{e} (userdb uid or mail_uid)"))?;
+    let gid = match gid_spec {
         Some(g) => rpost_privilege::resolve_gid(&g).map_err(|e| format!("{e} (userdb gid or mail_gid)"))?,
         None => primary_gid.ok_or("User is missing GID (see mail_gid setting)")?,
     };
