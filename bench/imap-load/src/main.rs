@@ -1,0 +1,3 @@
+//! imap-load - IMAP load generator for `bench/imap.sh` (work in progress)
+
+fn main() {}
