@@ -192,6 +192,11 @@ impl Dir {
         Ok(nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
     }
 
+    /// `fstat` of the directory itself.
+    pub(crate) fn fstat(&self) -> io::Result<FileStat> {
+        Ok(nix::sys::stat::fstat(&self.fd)?)
+    }
+
     /// Makes the directory's entries durable (after a link or rename into it).
     pub(crate) fn fsync(&self) -> io::Result<()> {
         nix::unistd::fsync(&self.fd)?;

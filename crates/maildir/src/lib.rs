@@ -26,8 +26,11 @@
 //! tmp name removed. Only then is the message durable, and only then does `deliver` return.
 //! Then the message gets its IMAP UID in `dovecot-uidlist` under the `dovecot-uidlist.lock`
 //! dot-lock (a new list takes its UIDVALIDITY from `dovecot-uidvalidity` in the store root),
-//! so Dovecot and rpost's imapd see the same UIDs. A failure at that step does not undo the
-//! delivery ([`Delivered::uid`] is then `None`; the next IMAP session assigns the UID).
+//! so Dovecot and rpost's imapd see the same UIDs. Concurrent deliveries of one process into
+//! one mailbox share that step: the first takes the lock once for all that are waiting and
+//! appends their records in one write (flat combining; one lock file, one fdatasync per
+//! batch instead of per message). A failure at that step does not undo the delivery
+//! ([`Delivered::uid`] is then `None`; the next IMAP session assigns the UID).
 //!
 //! Also: [`Uidlist`] (read, assign, write `dovecot-uidlist` v3), [`Keywords`]
 //! (`dovecot-keywords`), subscriptions ([`Maildir::subscriptions`], [`Maildir::subscribe`]),
@@ -64,6 +67,7 @@ pub mod keywords;
 pub mod name;
 pub mod uidlist;
 
+mod combine;
 mod dir;
 mod lock;
 
@@ -105,6 +109,30 @@ pub enum MaildirError {
 impl MaildirError {
     pub(crate) fn io(path: PathBuf, source: io::Error) -> MaildirError {
         MaildirError::Io { path, source }
+    }
+
+    /// The same error again, for each of the deliveries a shared lock cycle failed for
+    /// (`io::Error` cannot be cloned: its kind, errno and message are kept).
+    pub(crate) fn duplicate(&self) -> MaildirError {
+        match self {
+            MaildirError::InvalidName { name, reason } => MaildirError::InvalidName { name: name.clone(), reason },
+            MaildirError::InvalidFlags(f) => MaildirError::InvalidFlags(f.clone()),
+            MaildirError::Io { path, source } => {
+                let source = match source.raw_os_error() {
+                    Some(errno) if source.get_ref().is_none() => io::Error::from_raw_os_error(errno),
+                    _ => io::Error::new(source.kind(), source.to_string()),
+                };
+                MaildirError::Io { path: path.clone(), source }
+            }
+            MaildirError::OverQuota { used, size, limit } => {
+                MaildirError::OverQuota { used: *used, size: *size, limit: *limit }
+            }
+            MaildirError::LockTimeout(p) => MaildirError::LockTimeout(p.clone()),
+            MaildirError::Corrupt { path, reason } => {
+                MaildirError::Corrupt { path: path.clone(), reason: reason.clone() }
+            }
+            MaildirError::NoMailbox(m) => MaildirError::NoMailbox(m.clone()),
+        }
     }
 
     /// True for "mailbox full" (the LMTP reply differs from other failures).
@@ -166,6 +194,8 @@ pub struct Maildir {
     dir_name: Option<String>,
     owner: Option<Owner>,
     quota: Option<Quota>,
+    /// How long a delivery waits for the uidlist lock.
+    lock_timeout: Duration,
 }
 
 const MARKER: &str = "maildirfolder";
@@ -174,7 +204,7 @@ const SUBSCRIPTIONS: &str = "subscriptions";
 impl Maildir {
     /// The store whose INBOX is the Maildir `root` (which need not exist yet).
     pub fn open(root: impl Into<PathBuf>) -> Maildir {
-        Maildir { store: root.into(), dir_name: None, owner: None, quota: None }
+        Maildir { store: root.into(), dir_name: None, owner: None, quota: None, lock_timeout: UIDLIST_LOCK_TIMEOUT }
     }
 
     /// Everything created is given to `uid:gid`, and paths are walked without following
@@ -188,6 +218,13 @@ impl Maildir {
     /// Deliveries are refused with [`MaildirError::OverQuota`] past this quota.
     pub fn with_quota(mut self, quota: Option<Quota>) -> Maildir {
         self.quota = quota;
+        self
+    }
+
+    /// Deliveries wait this long for the uidlist lock (tests; the default is Dovecot's).
+    #[cfg(test)]
+    pub(crate) fn with_lock_timeout(mut self, timeout: Duration) -> Maildir {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -373,6 +410,8 @@ impl Maildir {
         Ok(Delivered { path, filename, uid, size, vsize })
     }
 
+    /// The UID of `filename`, in one lock cycle with the concurrent deliveries of this process
+    /// into the same mailbox (see the `combine` module).
     fn assign_uid(
         &self,
         mbox: &Dir,
@@ -380,31 +419,7 @@ impl Maildir {
         filename: &str,
         before: Option<uidlist::ListMark>,
     ) -> Result<u32, MaildirError> {
-        let io = |e| MaildirError::io(self.path(), e);
-        let lock = UidlistLock::acquire(
-            mbox.try_clone().map_err(io)?,
-            store.try_clone().map_err(io)?,
-            self.owner,
-            UIDLIST_LOCK_TIMEOUT,
-        )?;
-        // An IMAP session may have seen the file in new/ and given it a UID already, between
-        // our link() and this lock: that UID is kept (append_new looks for it in what was
-        // written to the list since `before`; Dovecot syncs under the lock too).
-        match lock.append_new(filename, before.as_ref())? {
-            Some((uid, None)) => return Ok(uid),
-            Some((uid, Some(file))) => {
-                let path = lock.path().join(uidlist::UIDLIST_NAME);
-                drop(lock);
-                // Appends of concurrent deliveries share one fdatasync of the list.
-                FILE_SYNCS.sync(&path, || file.sync_data()).map_err(io)?;
-                return Ok(uid);
-            }
-            None => {}
-        }
-        let mut list = lock.load()?;
-        let uid = list.assign(filename);
-        lock.save(&list)?;
-        Ok(uid)
+        combine::assign_uid(mbox, store, self.owner, filename, before, self.lock_timeout)
     }
 
     /// The mailbox's `dovecot-uidlist`, `None` when it has none yet.

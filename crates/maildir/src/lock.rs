@@ -61,6 +61,22 @@ impl Drop for Gate {
     }
 }
 
+/// Test-only: how many times each lock file was taken (tests run in parallel, hence per path).
+#[cfg(test)]
+static ACQUISITIONS: Mutex<Option<std::collections::HashMap<PathBuf, u64>>> = Mutex::new(None);
+
+#[cfg(test)]
+fn count_acquisition(path: PathBuf) {
+    let mut m = ACQUISITIONS.lock().unwrap_or_else(|e| e.into_inner());
+    *m.get_or_insert_with(Default::default).entry(path).or_default() += 1;
+}
+
+#[cfg(test)]
+pub(crate) fn acquisitions(path: &std::path::Path) -> u64 {
+    let m = ACQUISITIONS.lock().unwrap_or_else(|e| e.into_inner());
+    m.as_ref().and_then(|m| m.get(path)).copied().unwrap_or(0)
+}
+
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -87,6 +103,8 @@ impl DotLock {
             match dir.create_new(&lock_name, 0o600, owner) {
                 Ok(mut f) => {
                     let _ = f.write_all(format!("{}:{}", std::process::id(), raw_hostname()).as_bytes());
+                    #[cfg(test)]
+                    count_acquisition(dir.path().join(&lock_name));
                     return Ok(DotLock { dir: dir.try_clone().map_err(io_err)?, lock_name, owner, _gate: gate });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -305,11 +305,269 @@ fn a_uid_given_between_link_and_lock_is_kept() {
     text.push_str("5 :1700000000.M1P1.host,S=3\n");
     std::fs::write(&list_path, &text).unwrap();
     let lock = m.lock_uidlist(Duration::from_secs(5)).unwrap();
-    let got = lock.append_new("1700000000.M1P1.host,S=3,W=3", before).unwrap().unwrap();
-    assert_eq!((got.0, got.1.is_some()), (6, true), "another name: a new record");
-    let got = lock.append_new("1700000000.M1P1.host,S=3", before).unwrap().unwrap();
-    assert_eq!((got.0, got.1.is_none()), (5, true));
+    let got = lock.append_batch(&[("1700000000.M1P1.host,S=3,W=3", before)]).unwrap().unwrap();
+    assert_eq!((got.uids, got.file.is_some()), (vec![6], true), "another name: a new record");
+    let got = lock.append_batch(&[("1700000000.M1P1.host,S=3", before)]).unwrap().unwrap();
+    assert_eq!((got.uids, got.file.is_none()), (vec![5], true));
     // Rewritten meanwhile (another inode): the whole list is searched.
-    let got = lock.append_new("1700000000.M1P1.host,S=3", None).unwrap().unwrap();
-    assert_eq!(got.0, 5);
+    let got = lock.append_batch(&[("1700000000.M1P1.host,S=3", None)]).unwrap().unwrap();
+    assert_eq!(got.uids, vec![5]);
+    // A batch: the numbered file keeps its UID, the new ones get the next ones, in one
+    // append; a name given twice gets one record.
+    let got = lock
+        .append_batch(&[("b", None), ("1700000000.M1P1.host,S=3:2,S", before), ("c", before), ("b:2,T", None)])
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.uids, vec![7, 5, 8, 7]);
+    assert!(std::fs::read_to_string(&list_path).unwrap().ends_with("6 :1700000000.M1P1.host,S=3,W=3\n7 :b\n8 :c\n"));
+    assert!(matches!(lock.append_batch(&[("ok", None), ("a/b", None)]), Err(MaildirError::Corrupt { .. })));
+}
+
+/// Polls `cond` (generously: the machine may be busy) until it holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checks the list against new/: one record per file, none for anything else, and returns
+/// the UIDs by file name.
+fn check_list_matches_files(m: &Maildir) -> std::collections::HashMap<String, u32> {
+    let list = m.uidlist().unwrap().unwrap();
+    let on_disk = files(&m.path().join("new"));
+    let mut by_name = std::collections::HashMap::new();
+    for r in &list.records {
+        assert!(by_name.insert(r.base().to_string(), r.uid).is_none(), "{} has two UIDs", r.base());
+    }
+    let mut listed: Vec<String> = by_name.keys().cloned().collect();
+    listed.sort();
+    assert_eq!(listed, on_disk, "the uidlist names exactly the files in new/");
+    by_name
+}
+
+#[test]
+fn concurrent_deliveries_share_uidlist_lock_cycles() {
+    const THREADS: usize = 16;
+    const EACH: usize = 25;
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.create().unwrap();
+    let lock_path = m.path().join("dovecot-uidlist.lock");
+    // Held by "an IMAP session" of this process at the start, so that requests surely meet
+    // at least once, however fast this machine delivers.
+    let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
+    let base = lock::acquisitions(&lock_path);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|_| {
+                        let d = m.deliver(&mut &b"x\n"[..], "").unwrap();
+                        (d.filename, d.uid.expect("a UID"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    wait_until("every thread's first request waits", || {
+        combine::pending(&m.path()) + combine::in_flight(&m.path()) == THREADS
+    });
+    drop(held);
+    let got: Vec<(String, u32)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut uids: Vec<u32> = got.iter().map(|(_, u)| *u).collect();
+    uids.sort();
+    assert_eq!(uids, (1..=(THREADS * EACH) as u32).collect::<Vec<_>>(), "distinct, without gaps");
+    let listed = check_list_matches_files(&m);
+    for (name, uid) in &got {
+        assert_eq!(listed.get(name), Some(uid), "{name}");
+    }
+    let cycles = lock::acquisitions(&lock_path) - base;
+    assert!(cycles >= 2 && cycles < (THREADS * EACH) as u64, "{cycles} lock cycles for {} deliveries", THREADS * EACH);
+    assert!(!lock_path.exists());
+}
+
+#[test]
+fn requests_queued_behind_a_lock_cycle_form_one_batch() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.deliver(&mut &b"first\n"[..], "").unwrap();
+    let lock_path = m.path().join("dovecot-uidlist.lock");
+    let base = lock::acquisitions(&lock_path);
+    // An IMAP session of this process holds the lock: the first delivery's leader waits for
+    // it with its batch of one, the other fifteen queue behind it.
+    let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || m.deliver(&mut &b"x\n"[..], "").unwrap().uid.expect("a UID"))
+        })
+        .collect();
+    wait_until("15 requests are queued", || combine::pending(&m.path()) == 15 && combine::in_flight(&m.path()) == 1);
+    drop(held);
+    let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    uids.sort();
+    assert_eq!(uids, (2..=17).collect::<Vec<_>>());
+    check_list_matches_files(&m);
+    // The session's cycle, the first batch, the batch of fifteen.
+    assert_eq!(lock::acquisitions(&lock_path) - base, 3);
+    let list_path = m.path().join("dovecot-uidlist");
+    let text = std::fs::read_to_string(&list_path).unwrap();
+    assert_eq!(text.lines().count(), 18, "appended, not rewritten: header and 17 records\n{text}");
+
+    // A version 1 list cannot be appended to: the first batch rewrites it, the next appends.
+    let list = m.uidlist().unwrap().unwrap();
+    let mut v1 = format!("1 {} {}\n", list.uid_validity, list.next_uid);
+    for r in &list.records {
+        v1.push_str(&format!("{} {}\n", r.uid, r.filename));
+    }
+    std::fs::write(&list_path, v1).unwrap();
+    let base = lock::acquisitions(&lock_path);
+    let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || m.deliver(&mut &b"x\n"[..], "").unwrap().uid.expect("a UID"))
+        })
+        .collect();
+    wait_until("15 more requests are queued", || {
+        combine::pending(&m.path()) == 15 && combine::in_flight(&m.path()) == 1
+    });
+    drop(held);
+    let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    uids.sort();
+    assert_eq!(uids, (18..=33).collect::<Vec<_>>());
+    check_list_matches_files(&m);
+    assert_eq!(lock::acquisitions(&lock_path) - base, 3);
+    let text = std::fs::read_to_string(&list_path).unwrap();
+    assert!(text.starts_with(&format!("3 V{} N19 G", list.uid_validity)), "rewritten as version 3:\n{text}");
+    assert_eq!(text.lines().count(), 34);
+}
+
+#[test]
+fn an_imap_sync_racing_the_deliveries_never_gives_a_file_two_uids() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.create().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // As imapd's sync does: under the lock, number every file of new/ the list lacks, and
+    // write the whole list (a rename: the deliveries' marks then see another file).
+    let imap = {
+        let (imap, stop) = (Maildir::open(m.path()), stop.clone());
+        std::thread::spawn(move || {
+            let mut syncs = 0;
+            while !stop.load(Ordering::Relaxed) || syncs == 0 {
+                let lock = imap.lock_uidlist(Duration::from_secs(60)).unwrap();
+                let mut list = lock.load().unwrap();
+                let mut names = files(&imap.path().join("new"));
+                names.retain(|n| list.uid_of(n).is_none());
+                for n in &names {
+                    list.assign(n);
+                }
+                lock.save(&list).unwrap();
+                drop(lock);
+                syncs += 1;
+                std::thread::yield_now();
+            }
+            syncs
+        })
+    };
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| {
+                        let d = m.deliver(&mut &b"x\n"[..], "").unwrap();
+                        (d.filename, d.uid.expect("a UID"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let got: Vec<(String, u32)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    assert!(imap.join().unwrap() > 0);
+    let listed = check_list_matches_files(&m);
+    for (name, uid) in &got {
+        assert_eq!(listed.get(name), Some(uid), "{name}: the delivery and the list agree");
+    }
+    let mut uids: Vec<u32> = got.iter().map(|(_, u)| *u).collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), got.len(), "distinct UIDs");
+}
+
+#[test]
+fn a_lock_held_by_another_process_times_out_every_waiter() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M")).with_lock_timeout(Duration::from_millis(500));
+    m.create().unwrap();
+    let Ok(mut other) = std::process::Command::new("sleep").arg("300").spawn() else {
+        eprintln!("skipped: cannot run sleep(1) for a live lock owner");
+        return;
+    };
+    let lock_path = m.path().join("dovecot-uidlist.lock");
+    std::fs::write(&lock_path, format!("{}:{}", other.id(), crate::name::raw_hostname())).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let d = m.deliver(&mut &b"x\n"[..], "").unwrap();
+                let (store, mbox) = m.open_dirs(false).unwrap();
+                let err = m.assign_uid(&mbox, &store, &format!("direct{i}"), None).unwrap_err();
+                (d, err)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (d, err) = h.join().unwrap();
+        assert_eq!(d.uid, None, "delivered, without a UID yet");
+        assert!(d.path.exists());
+        assert!(matches!(&err, MaildirError::LockTimeout(p) if *p == lock_path), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), format!("{}:{}", other.id(), crate::name::raw_hostname()));
+    let _ = other.kill();
+    let _ = other.wait();
+    std::fs::remove_file(&lock_path).unwrap();
+    // The lock is free again: the next delivery numbers its own file.
+    let d = m.deliver(&mut &b"y\n"[..], "").unwrap();
+    assert_eq!(d.uid, Some(1));
+    assert_eq!(files(&m.path().join("new")).len(), 9);
+}
+
+#[test]
+fn a_panicking_leader_answers_its_waiters() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.deliver(&mut &b"first\n"[..], "").unwrap();
+    let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
+    let assign = |name: String| {
+        let m = m.clone();
+        std::thread::spawn(move || {
+            let (store, mbox) = m.open_dirs(false).unwrap();
+            m.assign_uid(&mbox, &store, &name, None)
+        })
+    };
+    let first = assign("a".into());
+    wait_until("the first leader took its batch", || combine::in_flight(&m.path()) == 1);
+    let mut batch: Vec<_> = (0..4).map(|i| assign(format!("b{i}"))).collect();
+    batch.push(assign(combine::PANIC_NAME.into()));
+    wait_until("five requests are queued", || combine::pending(&m.path()) == 5);
+    drop(held);
+    assert_eq!(first.join().unwrap().unwrap(), 2);
+    let (mut panicked, mut failed) = (0, 0);
+    for h in batch {
+        match h.join() {
+            Err(_) => panicked += 1,
+            Ok(Err(MaildirError::Io { .. })) => failed += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((panicked, failed), (1, 4), "one leader panicked, the other four got an error");
+    // The queue is usable again.
+    assert_eq!(assign("c".into()).join().unwrap().unwrap(), 3);
 }

@@ -92,6 +92,12 @@ fn parse_record(line: &str, version: &str, prev: u32) -> Result<UidRecord, Strin
     Ok(UidRecord { uid, ext, filename: filename.to_string() })
 }
 
+/// Whether `name` can be written as a record's file name (one line, no directory part).
+pub(crate) fn valid_record_name(name: &str) -> bool {
+    let base = base_of(name);
+    !base.is_empty() && !base.contains(['/', '\n'])
+}
+
 fn base_of(name: &str) -> &str {
     name.split_once(':').map_or(name, |(b, _)| b)
 }
@@ -445,25 +451,26 @@ impl UidlistLock {
         write_uidlist(&self.mbox, list, self.owner)
     }
 
-    /// Appends a record for `filename`, a file new to the mailbox, without rewriting the list
-    /// (Dovecot does the same for new mail). Returns its UID and the list's file, which the
-    /// caller fdatasyncs after dropping the lock, so that concurrent deliveries share one
-    /// journal commit. `None` when the list has to be written whole instead: it is missing,
-    /// version 1, broken, or does not end with a complete line.
+    /// Appends records for `names`, files new to the mailbox, without rewriting the list
+    /// (Dovecot does the same for new mail), all in one write. Returns the UID of each name,
+    /// in order, and the list's file when something was appended, which the caller
+    /// fdatasyncs after dropping the lock, so that concurrent deliveries share one journal
+    /// commit. `None` when the list has to be written whole instead: it is missing, version
+    /// 1, broken, or does not end with a complete line.
     ///
-    /// `before` is where the list stood before the file was linked into the mailbox: an
-    /// IMAP session that saw the file since then and numbered it can only have written that
-    /// record after it, so only those bytes are searched (all of them when the list was
-    /// rewritten meanwhile). Such an existing UID is returned with no file to sync.
-    pub(crate) fn append_new(
-        &self,
-        filename: &str,
-        before: Option<&ListMark>,
-    ) -> Result<Option<(u32, Option<std::fs::File>)>, MaildirError> {
+    /// Each name comes with where the list stood before its file was linked into the mailbox:
+    /// an IMAP session that saw the file since then and numbered it can only have written
+    /// that record after it, so only those bytes are searched (all of them when the list was
+    /// rewritten meanwhile). Such an existing UID is kept, and nothing is appended for it.
+    /// A name given twice gets one record.
+    pub(crate) fn append_batch(&self, names: &[(&str, Option<&ListMark>)]) -> Result<Option<Appended>, MaildirError> {
         use std::os::unix::fs::FileExt;
         const WINDOW: u64 = 4096;
         let path = self.mbox.path().join(UIDLIST_NAME);
         let io = |e| MaildirError::io(path.clone(), e);
+        if names.iter().any(|(n, _)| !valid_record_name(n)) {
+            return Err(MaildirError::Corrupt { path, reason: "bad file name for the uidlist".into() });
+        }
         let f = match self.mbox.open_update(UIDLIST_NAME, self.owner) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -476,19 +483,27 @@ impl UidlistLock {
             f.read_exact_at(&mut buf, off)?;
             Ok(buf)
         };
-        let name = base_of(filename);
-        if name.is_empty() || name.contains(['/', '\n']) {
-            return Err(MaildirError::Corrupt { path, reason: "bad file name for the uidlist".into() });
-        }
-        let from = match before {
-            Some(mark) if mark.same_file(&meta) && mark.size <= len => mark.size,
-            _ => 0,
-        };
-        if from < len {
-            let fresh = read_at(from, len - from).map_err(io)?;
-            if let Some(uid) = find_record(&fresh, name) {
-                return Ok(Some((uid, None)));
-            }
+        let froms: Vec<u64> = names
+            .iter()
+            .map(|(_, before)| match before {
+                Some(mark) if mark.same_file(&meta) && mark.size <= len => mark.size,
+                _ => 0,
+            })
+            .collect();
+        // Read once from the earliest mark; each name searches from its own.
+        let low = froms.iter().copied().min().unwrap_or(len);
+        let fresh = if low < len { read_at(low, len - low).map_err(io)? } else { Vec::new() };
+        let mut uids: Vec<Option<u32>> = names
+            .iter()
+            .zip(&froms)
+            .map(
+                |((n, _), &from)| {
+                    if from < len { find_record(&fresh[(from - low) as usize..], base_of(n)) } else { None }
+                },
+            )
+            .collect();
+        if uids.iter().all(Option::is_some) {
+            return Ok(Some(Appended { uids: uids.into_iter().flatten().collect(), file: None }));
         }
         let head = read_at(0, len.min(WINDOW)).map_err(io)?;
         let Some(hdr_end) = head.iter().position(|&b| b == b'\n') else { return Ok(None) };
@@ -517,18 +532,46 @@ impl UidlistLock {
             None if tail_off == 0 => 0,
             None => return Ok(None),
         };
-        let uid = hdr.next_uid.max(last_uid.saturating_add(1));
-        if uid >= u32::MAX - 1 {
-            return Ok(None);
+        let mut next = hdr.next_uid.max(last_uid.saturating_add(1));
+        let mut lines = String::new();
+        for i in 0..names.len() {
+            if uids[i].is_some() {
+                continue;
+            }
+            let name = base_of(names[i].0);
+            // The same file twice in one batch: one record.
+            if let Some(j) = (0..i).find(|&j| base_of(names[j].0) == name) {
+                uids[i] = uids[j];
+                continue;
+            }
+            if next >= u32::MAX - 1 {
+                return Ok(None);
+            }
+            let _ = writeln!(lines, "{next} :{name}");
+            uids[i] = Some(next);
+            next += 1;
         }
-        f.write_all_at(format!("{uid} :{name}\n").as_bytes(), len).map_err(io)?;
-        Ok(Some((uid, Some(f))))
+        let file = if lines.is_empty() {
+            None
+        } else {
+            f.write_all_at(lines.as_bytes(), len).map_err(io)?;
+            Some(f)
+        };
+        Ok(Some(Appended { uids: uids.into_iter().flatten().collect(), file }))
     }
 
     /// The directory of the mailbox (for keyword files and the like).
     pub fn path(&self) -> &Path {
         self.mbox.path()
     }
+}
+
+/// What [`UidlistLock::append_batch`] did: the UID of each name, in order, and the list's
+/// file when records were appended (to be fdatasync'd).
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub(crate) uids: Vec<u32>,
+    pub(crate) file: Option<std::fs::File>,
 }
 
 /// Where a uidlist stood at some moment: which file (a rewrite renames a new one in, whose
