@@ -10,6 +10,10 @@
 //! the setgid `postdrop` group (0730 and 0710); rpost has no setgid programs, so `public/` is
 //! 0711: local users reach the public services (pickup and qmgr wakeups, showq), as Postfix's
 //! setgid sendmail/postqueue let them, and still cannot list the directory.
+//!
+//! `recycle/` (0700, mail_owner, rpost only) holds emptied queue files that qmgr keeps for
+//! the next message instead of unlinking them (see rpost-queue's `Queue::retire`); it never
+//! holds a message.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ pub const LAYOUT: &[(&str, u32, Owner)] = &[
     ("deferred", 0o700, Owner::MailOwner),
     ("hold", 0o700, Owner::MailOwner),
     ("corrupt", 0o700, Owner::MailOwner),
+    ("recycle", 0o700, Owner::MailOwner),
     ("private", 0o700, Owner::MailOwner),
     ("public", 0o711, Owner::MailOwner),
     ("maildrop", 0o1733, Owner::MailOwner),

@@ -56,6 +56,8 @@ pub struct Limits {
     pub delay_warning: Duration,
     pub queue_run_delay: Duration,
     pub ipc_timeout: Duration,
+    /// queue_file_recycle_limit: emptied queue files kept for reuse.
+    pub recycle_limit: usize,
     /// For the per-transport scheduling parameters, looked up on first use.
     pub params: Params,
 }
@@ -73,6 +75,7 @@ impl Limits {
             delay_warning: p.get_time("delay_warning_time")?,
             queue_run_delay: p.get_time("queue_run_delay")?,
             ipc_timeout: p.get_time("ipc_timeout")?,
+            recycle_limit: p.get_int("queue_file_recycle_limit")?.max(0) as usize,
             params: p.clone(),
         })
     }
@@ -164,7 +167,7 @@ impl Qmgr {
         tx: mpsc::UnboundedSender<Event>,
     ) -> Qmgr {
         Qmgr {
-            queue,
+            queue: queue.with_recycle_limit(limits.recycle_limit),
             resolver,
             limits,
             reporter,
@@ -611,7 +614,8 @@ impl Qmgr {
 
 impl Qmgr {
     fn remove(&self, id: &QueueId) {
-        match self.queue.remove_without_sync(QueueDir::Active, id) {
+        // Kept empty in recycle/ for the next message's queue file, or unlinked.
+        match self.queue.retire(QueueDir::Active, id) {
             Ok(()) => tracing::info!("{id}: removed"),
             Err(e) => tracing::warn!("{id}: remove: {e}"),
         }

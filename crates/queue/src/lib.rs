@@ -12,7 +12,7 @@
 //!     queue.move_to(&id, QueueDir::Incoming, QueueDir::Active)?;
 //!     let mut file = queue.open(QueueDir::Active, &id)?;   // read + verify
 //!     file.mark_recipient(0, RcptStatus::Delivered)?;      // one byte, in place
-//!     if file.all_done() { queue.remove(QueueDir::Active, &id)?; }
+//!     if file.all_done() { queue.retire(QueueDir::Active, &id)?; }  // kept for reuse
 //! }
 //! ```
 //!
@@ -51,6 +51,20 @@
 //! slowly its client sends (a crash releases the lock). Even so, every reader verifies the END record and CRC, so a
 //! torn, truncated or bit-flipped file is reported, never delivered.
 //!
+//! Recycling ([`Queue::retire`]): when every recipient is done, qmgr does
+//! not unlink the file but renames it to `recycle/` and empties it
+//! (`ftruncate` under its flock), and [`Queue::create`] takes such a file
+//! before creating a new one: it locks it, makes it 0600 and empty while it
+//! is still in `recycle/`, and renames it to `incoming/NEWID` without
+//! replacing anything. Why: freeing one inode and allocating another per
+//! message is what made queue-file creation slow under load on ext4 without
+//! a journal, whose allocator scans past every recently freed inode of the
+//! block group; reused inodes are never freed. `recycle/` holds at most
+//! `queue_file_recycle_limit` files (counted approximately, recounted now
+//! and then; beyond it files are unlinked as before). It is not a
+//! [`QueueDir`]: it never holds a message, so scans, lookups and listings
+//! never see it. A spool without `recycle/` works as before.
+//!
 //! [`QueueFile::set_attr`] records a fact qmgr must remember across
 //! restarts (the delay warning was sent) by rewriting the file beside the
 //! old one and renaming it over it: same format, so nothing else changes.
@@ -66,6 +80,17 @@
 //! created with `O_EXCL`, and queue IDs are validated before they are used
 //! in a path, so no name can escape the spool.
 //!
+//! Files in `recycle/` are empty and never read. A file is reused only if it
+//! is a regular file owned by the caller's euid, with one link, still named
+//! where it was found, and not locked by anyone (opened with `O_NOFOLLOW`
+//! and `O_NONBLOCK`, so a planted symlink or FIFO is refused without
+//! blocking); it is emptied and loses the complete mark before it leaves
+//! `recycle/`, so an old message can never reappear in `incoming/`. A
+//! reader that outlives its message (a delivery agent qmgr gave up waiting
+//! for) could otherwise read a recycled inode's next message: opening and
+//! streaming a file both check at the end that its name still points to the
+//! inode read, and fail if not.
+//!
 //! The reader treats file contents as untrusted: every length is bounded
 //! (envelope records at most 64 KiB, at most 100,000 recipients and 1,000
 //! attributes, 256 MiB of envelope in all) and checked against the file
@@ -78,7 +103,10 @@
 //!
 //! `queue_directory` (default `/var/spool/rpost`) is the root given to
 //! [`Queue::new`]; the subdirectories are `incoming`, `active`,
-//! `deferred`, `hold` and `corrupt`.
+//! `deferred`, `hold` and `corrupt`, plus `recycle`.
+//! `queue_file_recycle_limit` (rpost only, default 1000, 0 = off) is the
+//! most files `recycle/` keeps, given with [`Queue::with_recycle_limit`]
+//! by qmgr, the only process that retires files.
 //!
 //! ## STANDARDS
 //!
@@ -90,6 +118,7 @@ mod envelope;
 pub mod format;
 mod id;
 mod reader;
+mod recycle;
 pub mod show;
 mod writer;
 
@@ -100,6 +129,7 @@ use std::str::FromStr;
 pub use envelope::{BodyType, ClientInfo, Envelope, RcptStatus, Recipient, Ret};
 pub use id::QueueId;
 pub use reader::{ContentReader, QueueFile};
+pub use recycle::{DEFAULT_RECYCLE_LIMIT, RECYCLE_DIR};
 pub use show::{QueueEntry, QueueEntryRecipient};
 pub use writer::{IncomingMessage, Queue};
 

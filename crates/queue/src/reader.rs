@@ -47,7 +47,13 @@ impl QueueFile {
         if !md.is_file() {
             return Err(QueueError::corrupt(path, "not a regular file"));
         }
-        let p = format::parse(BufReader::with_capacity(BLOCK, file), md.len()).map_err(|f| f.with_path(path))?;
+        let p = format::parse(BufReader::with_capacity(BLOCK, &file), md.len()).map_err(|f| f.with_path(path))?;
+        // Retired and reused while we read (see Queue::retire): what we read may be another
+        // message's; it verified, so say the file is gone rather than that it is corrupt.
+        if !crate::writer::still_linked(&file, path) {
+            let gone = io::Error::new(io::ErrorKind::NotFound, "queue file was removed while being read");
+            return Err(QueueError::io(path, gone));
+        }
         Ok(QueueFile::from_parsed(id, path, p))
     }
 
@@ -73,11 +79,13 @@ impl QueueFile {
 
     /// The message content as a stream (unbuffered: wrap it in a
     /// `BufReader` for small reads). Fails with `UnexpectedEof` if the file
-    /// has shrunk since it was verified.
+    /// has shrunk since it was verified, and at the end (instead of the
+    /// final `Ok(0)`) if the file no longer has its name: it was retired
+    /// while being read, and its inode may hold another message by now.
     pub fn content_reader(&self) -> Result<ContentReader, QueueError> {
         let mut file = open_nofollow(&self.path, false)?;
         file.seek(SeekFrom::Start(self.content_offset)).map_err(|e| QueueError::io(&self.path, e))?;
-        Ok(ContentReader { file, left: self.content_len })
+        Ok(ContentReader { file, path: self.path.clone(), left: self.content_len, checked: false })
     }
 
     /// The content size in bytes (Postfix's message_size).
@@ -230,7 +238,10 @@ fn open_nofollow(path: &Path, write: bool) -> Result<File, QueueError> {
 #[derive(Debug)]
 pub struct ContentReader {
     file: File,
+    path: PathBuf,
     left: u64,
+    /// The end-of-content name check passed.
+    checked: bool,
 }
 
 impl ContentReader {
@@ -242,6 +253,17 @@ impl ContentReader {
 
 impl Read for ContentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 && !self.checked {
+            // A retired inode is reused for a new message (see Queue::retire). A reader that
+            // outlived its delivery request (qmgr gave up waiting, delivered the message by
+            // another way and retired it) must not pass off what it read as this message: a
+            // retired file never gets its old name back, so the name still pointing to our
+            // inode at the end proves nothing was retired while we read.
+            if !crate::writer::still_linked(&self.file, &self.path) {
+                return Err(io::Error::other("queue file was removed while being read"));
+            }
+            self.checked = true;
+        }
         if self.left == 0 || buf.is_empty() {
             return Ok(0);
         }

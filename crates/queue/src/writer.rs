@@ -11,10 +11,11 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::format::{self, BLOCK};
+use crate::recycle::{self, Pool, RECYCLE_DIR};
 use crate::{Envelope, QueueDir, QueueError, QueueFile, QueueId};
 
 /// Mode of a file still being written.
-const MODE_INCOMPLETE: u32 = 0o600;
+pub(crate) const MODE_INCOMPLETE: u32 = 0o600;
 /// Mode of a committed file: the owner execute bit is the "complete" mark.
 const MODE_COMPLETE: u32 = 0o700;
 const COMPLETE_BIT: u32 = 0o100;
@@ -28,11 +29,38 @@ pub struct Queue {
     root: PathBuf,
     /// Shared by all clones: concurrent commits share `incoming/` fsyncs.
     incoming_sync: Arc<rpost_fsync::GroupSync>,
+    /// Shared by all clones: the `recycle/` pool's count, limit and cached names.
+    pool: Arc<Pool>,
 }
 
 impl Queue {
+    /// A queue whose pool of recycled files holds at most
+    /// [`DEFAULT_RECYCLE_LIMIT`](crate::DEFAULT_RECYCLE_LIMIT) files.
     pub fn new(root: impl Into<PathBuf>) -> Queue {
-        Queue { root: root.into(), incoming_sync: Arc::new(rpost_fsync::GroupSync::default()) }
+        Queue {
+            root: root.into(),
+            incoming_sync: Arc::new(rpost_fsync::GroupSync::default()),
+            pool: Arc::new(Pool::new(recycle::DEFAULT_RECYCLE_LIMIT)),
+        }
+    }
+
+    /// Sets how many emptied files [`retire`](Queue::retire) keeps in `recycle/` for reuse
+    /// (`queue_file_recycle_limit`; 0: none, every retired file is unlinked). For this queue
+    /// and all its clones.
+    pub fn with_recycle_limit(self, limit: usize) -> Queue {
+        self.pool.set_limit(limit);
+        self
+    }
+
+    /// The pool limit in force.
+    pub fn recycle_limit(&self) -> usize {
+        self.pool.limit()
+    }
+
+    /// The directory of emptied files kept for reuse. Never holds a message: nothing that
+    /// lists or searches the queue looks at it.
+    pub fn recycle_dir(&self) -> PathBuf {
+        self.root.join(RECYCLE_DIR)
     }
 
     pub fn root(&self) -> &Path {
@@ -55,47 +83,28 @@ impl Queue {
         let mut b = DirBuilder::new();
         b.recursive(true).mode(0o700);
         b.create(&self.root).map_err(|e| QueueError::io(&self.root, e))?;
-        for d in QueueDir::ALL {
-            let p = self.dir(d);
+        for p in QueueDir::ALL.into_iter().map(|d| self.dir(d)).chain([self.recycle_dir()]) {
             b.create(&p).map_err(|e| QueueError::io(&p, e))?;
         }
         Ok(())
     }
 
-    /// Starts a new message: a fresh ID, `incoming/ID` created exclusively
-    /// with mode 0600, and the envelope written (buffered). Fails before
-    /// touching the disk if the envelope exceeds a format limit.
+    /// Starts a new message: a fresh ID, `incoming/ID` with mode 0600 and
+    /// empty, and the envelope written (buffered). The file is an emptied one
+    /// from `recycle/` when there is one (see [`retire`](Queue::retire)),
+    /// else created exclusively. Fails before touching the disk if the
+    /// envelope exceeds a format limit.
     pub fn create(&self, env: &Envelope) -> Result<IncomingMessage, QueueError> {
         let header = format::encode_header(env)?;
         let mut crc = crc32fast::Hasher::new();
         header.hash_into(&mut crc);
         let dir = self.dir(QueueDir::Incoming);
-        let mut attempt = 0;
-        let (id, path, file) = loop {
-            attempt += 1;
-            let id = QueueId::generate();
-            let path = dir.join(id.as_str());
-            let file = match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(MODE_INCOMPLETE)
-                .custom_flags(OFlag::O_NOFOLLOW.bits())
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < CREATE_ATTEMPTS => continue,
-                Err(e) => return Err(QueueError::io(&path, e)),
-            };
-            // Held until commit or abort, so cleanup_incoming() never
-            // removes a file someone is still writing; a crash drops it.
-            let file = Flock::lock(file, FlockArg::LockExclusive)
-                .map_err(|(_, errno)| QueueError::io(&path, io::Error::from(errno)))?;
-            // cleanup_incoming() may have taken the lock between our open
-            // and flock and unlinked the name (only with a tiny
-            // `older_than`); then this inode is orphaned: try again.
-            if still_linked(&file, &path) {
-                break (id, path, file);
+        let (id, path, file) = match self.pool.take(&self.recycle_dir(), &dir) {
+            Some((id, file)) => {
+                let path = dir.join(id.as_str());
+                (id, path, file)
             }
+            None => create_new(&dir)?,
         };
         let mut msg = IncomingMessage {
             id,
@@ -154,11 +163,27 @@ impl Queue {
         fs::rename(&src, self.path(to, id)).map_err(|e| QueueError::io(&src, e))
     }
 
-    /// Deletes a file without the directory fsync, for a message whose recipients are all
-    /// done: if a crash undoes the unlink the message is delivered again (at least once),
-    /// never lost. Saves one fsync per delivered message.
-    pub fn remove_without_sync(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
+    /// Disposes of a message whose recipients are all done, without a directory fsync: if a
+    /// crash undoes it the message is delivered again (at least once), never lost. Saves
+    /// one fsync per delivered message.
+    ///
+    /// While `recycle/` holds fewer files than the limit, the file is renamed there and
+    /// emptied instead of unlinked, and [`create`](Queue::create) reuses it: freeing and
+    /// allocating an inode per message is what made creation slow on ext4 without a journal
+    /// (each allocation scans past the recently freed inodes). Otherwise it is unlinked.
+    pub fn retire(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
         let p = self.path(d, id);
+        let rdir = self.recycle_dir();
+        if self.pool.has_room(&rdir) {
+            match recycle::retire(&p, &rdir, id) {
+                Ok(true) => {
+                    self.pool.retired();
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(QueueError::io(&p, e)),
+            }
+        }
         fs::remove_file(&p).map_err(|e| QueueError::io(&p, e))
     }
 
@@ -273,8 +298,39 @@ struct Entry {
     mtime: SystemTime,
 }
 
+/// Creates `dir/ID` for a fresh ID, exclusively, mode 0600, flocked.
+fn create_new(dir: &Path) -> Result<(QueueId, PathBuf, Flock<File>), QueueError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = QueueId::generate();
+        let path = dir.join(id.as_str());
+        let file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(MODE_INCOMPLETE)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < CREATE_ATTEMPTS => continue,
+            Err(e) => return Err(QueueError::io(&path, e)),
+        };
+        // Held until commit or abort, so cleanup_incoming() never
+        // removes a file someone is still writing; a crash drops it.
+        let file = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| QueueError::io(&path, io::Error::from(errno)))?;
+        // cleanup_incoming() may have taken the lock between our open
+        // and flock and unlinked the name (only with a tiny
+        // `older_than`); then this inode is orphaned: try again.
+        if still_linked(&file, &path) {
+            return Ok((id, path, file));
+        }
+    }
+}
+
 /// Whether `path` still names the inode open as `file`.
-fn still_linked(file: &File, path: &Path) -> bool {
+pub(crate) fn still_linked(file: &File, path: &Path) -> bool {
     match (file.metadata(), fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,

@@ -157,7 +157,7 @@ fn qmgr_fast_path_marks_moves_and_removes() {
     assert_eq!(again.envelope.recipients[1].status, RcptStatus::Delivered);
     assert!(f.mark_recipients_unsynced(&[(99, RcptStatus::Delivered)]).is_err());
     q.move_without_sync(&id, QueueDir::Active, QueueDir::Deferred).unwrap();
-    q.remove_without_sync(QueueDir::Deferred, &id).unwrap();
+    q.retire(QueueDir::Deferred, &id).unwrap();
     assert_eq!(q.find(&id), None);
 }
 
