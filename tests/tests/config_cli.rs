@@ -75,7 +75,7 @@ fn check_creates_and_repairs_the_spool() {
     let out = suite.rmaster(&["check"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let q = suite.queue_dir();
-    for d in ["incoming", "active", "deferred", "hold", "corrupt", "private", "public", "pid"] {
+    for d in ["incoming", "active", "deferred", "hold", "corrupt", "recycle", "private", "public", "pid"] {
         assert!(q.join(d).is_dir(), "{d}");
     }
     std::fs::remove_dir(q.join("deferred")).unwrap();
