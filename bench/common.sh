@@ -3,10 +3,16 @@
 #   bench_instance          makes $work (removed on exit unless KEEP=1) with etc/main.cf for
 #                           the bench's domain example.test; the caller writes etc/master.cf
 #                           and appends what else its main.cf needs
+# BENCH_PREBUILT=1 skips the build and measures the binaries already in target/release (when
+# the tree does not build at the moment, e.g. during someone's rework).
 bench_build() {
   local args=()
   for p in "$@"; do args+=(-p "$p"); done
-  cargo build --release -q "${args[@]}"
+  if [ -n "${BENCH_PREBUILT:-}" ]; then
+    echo "note: BENCH_PREBUILT set: measuring the binaries already in target/release, not a fresh build"
+  else
+    cargo build --release -q "${args[@]}"
+  fi
   bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 }
 

@@ -447,9 +447,12 @@ impl Client {
     /// Before the clock: the folder exists and holds at least PREFILL messages.
     async fn prepare(&self) -> Result<()> {
         let mut c = self.login().await?;
-        let listed = c.command(&format!("LIST \"\" {}", self.folder)).await.context("LIST")?;
-        if !listed.iter().any(|r| r.starts_with(b"* LIST")) {
-            c.command(&format!("CREATE {}", self.folder)).await.context("CREATE")?;
+        // CREATE and accept ALREADYEXISTS (RFC 5530): a LIST first would race with a folder
+        // another run made, and Dovecot's LIST may lag behind a Maildir removed under it.
+        if let Err(e) = c.command(&format!("CREATE {}", self.folder)).await
+            && !e.to_string().to_ascii_uppercase().contains("[ALREADYEXISTS]")
+        {
+            return Err(e.context("CREATE"));
         }
         let selected = c.command(&format!("SELECT {}", self.folder)).await.context("SELECT")?;
         let exists = selected.iter().find_map(|r| wire::exists(r)).ok_or_else(|| anyhow!("SELECT without EXISTS"))?;

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# IMAP: commands/s and latency of a command mix for rpost's imapd and the reference Dovecot in
+# one run, and the memory of N idle (IDLE) sessions.
+#
+#   mix:  bench/imap-load's `mix` at 10 and at 50 clients, SECONDS each run, median of 3 (by
+#         commands/s) after a short warm-up: per session connect, LOGIN, SELECT bench-<n>,
+#         FETCH 1:* (FLAGS UID), UID FETCH (BODY.PEEK[]), FETCH (ENVELOPE BODYSTRUCTURE),
+#         STORE \Seen, APPEND 4 KiB, STORE \Deleted + EXPUNGE, NOOP, LOGOUT. Any NO/BAD fails
+#         the run. Targets (issue 6): rpost at least 2x Dovecot's commands/s at 10 and 50.
+#   idle: IDLE sessions (default 10000) logged in, INBOX selected, in IDLE; the total Pss of the
+#         suite's processes once all are idling (target: 10,000 under 300 MiB), then one
+#         message delivered over LMTP and the number of sessions that saw its EXISTS.
+#
+# Both servers: user alice@example.test / secret (the same SHA512-CRYPT hash when the reference
+# stack is there), Maildir under the user's home, mail_max_userip_connections left at 10 (the
+# load spreads its clients over source addresses 127.0.0.x instead), plaintext LOGIN on
+# loopback, no TLS. The load generator shares the 2 cores with the server it measures.
+#
+# Usage (as root, on a scratch machine): [IDLE=N] [RUNS=3] [CLIENTS="10 50"] bench/imap.sh [SECONDS]
+# (default 20 s per run). The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
+# 127.0.0.1:1143, mail in /var/vmail/example.test/alice/mail, emptied before and after).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-20}
+IDLE=${IDLE:-10000}
+RUNS=${RUNS:-3}
+CLIENTS=${CLIENTS:-10 50}
+ref=${RPOST_REFERENCE:-../shared/reference-stack.sh}
+user=alice@example.test
+pass=secret
+echo "load before: $(uptime)"
+
+# Before anything starts, so that rmaster, its imapd and imap-load inherit it.
+if ! ulimit -n 200000 2>/dev/null; then
+  ulimit -n "$(ulimit -Hn)"
+  echo "note: could not raise open files to 200000; the limit is $(ulimit -n)"
+fi
+
+have_ref=
+if [ "$(id -u)" = 0 ] && [ -f "$ref" ]; then
+  bash "$ref" start >/dev/null 2>&1 && have_ref=1
+fi
+if [ -n "$have_ref" ]; then
+  # Start empty, and give rpost the reference's password hash so LOGIN costs the same.
+  rm -rf /var/vmail/example.test/alice/mail
+  hash="{SHA512-CRYPT}$(awk -F: '$1 == "alice@example.test" { print $2 }' /etc/dovecot/users.db)"
+else
+  hash="{PLAIN}$pass"
+fi
+
+. bench/common.sh
+bench_build master imapd authd lmtp-deliver imap-load
+bench_instance
+cleanup() {
+  [ -n "${idle_pid:-}" ] && kill "$idle_pid" 2>/dev/null
+  bench_cleanup_instance
+  [ -n "$have_ref" ] && rm -rf /var/vmail/example.test/alice/mail
+  return 0
+}
+trap cleanup EXIT
+mkdir -p "$work/vmail"
+chown "$owner" "$work/vmail"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >> "$work/etc/main.cf" <<CONF
+auth_passdb = passwd-file:$work/etc/users
+auth_mechanisms = plain login
+mail_home = $work/vmail/%d/%n
+mail_location = maildir:~/mail
+mail_uid = $(id -u "$owner")
+mail_gid = $(id -g "$owner")
+ssl = no
+CONF
+echo "alice@example.test:$hash::::::" > "$work/etc/users"
+# imapd serves one client per process today: room for every IDLE session and the mix.
+maxproc=$((IDLE + 200))
+cat > "$work/etc/master.cf" <<CONF
+127.0.0.1:$port inet n n n - $maxproc imapd
+auth unix - - n - 1 authd
+auth-userdb unix - - n - 1 authd userdb
+lmtp-deliver unix - n n - - lmtp-deliver
+CONF
+"$bin/rmaster" -c "$work/etc" start >/dev/null
+python3 - "$port" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+            if s.recv(100).startswith(b"* OK"):
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("rpost imapd did not greet within 30 s")
+    time.sleep(0.2)
+PY
+
+# field NAME < "a=1 b=2" -> the value of NAME
+field() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) { print kv[2]; exit } } }'; }
+
+# One mix run; prints imap-load's line, or "cmd_per_s=0 ... FAILED" with its error output.
+mix_once() { # addr clients seconds
+  local out
+  if out=$(RUST_LIB_BACKTRACE=0 "$bin/imap-load" mix --addr "$1" --user "$user" --pass "$pass" --clients "$2" \
+      --duration "${3}s" --sources 127.0.0.1-127.0.0.254 2>"$work/mix.err"); then
+    echo "$out"
+  else
+    echo "imap-load mix against $1 at $2 clients failed: ${out:-no result}" >&2
+    out=${out:-clients=$2 commands=0 cmd_per_s=0 p50_ms=0 p99_ms=0 errors=1}
+    sed 's/^/    /' "$work/mix.err" >&2
+    echo "$out FAILED"
+  fi
+}
+
+# Warm-up, then RUNS runs; prints "cmd_per_s p50_ms p99_ms errors (run1 run2 ...)" of the median run.
+mix_median() { # addr clients
+  mix_once "$1" "$2" 2 >/dev/null
+  local lines=() l
+  for _ in $(seq "$RUNS"); do lines+=("$(mix_once "$1" "$2" "$SECS")"); done
+  l=$(for x in "${lines[@]}"; do echo "$(field cmd_per_s <<<"$x") $x"; done | sort -n | sed -n "$(((RUNS + 1) / 2))p")
+  local errors=0
+  for x in "${lines[@]}"; do errors=$((errors + $(field errors <<<"$x"))); done
+  echo "$(field cmd_per_s <<<"$l") $(field p50_ms <<<"$l") $(field p99_ms <<<"$l") $errors ($(for x in "${lines[@]}"; do printf '%s ' "$(field cmd_per_s <<<"$x")"; done | sed 's/ $//'))"
+}
+
+echo "mix: ${SECS} s per run, median of $RUNS; rpost imapd on 127.0.0.1:$port, Dovecot on 127.0.0.1:1143"
+for n in $CLIENTS; do
+  read -r r_rate r_p50 r_p99 r_err r_runs <<<"$(mix_median "127.0.0.1:$port" "$n")"
+  echo "  clients=$n rpost:   $r_rate cmd/s  p50 $r_p50 ms  p99 $r_p99 ms  errors=$r_err  runs $r_runs"
+  if [ -n "$have_ref" ]; then
+    read -r d_rate d_p50 d_p99 d_err d_runs <<<"$(mix_median 127.0.0.1:1143 "$n")"
+    echo "  clients=$n dovecot: $d_rate cmd/s  p50 $d_p50 ms  p99 $d_p99 ms  errors=$d_err  runs $d_runs"
+    python3 -c "r, d = $r_rate, $d_rate; print(f'  clients=$n ratio rpost/dovecot: {r / d if d else float(\"nan\"):.2f}x commands/s (target >= 2x)')"
+  else
+    echo "  clients=$n dovecot: skipped (needs root and $ref)"
+  fi
+done
+
+# Sum of Pss (KiB) of the processes whose executable matches a regex: shared pages count once.
+pss_mib() { # exe_regex
+  python3 - "$1" <<'PY'
+import os, re, sys
+exe_re = re.compile(sys.argv[1])
+total = n = 0
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        if not exe_re.search(os.readlink(f'/proc/{pid}/exe')):
+            continue
+        with open(f'/proc/{pid}/smaps_rollup') as f:
+            total += next(int(l.split()[1]) for l in f if l.startswith('Pss:'))
+        n += 1
+    except (OSError, StopIteration):
+        pass
+print(f'{total / 1024:.0f} {n}')
+PY
+}
+
+# One message to alice over LMTP (unix socket).
+lmtp_one() { # socket
+  python3 - "$1" <<'PY'
+import smtplib, sys
+msg = b"From: <bench@example.org>\r\nTo: <alice@example.test>\r\nSubject: wake up\r\n\r\nOne message for the idle sessions.\r\n"
+with smtplib.LMTP(sys.argv[1]) as l:
+    l.sendmail("bench@example.org", ["alice@example.test"], msg)
+PY
+}
+
+# IDLE sessions against one server; prints what it reached, the memory and the EXISTS count.
+idle_measure() { # name addr exe_regex lmtp_socket
+  local name=$1 fifo="$work/idle.fifo" out="$work/idle-$1.out" err="$work/idle-$1.err"
+  rm -f "$fifo" && mkfifo "$fifo"
+  RUST_LIB_BACKTRACE=0 "$bin/imap-load" idle --addr "$2" --user "$user" --pass "$pass" --connections "$IDLE" \
+    --sources 127.0.0.1-127.0.255.254 --ramp-timeout 600s <"$fifo" >"$out" 2>"$err" &
+  idle_pid=$!
+  exec 9>"$fifo" # its stdin: closing it ends the hold
+  # imap-load bounds its own ramp (600 s plus one set-up timeout), so this ends.
+  until grep -q ' ready' "$out" || ! kill -0 "$idle_pid" 2>/dev/null; do sleep 1; done
+  local line reached mem
+  line=$(grep ' ready' "$out" || echo "idle=0 ready (imap-load ended: $(tail -n 3 "$err" | tr '\n' ' '))")
+  reached=$(field idle <<<"$line")
+  sleep 2
+  mem=$(pss_mib "$3")
+  echo "  $name: $line"
+  if [ "$reached" = "$IDLE" ]; then
+    echo "  $name: all $IDLE sessions idling; total Pss ${mem% *} MiB over ${mem#* } processes (target for 10,000: < 300 MiB)"
+  else
+    echo "  $name: FAILED to reach $IDLE idle sessions: $reached idling; total Pss ${mem% *} MiB over ${mem#* } processes at that point"
+  fi
+  if [ "${reached:-0}" -gt 0 ] && lmtp_one "$4"; then
+    # imap-load ends by itself once every idling session saw EXISTS (or was dropped).
+    for _ in $(seq 120); do kill -0 "$idle_pid" 2>/dev/null || break; sleep 1; done
+  fi
+  exec 9>&-
+  wait "$idle_pid" || true
+  idle_pid=
+  line=$(grep exists_seen "$out" || echo "no exists_seen line")
+  echo "  $name: after one LMTP delivery: $line (EXISTS seen by $(field exists_seen <<<"$line") of $reached)"
+}
+
+echo "idle: $IDLE sessions (LOGIN, SELECT INBOX, IDLE), 10 per source address"
+idle_measure rpost "127.0.0.1:$port" "^$bin/(?!imap-load)" "$work/spool/private/lmtp-deliver"
+if [ -n "$have_ref" ]; then
+  # The reference configuration allows one imap process per session up to service imap's
+  # process_limit, and its log/anvil services take default_client_limit connections.
+  imap_limit=$(doveconf -a 2>/dev/null | awk '/^service imap \{/ { p = 1 } p && $1 == "process_limit" { print $3; exit }')
+  client_limit=$(doveconf -h default_client_limit 2>/dev/null || echo 1000)
+  lim=$((${imap_limit:-1024} < client_limit ? ${imap_limit:-1024} : client_limit))
+  if [ "$((IDLE + 50))" -le "$lim" ]; then
+    idle_measure dovecot 127.0.0.1:1143 '^/usr/(sbin/dovecot|lib/dovecot/)' /var/spool/postfix/private/dovecot-lmtp
+  else
+    echo "  dovecot: not measured: $IDLE sessions exceed the reference configuration (service imap process_limit=${imap_limit:-?}, default_client_limit=$client_limit, one imap process per session), and the reference stack's configuration is not ours to edit"
+  fi
+fi
+echo "load after: $(uptime)"
