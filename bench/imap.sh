@@ -17,7 +17,8 @@
 # loopback, no TLS. The load generator shares the 2 cores with the server it measures.
 #
 # Usage (as root, on a scratch machine): [IDLE=N] [RUNS=3] [CLIENTS="10 50"] bench/imap.sh [SECONDS]
-# (default 20 s per run). The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
+# (default 20 s per run). IDLE_MEM_FLOOR_MIB (default 4096): the IDLE ramp stops when the
+# machine has less memory available, and what was reached is reported. The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
 # 127.0.0.1:1143, mail in /var/vmail/example.test/alice/mail, emptied before and after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -174,7 +175,17 @@ idle_measure() { # name addr exe_regex lmtp_socket
   idle_pid=$!
   exec 9>"$fifo" # its stdin: closing it ends the hold
   # imap-load bounds its own ramp (600 s plus one set-up timeout), so this ends.
-  until grep -q ' ready' "$out" || ! kill -0 "$idle_pid" 2>/dev/null; do sleep 1; done
+  # Memory guard: the machine is shared; below IDLE_MEM_FLOOR_MIB available the ramp stops
+  # (SIGUSR1) and what was reached is measured.
+  local floor=${IDLE_MEM_FLOOR_MIB:-4096} guarded=
+  until grep -q ' ready' "$out" || ! kill -0 "$idle_pid" 2>/dev/null; do
+    if [ -z "$guarded" ] && [ "$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)" -lt $((floor * 1024)) ]; then
+      echo "  $name: memory guard: less than $floor MiB available, ramp stopped"
+      kill -USR1 "$idle_pid" 2>/dev/null || true
+      guarded=1
+    fi
+    sleep 1
+  done
   local line reached mem
   line=$(grep ' ready' "$out" || echo "idle=0 ready (imap-load ended: $(tail -n 3 "$err" | tr '\n' ' '))")
   reached=$(field idle <<<"$line")

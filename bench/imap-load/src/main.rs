@@ -22,8 +22,10 @@
 //! and on stderr one line per command type with its count, p50 and p99 (and connect time).
 //!
 //! `idle`: opens N sessions, at most `--in-flight` being set up at once; each does LOGIN,
-//! `SELECT INBOX`, IDLE and waits for `+`. Prints `idle=N ready` (with `failed=`, `pending=`
-//! and the first error when not all made it within `--ramp-timeout`), then waits for stdin to
+//! `SELECT INBOX`, IDLE and waits for `+`. Prints `idle=N ready`, or when not all made it
+//! `idle=K ready failed=F skipped=S pending=P of=N why=".." first_error=".."` (the ramp stops
+//! after `--max-failures` failures, after `--ramp-timeout`, or on SIGUSR1, which a memory
+//! guard in the calling script can send), then waits for stdin to
 //! close (or `--hold` seconds, SIGINT/SIGTERM, or every session having seen EXISTS), counting
 //! the sessions that got an untagged `* N EXISTS` after IDLE began, and prints
 //! `idle=N exists_seen=K dropped=D` (D: sessions the server closed before any EXISTS).
@@ -53,7 +55,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -624,6 +626,15 @@ async fn mix(a: MixArgs) -> Result<ExitCode> {
     Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// How one idle session's set-up ended.
+#[derive(Debug)]
+enum Setup {
+    Ready,
+    Failed(String),
+    /// Not begun: too many failures already, or the ramp was stopped.
+    Skipped,
+}
+
 /// LOGIN, SELECT INBOX, IDLE up to the server's `+`.
 async fn idle_open(addr: SocketAddr, source: Ipv4Addr, login: &str) -> Result<Conn> {
     let mut c = Conn::open(addr, source).await?;
@@ -642,7 +653,9 @@ async fn idle_open(addr: SocketAddr, source: Ipv4Addr, login: &str) -> Result<Co
     }
 }
 
-async fn idle(a: IdleArgs) -> Result<ExitCode> {
+async fn idle(a: IdleArgs) -> Result<IdleReport> {
+    // First, so that a SIGUSR1 sent early stops the ramp instead of killing the process.
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let t = &a.target;
     let login = Arc::new(format!(
         "LOGIN {} {}",
@@ -656,16 +669,18 @@ async fn idle(a: IdleArgs) -> Result<ExitCode> {
     let failures = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    // Set when the ramp ends early (SIGUSR1, --ramp-timeout): sessions not begun yet are skipped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Setup>();
     for i in 0..n {
         let source = t.sources.for_client(i, a.per_source, n)?;
-        let (gate, failures, seen, dropped, tx, login) =
-            (gate.clone(), failures.clone(), seen.clone(), dropped.clone(), tx.clone(), login.clone());
+        let (gate, failures, seen, dropped, stop, tx, login) =
+            (gate.clone(), failures.clone(), seen.clone(), dropped.clone(), stop.clone(), tx.clone(), login.clone());
         let (addr, setup, max_failures) = (t.addr, a.setup_timeout, a.max_failures);
         tokio::spawn(async move {
             let Ok(permit) = gate.acquire_owned().await else { return };
-            if failures.load(Ordering::Relaxed) >= max_failures {
-                let _ = tx.send(Err(format!("not attempted after {max_failures} failures")));
+            if failures.load(Ordering::Relaxed) >= max_failures || stop.load(Ordering::Relaxed) {
+                let _ = tx.send(Setup::Skipped);
                 return;
             }
             let mut c = match timeout(setup, idle_open(addr, source, &login)).await {
@@ -677,12 +692,12 @@ async fn idle(a: IdleArgs) -> Result<ExitCode> {
                         Ok(Err(e)) => format!("{e:#}"),
                         Ok(Ok(_)) => unreachable!(),
                     };
-                    let _ = tx.send(Err(format!("session {i} from {source}: {e}")));
+                    let _ = tx.send(Setup::Failed(format!("session {i} from {source}: {e}")));
                     return;
                 }
             };
             drop(permit);
-            let _ = tx.send(Ok(()));
+            let _ = tx.send(Setup::Ready);
             loop {
                 match c.response().await {
                     Ok(r) if wire::exists(&r).is_some() => {
@@ -702,30 +717,49 @@ async fn idle(a: IdleArgs) -> Result<ExitCode> {
     }
     drop(tx);
 
-    let ramp_end = Instant::now() + a.ramp_timeout;
-    let (mut ready, mut failed, mut first_error) = (0usize, 0usize, None);
-    while ready + failed < n {
-        match timeout_at(ramp_end, rx.recv()).await {
-            Ok(Some(Ok(()))) => {
-                ready += 1;
-                if ready % 1000 == 0 {
-                    eprintln!("idle: {ready} of {n} sessions idling");
+    // The ramp: every session reports once. When it is cut short (SIGUSR1 from a memory
+    // guard, or --ramp-timeout), the sessions already being set up get one set-up timeout
+    // more to report, so the count printed is what is really open.
+    let mut end = Instant::now() + a.ramp_timeout;
+    let (mut ready, mut failed, mut skipped, mut first_error, mut stopped) = (0usize, 0usize, 0usize, None, None);
+    while ready + failed + skipped < n {
+        tokio::select! {
+            m = timeout_at(end, rx.recv()) => match m {
+                Ok(Some(Setup::Ready)) => {
+                    ready += 1;
+                    if ready % 1000 == 0 {
+                        eprintln!("idle: {ready} of {n} sessions idling");
+                    }
                 }
+                Ok(Some(Setup::Failed(e))) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
+                Ok(Some(Setup::Skipped)) => skipped += 1,
+                Ok(None) => break,
+                Err(_) if stopped.is_none() => {
+                    stopped = Some(format!("ramp not done within {:?}", a.ramp_timeout));
+                    stop.store(true, Ordering::Relaxed);
+                    end = Instant::now() + a.setup_timeout + Duration::from_secs(5);
+                }
+                Err(_) => break,
+            },
+            _ = usr1.recv(), if stopped.is_none() => {
+                stopped = Some("ramp stopped by SIGUSR1".into());
+                stop.store(true, Ordering::Relaxed);
+                end = Instant::now() + a.setup_timeout + Duration::from_secs(5);
             }
-            Ok(Some(Err(e))) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
-            Ok(None) | Err(_) => break,
         }
     }
-    let pending = n - ready - failed;
-    if failed == 0 && pending == 0 {
+    let pending = n - ready - failed - skipped;
+    let complete = ready == n;
+    if complete {
         println!("idle={ready} ready");
     } else {
+        let why = stopped.or(first_error.clone()).unwrap_or_default();
         println!(
-            "idle={ready} ready failed={failed} pending={pending} of={n} first_error={:?}",
-            first_error.unwrap_or_else(|| format!("set-up not finished within {:?}", a.ramp_timeout))
+            "idle={ready} ready failed={failed} skipped={skipped} pending={pending} of={n} why={why:?} first_error={:?}",
+            first_error.unwrap_or_default()
         );
     }
 
@@ -751,8 +785,23 @@ async fn idle(a: IdleArgs) -> Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    println!("idle={ready} exists_seen={} dropped={}", seen.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
-    Ok(if failed == 0 && pending == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let report = IdleReport {
+        ready,
+        failed,
+        exists_seen: seen.load(Ordering::Relaxed),
+        dropped: dropped.load(Ordering::Relaxed),
+    };
+    println!("idle={ready} exists_seen={} dropped={}", report.exists_seen, report.dropped);
+    Ok(report)
+}
+
+/// What `idle` reached; the exit status is 0 only when every session was opened.
+#[derive(Debug, PartialEq, Eq)]
+struct IdleReport {
+    ready: usize,
+    failed: usize,
+    exists_seen: usize,
+    dropped: usize,
 }
 
 fn main() -> Result<ExitCode> {
@@ -761,7 +810,10 @@ fn main() -> Result<ExitCode> {
     let code = rt.block_on(async {
         match cli.mode {
             Mode::Mix(a) => mix(a).await,
-            Mode::Idle(a) => idle(a).await,
+            Mode::Idle(a) => {
+                let n = a.connections;
+                idle(a).await.map(|r| if r.ready == n { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
         }
     })?;
     // The idle sessions' tasks never end on their own: leave without waiting for them.
@@ -857,5 +909,52 @@ mod tests {
         let mut c = Conn::open(addr, Ipv4Addr::LOCALHOST).await.unwrap();
         let e = c.command("LOGIN a b").await.unwrap_err();
         assert!(e.to_string().contains("a1 NO [LIMIT]"), "{e}");
+    }
+
+    /// A scripted server for `idle`: greets, answers LOGIN and SELECT, says `+ idling` to
+    /// IDLE and then reports one new message; the third session's LOGIN is refused.
+    #[tokio::test]
+    async fn idle_counts_ready_failed_and_exists() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for k in 0.. {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut r = BufReader::new(r);
+                    w.write_all(b"* OK ready\r\n").await.unwrap();
+                    let mut line = String::new();
+                    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        let (tag, cmd) = line.trim_end().split_once(' ').unwrap();
+                        let reply = match cmd.split(' ').next().unwrap() {
+                            "LOGIN" if k == 2 => format!("{tag} NO [AUTHENTICATIONFAILED] no\r\n"),
+                            "SELECT" => format!("* 3 EXISTS\r\n{tag} OK [READ-WRITE] done\r\n"),
+                            "IDLE" => "+ idling\r\n* 4 EXISTS\r\n".to_string(),
+                            _ => format!("{tag} OK done\r\n"),
+                        };
+                        w.write_all(reply.as_bytes()).await.unwrap();
+                        line.clear();
+                    }
+                });
+            }
+        });
+        let args = IdleArgs {
+            target: Target {
+                addr,
+                user: "alice@example.test".into(),
+                pass: "secret".into(),
+                sources: "127.0.0.1".parse().unwrap(),
+            },
+            connections: 5,
+            in_flight: 1,
+            per_source: 10,
+            setup_timeout: Duration::from_secs(60),
+            ramp_timeout: Duration::from_secs(120),
+            max_failures: 50,
+            hold: Some(Duration::from_secs(120)),
+        };
+        let r = idle(args).await.unwrap();
+        assert_eq!(r, IdleReport { ready: 4, failed: 1, exists_seen: 4, dropped: 0 });
     }
 }
