@@ -11,8 +11,10 @@
 //! session, maildrop and tokio driver; the `pop3d` program).
 //!
 //! # SECURITY
-//! See [`login`]: one client per process; before login the process runs as `mail_owner`,
-//! after login as the mail user, and it exits after the session.
+//! See [`login`] and [`imap::worker`]: before login a client is served by a login process
+//! running as `mail_owner`; imapd then hands it to a process running as the mail user that
+//! serves every session of that uid; pop3d switches its own process to the mail user (one
+//! client per process) and exits after the session.
 //!
 //! # CONFIGURATION
 //! See the modules.

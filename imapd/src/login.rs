@@ -45,7 +45,10 @@
 //! execution before login regaining root through the saved uid; pre-login code is safe Rust
 //! (command parsing, rustls) with bounded lines, and the auth exchange happens in authd. A
 //! split into an unprivileged pre-login process that hands the connection to a per-user
-//! process (Dovecot's imap-login/imap pair) would close that gap and is the planned next step.
+//! process (Dovecot's imap-login/imap pair) would close that gap. imapd has taken the first
+//! half of that step: its login processes serve many clients and never become a mail user;
+//! a logged-in session moves to a worker process that runs as the mail user from exec on
+//! (see `imap::worker`). pop3d keeps the one-client model described here.
 //! Passwords and SASL data are never logged; user names are logged with control characters
 //! replaced. The userdb is trusted (it is root's configuration), the client is not: user names
 //! cannot escape mail path templates (`%n` of `../x` is refused).
@@ -256,6 +259,11 @@ impl ConnInfo {
 
     fn lip(&self) -> String {
         self.local.map(|l| l.ip().to_string()).unwrap_or_else(|| "local".into())
+    }
+
+    /// `rip=..., lip=...` for log lines.
+    pub fn addr_fields(&self) -> String {
+        format!("rip={}, lip={}", self.rip(), self.lip())
     }
 
     /// `rip=..., lip=...[, TLS]` for log lines.

@@ -22,9 +22,11 @@
 //! `Aborted login (auth failed, 1 attempts in 2 secs): user=<alice>, ...`.
 //!
 //! # SECURITY
-//! One client per process: before login it runs as `mail_owner` (saved uid root, see
-//! `imapd::login`), after login as the mail user, and it exits after that session; master.cf
-//! must say `n` in the unpriv and chroot columns. Plaintext authentication needs TLS on
+//! Two kinds of process (see `imapd::imap::worker`): login processes run as `mail_owner`
+//! (saved uid root, used only to start workers) and serve up to `default_client_limit`
+//! clients before login, and relay TLS after it; a logged-in session is handed to the worker
+//! process of the user's uid/gid, which runs as that user from exec on and serves all its
+//! sessions. master.cf must say `n` in the unpriv and chroot columns. Plaintext authentication needs TLS on
 //! non-local connections with `disable_plaintext_auth = yes` (LOGINDISABLED is announced);
 //! input pipelined after STARTTLS is discarded. Commands are limited to
 //! `imap_max_line_length`, APPEND literals to `message_size_limit` (a larger announcement is
@@ -33,7 +35,7 @@
 //! are checked so that none leaves the user's Maildir.
 //!
 //! # CONFIGURATION
-//! imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
+//! default_client_limit (clients per login process, Dovecot's name), imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
 //! mail_max_userip_connections (sessions per user and client address, counted in the store),
 //! imap_logout_format, imap_id_send, imap_literal_minus (LITERAL- instead of LITERAL+),
 //! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
@@ -51,10 +53,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use imapd::imap::server::{Config, serve};
+use imapd::imap::worker::{self, WorkerConfig, Workers};
 use imapd::login::{self, Authenticator, Service, Settings};
 use rpost_imap_proto::Limits;
 
 fn main() -> ExitCode {
+    if worker::is_worker() {
+        return worker::main();
+    }
     let daemon = match rpost_daemon::Daemon::start("imapd") {
         Ok(d) => d,
         Err(e) => {
@@ -74,17 +80,38 @@ fn main() -> ExitCode {
         let max_line = p.get_size("imap_max_line_length").map_err(err)?.clamp(1024, 16 << 20) as usize;
         let size_limit = p.get_size("message_size_limit").map_err(err)?;
         let max_append = if size_limit == 0 { 1 << 30 } else { size_limit };
-        let config = Config {
-            auth: Authenticator::new(settings),
-            limits: Limits { max_line, max_append, literal_minus: p.get_bool("imap_literal_minus").map_err(err)? },
-            wrapper,
+        let literal_minus = p.get_bool("imap_literal_minus").map_err(err)?;
+        let id_send = p.get("imap_id_send").map_err(err)?;
+        let post = WorkerConfig {
+            max_line,
+            max_append,
+            literal_minus,
             capability: p.get("imap_capability").map_err(err)?,
             idle_notify: p.get_time("imap_idle_notify_interval").map_err(err)?,
             max_userip: p.get_int("mail_max_userip_connections").map_err(err)?.clamp(0, u32::MAX as i64) as u32,
             logout_format: p.get("imap_logout_format").map_err(err)?,
-            id_send: p.get("imap_id_send").map_err(err)?,
+            id_send: id_send.clone(),
+            syslog_name: p.get("syslog_name").map_err(err)?,
+            maillog_file: p.get("maillog_file").map_err(err)?,
+            verbose: daemon.verbose(),
+            detached: std::env::var_os("RPOST_DETACHED").is_some(),
+            log_inherited: false,
         };
-        let options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
+        // Resolved now: after the switch to mail_owner /proc/self/exe may not be readable.
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let client_limit = p.get_int("default_client_limit").map_err(err)?.clamp(1, 1 << 20) as usize;
+        let config = Config {
+            auth: Authenticator::new(settings),
+            limits: Limits { max_line, max_append, literal_minus },
+            wrapper,
+            id_send,
+            workers: Arc::new(Workers::new(exe, post).map_err(|e| format!("maillog_file: {e}"))?),
+        };
+        let mut options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
+        // Logged-in sessions live in the per-user processes: a login process serves many
+        // clients and needs no recycling for having served them.
+        options.max_clients = client_limit;
+        options.max_use = Some(0);
         Ok((config, options))
     })();
     let (config, options) = match setup {

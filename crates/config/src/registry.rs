@@ -129,6 +129,7 @@ pub static PARAMS: &[Param] = &[
     p("data_directory", "/var/lib/rpost", ParamType::Str, "Directory for caches and other writable data"),
     p("debug_peer_level", "2", ParamType::Int, "Verbose logging increment for debug_peer_list hosts"),
     p("debug_peer_list", "", ParamType::List, "Hosts for which logging is made more verbose"),
+    p("default_client_limit", "1000", ParamType::Int, "Dovecot: clients one imapd login process serves at once (pre-login and TLS relays)"),
     p("default_destination_concurrency_failed_cohort_limit", "1", ParamType::Int, "Failed pseudo-cohorts after which a destination is declared dead"),
     p("default_destination_concurrency_limit", "20", ParamType::Int, "Default maximal parallel deliveries to one destination"),
     p("default_destination_concurrency_negative_feedback", "1", ParamType::Str, "Concurrency decrement per failed delivery (number, or N/concurrency)"),

@@ -93,6 +93,9 @@ pub struct Options {
     /// A trigger server (Postfix trigger_server): a stream client's bytes, up to
     /// [`MAX_TRIGGER`] and until it closes, are handed over as one [`Client::Trigger`].
     pub triggers: bool,
+    /// Replaces the `max_use` parameter (0: no limit), for a daemon whose clients leave no
+    /// state behind in it (imapd's login processes hand sessions on to per-user processes).
+    pub max_use: Option<u64>,
 }
 
 /// Longest trigger request a trigger server reads from one client.
@@ -100,7 +103,7 @@ pub const MAX_TRIGGER: usize = 1024;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_clients: 1000, long_running: false, triggers: false }
+        Options { max_clients: 1000, long_running: false, triggers: false, max_use: None }
     }
 }
 
@@ -111,6 +114,7 @@ pub struct Daemon {
     env: ChildEnv,
     params: Params,
     args: Vec<String>,
+    verbose: bool,
     status: OwnedFd,
     listeners: Vec<OwnedFd>,
 }
@@ -246,12 +250,17 @@ impl Daemon {
         })?;
         let status = rpost_privilege::adopt_inherited(ChildEnv::STATUS_FD, 1)?.remove(0);
         let listeners = rpost_privilege::adopt_inherited(ChildEnv::LISTEN_FD_START, env.listen_fds)?;
-        Ok(Daemon { program, env, params, args, status, listeners })
+        Ok(Daemon { program, env, params, args, verbose, status, listeners })
     }
 
     /// main.cf with this service's `-o` overrides.
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// `-v` was given in master.cf (verbose logging).
+    pub fn verbose(&self) -> bool {
+        self.verbose
     }
 
     /// Command-line arguments other than `-o` and `-v`.
@@ -301,7 +310,11 @@ impl Daemon {
             }
         }
         let limits = Limits {
-            max_use: if options.long_running { 0 } else { self.params.get_int("max_use")?.max(0) as u64 },
+            max_use: match options.max_use {
+                _ if options.long_running => 0,
+                Some(n) => n,
+                None => self.params.get_int("max_use")?.max(0) as u64,
+            },
             max_idle: if options.long_running { None } else { Some(self.params.get_time("max_idle")?) },
             max_clients: options.max_clients.max(1),
             triggers: options.triggers,

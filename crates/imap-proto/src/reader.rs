@@ -100,6 +100,23 @@ impl Reader {
         n
     }
 
+    /// Takes the bytes received and not yet consumed, between two commands: pipelined input
+    /// that moves with the connection to another reader (imapd's hand-over after login).
+    pub fn take_input(&mut self) -> Vec<u8> {
+        self.input.drain(..).collect()
+    }
+
+    /// Gives back buffer memory once nothing is pending, so a connection that sits idle
+    /// (IDLE, between commands) keeps no read buffer sized by its largest command.
+    pub fn compact(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = VecDeque::new();
+        }
+        if self.cmd.is_empty() && self.cmd.capacity() > 0 {
+            self.cmd = Vec::new();
+        }
+    }
+
     /// True when nothing is buffered and no command is half-read.
     pub fn is_idle(&self) -> bool {
         self.input.is_empty() && self.cmd.is_empty() && self.mode == Mode::Line

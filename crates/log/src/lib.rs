@@ -120,6 +120,18 @@ pub fn init(opts: &LogOptions) -> Result<(), LogError> {
             syslog.map(Sink::Syslog).unwrap_or(Sink::Stderr)
         }
     };
+    install(opts, sink, filter)
+}
+
+/// As [`init`] with `maillog_file` already opened (for appending) by someone allowed to: a
+/// process started as a mail user (imapd's per-user processes) cannot open the file itself.
+pub fn init_with_file(opts: &LogOptions, file: std::fs::File) -> Result<(), LogError> {
+    let filter = if opts.verbose { LevelFilter::DEBUG } else { LevelFilter::INFO };
+    install(opts, Sink::File(Mutex::new(file)), filter)
+}
+
+fn install(opts: &LogOptions, sink: Sink, filter: LevelFilter) -> Result<(), LogError> {
+    let ident = opts.ident();
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

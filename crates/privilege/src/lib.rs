@@ -214,6 +214,52 @@ pub fn become_user(uid: u32, gid: u32) -> Result<Became, PrivError> {
     Ok(Became::Switched)
 }
 
+/// Makes `cmd` execute its program as the mail user `uid`/`gid` for good (real, effective and
+/// saved ids, supplementary groups reduced to `gid`), from a process in [`suspend_root`]'s
+/// state or root: the forked child regains root through the saved uid and gives it up again
+/// before exec, so the parent's own ids never change (no window in which its other threads
+/// run as root). Refuses uid 0. A process without root to regain can only start programs as
+/// its own uid: then the child is left as it is, and any other uid fails before the fork.
+pub fn command_as_user(cmd: &mut std::process::Command, uid: u32, gid: u32) -> Result<(), PrivError> {
+    if uid == 0 {
+        return Err(PrivError::RootUser("uid 0".into()));
+    }
+    let mut saved = (0, 0, 0);
+    // SAFETY: getresuid writes three ids into the locals it is given.
+    unsafe { libc::getresuid(&mut saved.0, &mut saved.1, &mut saved.2) };
+    let can_regain = saved.0 == 0 || saved.1 == 0 || saved.2 == 0;
+    if !can_regain {
+        if Uid::effective().as_raw() == uid {
+            return Ok(());
+        }
+        return Err(PrivError::Sys { what: "start a program as a mail user without root", source: nix::Error::EPERM });
+    }
+    // SAFETY: the hook runs in the forked child before exec and only makes raw set*id system
+    // calls (async-signal-safe, no allocation); the child has a single thread, so glibc's
+    // all-threads set*id broadcast is not involved.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::syscall(libc::SYS_setresuid, u32::MAX, 0u32, u32::MAX) != 0 {
+                return fail();
+            }
+            let groups = [gid as libc::gid_t];
+            if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                return fail();
+            }
+            // Root must be gone for good.
+            if libc::syscall(libc::SYS_setresuid, u32::MAX, 0u32, u32::MAX) == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Arranges for `fds[i]` to appear as descriptor `first + i` in the program `cmd` executes.
 /// The originals stay open in the parent; the duplicates made here are closed when `cmd` is
 /// dropped.
@@ -267,6 +313,50 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
     // SAFETY: an OwnedFd is open for as long as it lives and always reports the same number,
     // which is all `register` requires; the AsyncFd owns it from here on.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+/// Sends `data` as one message on the UNIX socket `sock` (best a `SOCK_SEQPACKET`), with
+/// `fd`, if any, attached (SCM_RIGHTS): how imapd hands a logged-in connection to the
+/// process serving its user. Non-blocking sockets give `WouldBlock` as usual.
+pub fn send_with_fd(
+    sock: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(data)];
+    let fds = fd.map(|f| [f.as_raw_fd()]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds.as_ref().map(|f| ControlMessage::ScmRights(f)).into_iter().collect();
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
+}
+
+/// Receives one message from the UNIX socket `sock` into `buf`: its length (0 at end of
+/// file) and the descriptor that came with it, if any (close-on-exec; any further ones are
+/// closed). A message longer than `buf` is an error (`InvalidData`), its descriptors closed.
+pub fn recv_with_fd(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let mut first = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: the kernel just installed this descriptor in our table for this
+                // message; nothing else knows its number, so the OwnedFd is its only owner.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if first.is_none() {
+                    first = Some(owned);
+                }
+            }
+        }
+    }
+    if truncated {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "message longer than the buffer"));
+    }
+    Ok((msg.bytes, first))
 }
 
 /// Detaches from the controlling terminal by starting a new session.

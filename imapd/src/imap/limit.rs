@@ -1,21 +1,38 @@
 //! `mail_max_userip_connections`: how many IMAP sessions one user may have from one address.
-//! Each session is its own process, so the count lives in the user's store: a file
-//! `rpost-imap-sessions/<ip>-<pid>` per session, removed when it ends; entries of processes
-//! that no longer exist (a crash) are ignored and cleaned up. Dovecot keeps this count in its
-//! anvil process; the limit and the refusal are the same.
+//! Sessions of one user can live in several processes (one per login process), so the count
+//! lives in the user's store: a file `rpost-imap-sessions/<ip>-<pid>` per process and client
+//! address holding how many sessions that process serves from there, rewritten as they come
+//! and go and removed at zero; files of processes that no longer exist (a crash) are ignored
+//! and cleaned up. Dovecot keeps this count in its anvil process; the limit and the refusal
+//! are the same.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The directory below the store root.
 pub const DIR: &str = "rpost-imap-sessions";
 
-/// A registered session; the entry is removed on drop.
+/// This process's sessions per count file. Held while a file is checked and rewritten, so
+/// the sessions of one process never race each other.
+static LOCAL: Mutex<Option<HashMap<PathBuf, u32>>> = Mutex::new(None);
+
+/// A registered session; the count goes down on drop.
 #[derive(Debug)]
 pub struct Registration(PathBuf);
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let mut local = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+        let map = local.get_or_insert_with(HashMap::new);
+        let n = map.get(&self.0).copied().unwrap_or(1).saturating_sub(1);
+        if n == 0 {
+            map.remove(&self.0);
+            let _ = std::fs::remove_file(&self.0);
+        } else {
+            map.insert(self.0.clone(), n);
+            let _ = std::fs::write(&self.0, n.to_string());
+        }
     }
 }
 
@@ -28,7 +45,7 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Registers this process's session from `ip` in `store`; `Err(n)` when `limit` sessions
+/// Registers a session of this process from `ip` in `store`; `Err(n)` when `limit` sessions
 /// (`n`) from that address are already running. A limit of 0 means no limit. Failures to
 /// keep the count (an unwritable store) never refuse a login.
 pub fn register(store: &Path, ip: &str, limit: u32) -> Result<Option<Registration>, u32> {
@@ -45,26 +62,36 @@ pub fn register(store: &Path, ip: &str, limit: u32) -> Result<Option<Registratio
     }
     let ip: String = ip.chars().map(|c| if c == '/' { '_' } else { c }).collect();
     let prefix = format!("{ip}-");
-    let mut count = 0;
+    let me = std::process::id() as i32;
+    let mine = dir.join(format!("{prefix}{me}"));
+    let mut local = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+    let map = local.get_or_insert_with(HashMap::new);
+    let ours = map.get(&mine).copied().unwrap_or(0);
+    let mut count = ours;
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for ent in rd.flatten() {
             let Ok(name) = ent.file_name().into_string() else { continue };
-            let Some(pid) = name.rsplit_once('-').and_then(|(_, p)| p.parse::<i32>().ok()) else { continue };
+            let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            if pid == me {
+                continue;
+            }
             if !alive(pid) {
                 let _ = std::fs::remove_file(ent.path());
                 continue;
             }
-            if name.starts_with(&prefix) {
-                count += 1;
-            }
+            // An empty or unreadable file counts as one session.
+            let n = std::fs::read_to_string(ent.path()).ok().and_then(|t| t.trim().parse::<u32>().ok());
+            count += n.unwrap_or(1).max(1);
         }
     }
     if limit > 0 && count >= limit {
         return Err(count);
     }
-    let path = dir.join(format!("{ip}-{}", std::process::id()));
-    match std::fs::write(&path, b"") {
-        Ok(()) => Ok(Some(Registration(path))),
+    match std::fs::write(&mine, (ours + 1).to_string()) {
+        Ok(()) => {
+            map.insert(mine.clone(), ours + 1);
+            Ok(Some(Registration(mine)))
+        }
         Err(_) => Ok(None),
     }
 }
@@ -85,7 +112,14 @@ mod tests {
         assert_eq!(register(&d, "192.0.2.1", 1).unwrap_err(), 1);
         assert!(!d.join(DIR).join("192.0.2.1-999999999").exists(), "dead entries are cleaned up");
         let r = register(&d, "192.0.2.1", 2).unwrap().unwrap();
-        assert!(d.join(DIR).join(format!("192.0.2.1-{}", std::process::id())).exists());
+        let mine = d.join(DIR).join(format!("192.0.2.1-{}", std::process::id()));
+        assert_eq!(std::fs::read_to_string(&mine).unwrap(), "1");
+        // A second session of this process is counted in the same file.
+        let r2 = register(&d, "192.0.2.1", 3).unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&mine).unwrap(), "2");
+        assert_eq!(register(&d, "192.0.2.1", 3).unwrap_err(), 3);
+        drop(r2);
+        assert_eq!(std::fs::read_to_string(&mine).unwrap(), "1");
         drop(r);
         assert!(!d.join(DIR).join(format!("192.0.2.1-{}", std::process::id())).exists());
         assert!(register(&d, "192.0.2.1", 0).is_ok());

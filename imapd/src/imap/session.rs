@@ -313,6 +313,11 @@ impl Session {
         self.poll(true)
     }
 
+    /// The selected mailbox's directory, which IDLE watches.
+    pub fn idle_dir(&self) -> Option<std::path::PathBuf> {
+        self.selected.as_ref().map(|mb| mb.path().to_path_buf())
+    }
+
     /// True once the session told the client `* BYE` (its mailbox went away): the driver
     /// closes the connection after sending what it has.
     pub fn closing(&self) -> bool {
