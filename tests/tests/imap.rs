@@ -662,3 +662,48 @@ fn mbsync_two_way_sync_with_flags_and_deletes() {
     mbsync();
     assert_eq!(local_files(&inbox), files);
 }
+
+#[test]
+fn sessions_of_one_uid_share_a_worker_and_idle_sessions_all_hear_a_delivery() {
+    let suite = suite_with(&[("mail_max_userip_connections", "0")]);
+    deliver(&suite, "alice", &["first"]);
+    let port = suite.port("imap");
+    let mut clients: Vec<Client> = (0..30).map(|_| Client::connect(port)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        // Both users have the same mail uid here, so one worker serves them all.
+        c.login(if i % 2 == 0 { "alice@example.test" } else { "bob@example.test" });
+        if i % 2 == 0 {
+            let r = c.cmd("SELECT INBOX");
+            assert!(r.contains("* 1 EXISTS"), "{r}");
+            c.send(b"i IDLE\r\n");
+            assert_eq!(c.line(), "+ idling\r\n");
+        }
+    }
+    // The workers' Login lines name the process serving the session (mpid=).
+    let log = suite.log();
+    let mpids: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("imap-login: Login: user=<"))
+        .filter_map(|l| l.split("mpid=").nth(1).and_then(|m| m.split(',').next()))
+        .collect();
+    assert_eq!(mpids.len(), 1, "one worker for one uid: {mpids:?}\n{log}");
+    let mpid: u32 = mpids.iter().next().unwrap().trim().parse().unwrap();
+    // The worker runs as the mail user: the owner of the Maildir it created.
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(maildir(&suite, "alice")).unwrap().uid();
+    let status = std::fs::read_to_string(format!("/proc/{mpid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    let want = format!("{owner}\t{owner}\t{owner}\t{owner}");
+    assert!(uids.ends_with(&want), "worker ids {uids:?}, mail owner {owner}");
+    deliver(&suite, "alice", &["second"]);
+    for c in clients.iter_mut().step_by(2) {
+        assert_eq!(c.line(), "* 2 EXISTS\r\n");
+        c.send(b"DONE\r\n");
+        let r = c.until("i");
+        assert!(r.ends_with("i OK Idle completed.\r\n"), "{r}");
+    }
+    for c in clients.iter_mut() {
+        let r = c.cmd("LOGOUT");
+        assert!(r.contains("* BYE"), "{r}");
+    }
+}
