@@ -128,6 +128,9 @@ pub struct Handover {
 enum ToWorker {
     Config(WorkerConfig),
     Session(Handover),
+    /// rmaster stops the system (SIGTERM to the login process): end every session with
+    /// `* BYE` and exit. (A reload only closes the socket: sessions go on.)
+    Stop,
 }
 
 /// Why a hand-over failed.
@@ -171,6 +174,8 @@ pub struct Workers {
     /// `maillog_file`, opened at start-up while the process could.
     log_file: Option<std::fs::File>,
     map: Mutex<HashMap<(u32, u32), Arc<Worker>>>,
+    /// The SIGTERM watcher that stops the workers is running.
+    stopper: AtomicBool,
 }
 
 impl Workers {
@@ -181,7 +186,7 @@ impl Workers {
             "" | "/dev/stdout" | "/dev/stderr" => None,
             path => Some(std::fs::OpenOptions::new().append(true).create(true).open(path)?),
         };
-        Ok(Workers { exe, config, log_file, map: Mutex::new(HashMap::new()) })
+        Ok(Workers { exe, config, log_file, map: Mutex::new(HashMap::new()), stopper: AtomicBool::new(false) })
     }
 
     /// Hands a logged-in session (and its socket) to the worker of `uid`/`gid`.
@@ -275,6 +280,10 @@ impl Workers {
             let _ = child.wait().await;
         });
         tokio::spawn(async move { watch_worker(me, watched, uid, gid).await });
+        if !self.stopper.swap(true, Ordering::SeqCst) {
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move { stop_on_sigterm(me).await });
+        }
         Ok((w, pid))
     }
 }
@@ -294,6 +303,20 @@ fn clone_handover(h: &Handover) -> Handover {
         pending: h.pending.clone(),
         bytes_in: h.bytes_in,
         bytes_out: h.bytes_out,
+    }
+}
+
+/// rmaster's stop is SIGTERM (its reload only closes the status pipe): the workers end their
+/// sessions too, or they would outlive the system they belong to.
+async fn stop_on_sigterm(workers: Weak<Workers>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    term.recv().await;
+    let Some(all) = workers.upgrade() else { return };
+    let list: Vec<Arc<Worker>> = all.map.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    let Ok(stop) = rpost_ipc::encode(&ToWorker::Stop) else { return };
+    for w in list {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.send(&stop, None)).await;
     }
 }
 
@@ -427,19 +450,27 @@ async fn run_worker(ctl: OwnedFd, log_file: Option<std::fs::File>) -> ExitCode {
     }
     let watcher = Arc::new(Watcher::default());
     let live = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
+    let (stop_tx, stop) = watch::channel(false);
     loop {
         let (n, fd) = match recv(&ctl, &mut buf).await {
             Ok((0, _)) | Err(_) => break,
             Ok(v) => v,
         };
-        let (Some(ToWorker::Session(h)), Some(fd)) = (decode(&buf[..n]), fd) else {
-            tracing::warn!("worker: malformed hand-over message ignored");
-            continue;
+        let (h, fd) = match (decode(&buf[..n]), fd) {
+            (Some(ToWorker::Session(h)), Some(fd)) => (h, fd),
+            (Some(ToWorker::Stop), _) => {
+                let _ = stop_tx.send(true);
+                break;
+            }
+            _ => {
+                tracing::warn!("worker: malformed hand-over message ignored");
+                continue;
+            }
         };
         live.0.fetch_add(1, Ordering::SeqCst);
-        let (cfg, watcher, live, ctl) = (cfg.clone(), watcher.clone(), live.clone(), ctl.clone());
+        let (cfg, watcher, live, ctl, stop) = (cfg.clone(), watcher.clone(), live.clone(), ctl.clone(), stop.clone());
         tokio::spawn(async move {
-            serve_session(&cfg, &watcher, h, fd).await;
+            serve_session(&cfg, &watcher, stop, h, fd).await;
             // Tell the login process (it closes an idle worker); a failure means it is gone.
             let _ = async {
                 loop {
@@ -479,7 +510,13 @@ fn transport(h: &Handover, fd: OwnedFd) -> io::Result<Transport> {
     }
 }
 
-async fn serve_session(cfg: &WorkerConfig, watcher: &Arc<Watcher>, h: Handover, fd: OwnedFd) {
+async fn serve_session(
+    cfg: &WorkerConfig,
+    watcher: &Arc<Watcher>,
+    mut stop: watch::Receiver<bool>,
+    h: Handover,
+    fd: OwnedFd,
+) {
     let io = match transport(&h, fd) {
         Ok(t) => t,
         Err(e) => {
@@ -527,7 +564,17 @@ async fn serve_session(cfg: &WorkerConfig, watcher: &Arc<Watcher>, h: Handover, 
     );
     let caps = cfg.caps();
     let ok = conn.send(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes()).await.is_ok();
-    let reason = if ok { run_session(cfg, watcher, &mut conn, &mut session, &caps).await } else { "Disconnected" };
+    let reason = if !ok {
+        "Disconnected"
+    } else {
+        tokio::select! {
+            r = run_session(cfg, watcher, &mut conn, &mut session, &caps) => r,
+            _ = stop.wait_for(|s| *s) => "Disconnected: Server shutting down",
+        }
+    };
+    if reason == "Disconnected: Server shutting down" {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.send(b"* BYE Server shutting down.\r\n")).await;
+    }
     tracing::info!(
         "imap({}): {reason} {}",
         rpost_auth_proto::printable(&h.user),
