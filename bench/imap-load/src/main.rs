@@ -456,9 +456,12 @@ impl Client {
         {
             return Err(e.context("CREATE"));
         }
-        let selected = c.command(&format!("SELECT {}", self.folder)).await.context("SELECT")?;
-        let exists = selected.iter().find_map(|r| wire::exists(r)).ok_or_else(|| anyhow!("SELECT without EXISTS"))?;
-        for i in exists..PREFILL {
+        // STATUS rather than SELECT: the filling APPENDs go to a folder not selected, as a
+        // client filing into another folder does (the timed sessions append while selected).
+        let status = c.command(&format!("STATUS {} (MESSAGES)", self.folder)).await.context("STATUS")?;
+        let messages =
+            status.iter().find_map(|r| wire::status_messages(r)).ok_or_else(|| anyhow!("STATUS without MESSAGES"))?;
+        for i in messages..PREFILL {
             c.append(&self.folder, &message(self.n, u64::from(i))).await.context("APPEND")?;
         }
         c.command("LOGOUT").await.context("LOGOUT")?;

@@ -55,6 +55,18 @@ pub fn exists(resp: &[u8]) -> Option<u32> {
     std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
 }
 
+/// `* STATUS name (... MESSAGES n ...)` -> n.
+pub fn status_messages(resp: &[u8]) -> Option<u32> {
+    if !resp.get(..9)?.eq_ignore_ascii_case(b"* STATUS ") {
+        return None;
+    }
+    let open = resp.iter().rposition(|&b| b == b'(')?;
+    let items = &resp[open..];
+    let at = items.windows(9).position(|w| w.eq_ignore_ascii_case(b"MESSAGES "))?;
+    let digits: Vec<u8> = items[at + 9..].iter().copied().take_while(u8::is_ascii_digit).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// `* N FETCH (... UID u ...)` -> (N, u). Only the response's first line is looked at: the
 /// UID item comes before any literal in the responses the mix asks for (FLAGS UID).
 pub fn fetch_uid(resp: &[u8]) -> Option<(u32, u32)> {
@@ -113,6 +125,9 @@ mod tests {
         assert_eq!(exists(b"* 21 exists\r\n"), Some(21));
         assert_eq!(exists(b"* 21 EXPUNGE\r\n"), None);
         assert_eq!(exists(b"* OK [UIDNEXT 5]\r\n"), None);
+        assert_eq!(status_messages(b"* STATUS bench-1 (MESSAGES 20)\r\n"), Some(20));
+        assert_eq!(status_messages(b"* STATUS \"a (b\" (UIDNEXT 5 MESSAGES 0)\r\n"), Some(0));
+        assert_eq!(status_messages(b"* LIST () \".\" x\r\n"), None);
         assert_eq!(fetch_uid(b"* 3 FETCH (FLAGS (\\Seen) UID 17)\r\n"), Some((3, 17)));
         assert_eq!(fetch_uid(b"* 3 FETCH (UID 17 FLAGS ())\r\n"), Some((3, 17)));
         assert_eq!(fetch_uid(b"* 3 FETCH (FLAGS ())\r\n"), None);
