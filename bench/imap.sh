@@ -17,8 +17,9 @@
 # loopback, no TLS. The load generator shares the 2 cores with the server it measures.
 #
 # Usage (as root, on a scratch machine): [IDLE=N] [RUNS=3] [CLIENTS="10 50"] bench/imap.sh [SECONDS]
-# (default 20 s per run). IDLE_MEM_FLOOR_MIB (default 4096): the IDLE ramp stops when the
-# machine has less memory available, and what was reached is reported. The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
+# (default 20 s per run; CLIENTS=0 skips the mix, IDLE=0 the idle part). IDLE_MEM_FLOOR_MIB
+# (default 4096): the IDLE ramp stops when the machine has less memory available, and what was
+# reached is reported. The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
 # 127.0.0.1:1143, mail in /var/vmail/example.test/alice/mail, emptied before and after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,6 +127,7 @@ mix_median() { # addr clients
 
 echo "mix: ${SECS} s per run, median of $RUNS; rpost imapd on 127.0.0.1:$port, Dovecot on 127.0.0.1:1143"
 for n in $CLIENTS; do
+  [ "$n" = 0 ] && continue # CLIENTS=0: no mix
   read -r r_rate r_p50 r_p99 r_err r_runs <<<"$(mix_median "127.0.0.1:$port" "$n")"
   echo "  clients=$n rpost:   $r_rate cmd/s  p50 $r_p50 ms  p99 $r_p99 ms  errors=$r_err  runs $r_runs"
   if [ -n "$have_ref" ]; then
@@ -170,6 +172,8 @@ PY
 idle_measure() { # name addr exe_regex lmtp_socket
   local name=$1 fifo="$work/idle.fifo" out="$work/idle-$1.out" err="$work/idle-$1.err"
   rm -f "$fifo" && mkfifo "$fifo"
+  local base
+  base=$(pss_mib "$3")
   RUST_LIB_BACKTRACE=0 "$bin/imap-load" idle --addr "$2" --user "$user" --pass "$pass" --connections "$IDLE" \
     --sources 127.0.0.1-127.0.255.254 --ramp-timeout 600s <"$fifo" >"$out" 2>"$err" &
   idle_pid=$!
@@ -197,6 +201,10 @@ idle_measure() { # name addr exe_regex lmtp_socket
   else
     echo "  $name: FAILED to reach $IDLE idle sessions: $reached idling; total Pss ${mem% *} MiB over ${mem#* } processes at that point"
   fi
+  if [ "${reached:-0}" -gt 0 ]; then
+    # Not a measurement of 10,000: what the growth per session seen here would make of it.
+    python3 -c "b, m, k = ${base% *}, ${mem% *}, $reached; per = (m - b) / k; print(f'  $name: {per * 1024:.0f} KiB per idle session over the {b} MiB before the ramp; linear extrapolation to 10,000: {b + per * 10000:.0f} MiB')"
+  fi
   if [ "${reached:-0}" -gt 0 ] && lmtp_one "$4"; then
     # imap-load ends by itself once every idling session saw EXISTS (or was dropped).
     for _ in $(seq 120); do kill -0 "$idle_pid" 2>/dev/null || break; sleep 1; done
@@ -208,6 +216,10 @@ idle_measure() { # name addr exe_regex lmtp_socket
   echo "  $name: after one LMTP delivery: $line (EXISTS seen by $(field exists_seen <<<"$line") of $reached)"
 }
 
+if [ "$IDLE" = 0 ]; then
+  echo "load after: $(uptime)"
+  exit 0
+fi
 echo "idle: $IDLE sessions (LOGIN, SELECT INBOX, IDLE), 10 per source address"
 idle_measure rpost "127.0.0.1:$port" "^$bin/(?!imap-load)" "$work/spool/private/lmtp-deliver"
 if [ -n "$have_ref" ]; then
