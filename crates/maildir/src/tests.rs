@@ -323,6 +323,25 @@ fn a_uid_given_between_link_and_lock_is_kept() {
     assert!(matches!(lock.append_batch(&[("ok", None), ("a/b", None)]), Err(MaildirError::Corrupt { .. })));
 }
 
+#[test]
+fn appends_after_a_header_only_list_number_on_from_the_first_record() {
+    // STATUS or SELECT of an empty folder writes a list with a header and no record; the
+    // first delivery appends record 1 without touching N1, and the next must not read the
+    // header's N as the next UID again (it did: two files had UID 1).
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("M");
+    let m = Maildir::open(&root);
+    m.create().unwrap();
+    let list_path = root.join("dovecot-uidlist");
+    std::fs::write(&list_path, "3 V7 N1 Gabc\n").unwrap();
+    let uids: Vec<Option<u32>> =
+        (0..3).map(|i| m.deliver(&mut format!("m{i}\n").as_bytes(), "").unwrap().uid).collect();
+    assert_eq!(uids, vec![Some(1), Some(2), Some(3)]);
+    let list = m.uidlist().unwrap().unwrap();
+    let got: Vec<u32> = list.records.iter().map(|r| r.uid).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+}
+
 /// Polls `cond` (generously: the machine may be busy) until it holds.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -519,8 +519,9 @@ impl UidlistLock {
             return Ok(None);
         }
         let body = &tail[..tail.len() - 1];
+        // The line after the last newline is a record (a header-only list has no newline
+        // left in `body`: handled below).
         let last_uid = match body.iter().rposition(|&b| b == b'\n') {
-            Some(i) if tail_off + i as u64 == hdr_end as u64 => 0,
             Some(i) => {
                 let line = &body[i + 1..];
                 let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
