@@ -333,7 +333,7 @@ fn appends_after_a_header_only_list_number_on_from_the_first_record() {
     let m = Maildir::open(&root);
     m.create().unwrap();
     let list_path = root.join("dovecot-uidlist");
-    std::fs::write(&list_path, "3 V7 N1 Gabc\n").unwrap();
+    std::fs::write(&list_path, "3 V7 N1 Gd24ba313062f55fc4f43e05c34148f54\n").unwrap();
     let uids: Vec<Option<u32>> =
         (0..3).map(|i| m.deliver(&mut format!("m{i}\n").as_bytes(), "").unwrap().uid).collect();
     assert_eq!(uids, vec![Some(1), Some(2), Some(3)]);
