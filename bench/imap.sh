@@ -3,7 +3,7 @@
 # one run, and the memory of N idle (IDLE) sessions.
 #
 #   mix:  bench/imap-load's `mix` at 10 and at 50 clients, SECONDS each run, median of 3 (by
-#         commands/s) after a short warm-up: per session connect, LOGIN, SELECT bench-<n>,
+#         commands/s, runs alternating between the servers) after a short warm-up: per session connect, LOGIN, SELECT bench-<n>,
 #         FETCH 1:* (FLAGS UID), UID FETCH (BODY.PEEK[]), FETCH (ENVELOPE BODYSTRUCTURE),
 #         STORE \Seen, APPEND 4 KiB, STORE \Deleted + EXPUNGE, NOOP, LOGOUT. Any NO/BAD fails
 #         the run. Targets (issue 6): rpost at least 2x Dovecot's commands/s at 10 and 50.
@@ -114,24 +114,31 @@ mix_once() { # addr clients seconds
   fi
 }
 
-# Warm-up, then RUNS runs; prints "cmd_per_s p50_ms p99_ms errors (run1 run2 ...)" of the median run.
-mix_median() { # addr clients
-  mix_once "$1" "$2" 2 >/dev/null
-  local lines=() l
-  for _ in $(seq "$RUNS"); do lines+=("$(mix_once "$1" "$2" "$SECS")"); done
-  l=$(for x in "${lines[@]}"; do echo "$(field cmd_per_s <<<"$x") $x"; done | sort -n | sed -n "$(((RUNS + 1) / 2))p")
-  local errors=0
-  for x in "${lines[@]}"; do errors=$((errors + $(field errors <<<"$x"))); done
-  echo "$(field cmd_per_s <<<"$l") $(field p50_ms <<<"$l") $(field p99_ms <<<"$l") $errors ($(for x in "${lines[@]}"; do printf '%s ' "$(field cmd_per_s <<<"$x")"; done | sed 's/ $//'))"
+# "cmd_per_s p50_ms p99_ms errors (run1 run2 ...)" of the median (by commands/s) of the runs
+# whose imap-load lines are in the file.
+median_of() { # file
+  local l errors
+  l=$(while read -r x; do echo "$(field cmd_per_s <<<"$x") $x"; done <"$1" | sort -n | sed -n "$((($(wc -l <"$1") + 1) / 2))p")
+  errors=$(while read -r x; do field errors <<<"$x"; done <"$1" | awk '{ s += $1 } END { print s + 0 }')
+  echo "$(field cmd_per_s <<<"$l") $(field p50_ms <<<"$l") $(field p99_ms <<<"$l") $errors ($(while read -r x; do field cmd_per_s <<<"$x"; done <"$1" | paste -sd' '))"
 }
 
 echo "mix: ${SECS} s per run, median of $RUNS; rpost imapd on 127.0.0.1:$port, Dovecot on 127.0.0.1:1143"
 for n in $CLIENTS; do
   [ "$n" = 0 ] && continue # CLIENTS=0: no mix
-  read -r r_rate r_p50 r_p99 r_err r_runs <<<"$(mix_median "127.0.0.1:$port" "$n")"
+  # A short warm-up each, then the runs alternate between the servers, so that a change in
+  # the machine's background load falls on both alike.
+  : >"$work/mix-rpost" && : >"$work/mix-dovecot"
+  mix_once "127.0.0.1:$port" "$n" 2 >/dev/null
+  [ -n "$have_ref" ] && mix_once 127.0.0.1:1143 "$n" 2 >/dev/null
+  for _ in $(seq "$RUNS"); do
+    mix_once "127.0.0.1:$port" "$n" "$SECS" >>"$work/mix-rpost"
+    if [ -n "$have_ref" ]; then mix_once 127.0.0.1:1143 "$n" "$SECS" >>"$work/mix-dovecot"; fi
+  done
+  read -r r_rate r_p50 r_p99 r_err r_runs <<<"$(median_of "$work/mix-rpost")"
   echo "  clients=$n rpost:   $r_rate cmd/s  p50 $r_p50 ms  p99 $r_p99 ms  errors=$r_err  runs $r_runs"
   if [ -n "$have_ref" ]; then
-    read -r d_rate d_p50 d_p99 d_err d_runs <<<"$(mix_median 127.0.0.1:1143 "$n")"
+    read -r d_rate d_p50 d_p99 d_err d_runs <<<"$(median_of "$work/mix-dovecot")"
     echo "  clients=$n dovecot: $d_rate cmd/s  p50 $d_p50 ms  p99 $d_p99 ms  errors=$d_err  runs $d_runs"
     python3 -c "r, d = $r_rate, $d_rate; print(f'  clients=$n ratio rpost/dovecot: {r / d if d else float(\"nan\"):.2f}x commands/s (target >= 2x)')"
   else
