@@ -5,16 +5,19 @@
 //! Taken one by one, each creates and unlinks the lock file (a fresh inode per message, which
 //! ext4 without a journal makes slow to allocate) and appends one line. Instead a delivery
 //! queues its request on the mailbox's [`Queue`]; the first one finding no lock cycle in
-//! progress becomes the leader: it takes every request queued so far (its own included),
-//! takes the lock once, numbers them all ([`UidlistLock::append_batch`], or a whole rewrite
-//! of the list), writes the new records in one append, releases the lock, fdatasyncs once,
-//! and hands every request its own result (a UID or an error). Requests queued after the
-//! leader took its batch form the next batch, led by one of their own threads as soon as
-//! the lock cycle is over (while the previous batch's fdatasync may still run).
+//! progress becomes the leader: it takes the lock, then every request queued by then (its own
+//! and those that arrived while it waited for the lock), numbers them all
+//! ([`UidlistLock::append_batch`], or a whole rewrite of the list), writes the new records in
+//! one append, releases the lock, fdatasyncs once, and hands every request its own result (a
+//! UID or an error). Requests queued after the leader took its batch form the next batch,
+//! led by one of their own threads as soon as the lock is released (while the previous
+//! batch's fdatasync may still run).
 //!
-//! A leader that panics still answers every request it took (with an error) from
-//! [`Leader`]'s `Drop`, so no waiter is left hanging; a waiter waits at most as long as the
-//! leader's lock timeout, which covers the waiter's own.
+//! A leader waits for the lock up to its own deadline; when that passes, the requests out
+//! of time get the timeout and the others stay queued for the next leader, so each request
+//! fails only once its own time is up (or that of a leader that queued after it). A leader
+//! that panics still answers every request it took (with an error) and ends its cycle from
+//! [`Leader`]'s `Drop`, so no waiter is left hanging.
 
 use std::collections::HashMap;
 use std::io;
@@ -110,7 +113,8 @@ pub(crate) fn assign_uid(
     let key =
         Key { path: mbox.path().to_path_buf(), dev: st.st_dev, ino: st.st_ino, owner: owner.map(|o| (o.uid, o.gid)) };
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-    let request = Request { ticket, filename: filename.to_string(), before, deadline: Instant::now() + timeout };
+    let deadline = Instant::now() + timeout;
+    let request = Request { ticket, filename: filename.to_string(), before, deadline };
     let mut guard = queues();
     guard.get_or_insert_with(HashMap::new).entry(key.clone()).or_default().pending.push(request);
     loop {
@@ -125,10 +129,8 @@ pub(crate) fn assign_uid(
         }
         if !q.busy && q.pending.iter().any(|r| r.ticket == ticket) {
             q.busy = true;
-            let batch = std::mem::take(&mut q.pending);
-            q.in_flight += batch.len();
             drop(guard);
-            lead(Leader::new(key.clone(), ticket, &batch), &batch, mbox, store, owner);
+            lead(Leader::new(key.clone(), ticket), mbox, store, owner, deadline);
             guard = queues();
             continue;
         }
@@ -137,7 +139,8 @@ pub(crate) fn assign_uid(
     }
 }
 
-/// A leader's batch: answers every request it took when dropped, panic or not.
+/// A leader's batch: answers every request it took when dropped, panic or not, and ends
+/// its lock cycle if that is still open.
 struct Leader {
     key: Key,
     /// The leader's own request (not answered when it panics: nobody would read it).
@@ -148,14 +151,21 @@ struct Leader {
 }
 
 impl Leader {
-    fn new(key: Key, own: u64, batch: &[Request]) -> Leader {
-        Leader {
-            key,
-            own,
-            tickets: batch.iter().map(|r| r.ticket).collect(),
-            results: batch.iter().map(|_| None).collect(),
-            busy: true,
-        }
+    fn new(key: Key, own: u64) -> Leader {
+        Leader { key, own, tickets: Vec::new(), results: Vec::new(), busy: true }
+    }
+
+    /// Takes the queued requests that `take` selects (the leader's own always) as the batch.
+    fn take(&mut self, take: impl Fn(&Request) -> bool) -> Vec<Request> {
+        let mut guard = queues();
+        let Some(q) = guard.as_mut().and_then(|m| m.get_mut(&self.key)) else { return Vec::new() };
+        let (batch, rest): (Vec<Request>, Vec<Request>) =
+            std::mem::take(&mut q.pending).into_iter().partition(|r| r.ticket == self.own || take(r));
+        q.pending = rest;
+        q.in_flight += batch.len();
+        self.tickets = batch.iter().map(|r| r.ticket).collect();
+        self.results = batch.iter().map(|_| None).collect();
+        batch
     }
 
     /// The lock cycle is over: the next batch may start.
@@ -188,31 +198,37 @@ impl Drop for Leader {
     }
 }
 
-/// One lock cycle for `batch`; every result goes into `leader`.
-fn lead(mut leader: Leader, batch: &[Request], mbox: &Dir, store: &Dir, owner: Option<Owner>) {
+/// One lock cycle: takes the lock (waiting up to the leader's own `deadline`), then every
+/// request queued by then as the batch; every result goes into `leader`.
+fn lead(mut leader: Leader, mbox: &Dir, store: &Dir, owner: Option<Owner>, deadline: Instant) {
     let path = mbox.path().join(uidlist::UIDLIST_NAME);
     let io = |e| MaildirError::io(mbox.path().to_path_buf(), e);
-    // Waits as long as the most patient request in the batch may.
-    let deadline = batch.iter().map(|r| r.deadline).max().unwrap_or_else(Instant::now);
     let timeout = deadline.saturating_duration_since(Instant::now());
     let lock = mbox
         .try_clone()
         .and_then(|m| Ok((m, store.try_clone()?)))
         .map_err(io)
         .and_then(|(m, s)| UidlistLock::acquire(m, s, owner, timeout));
-    #[cfg(test)]
-    if batch.iter().any(|r| r.filename == PANIC_NAME) {
-        panic!("test: the leader panics holding the uidlist lock");
-    }
     let lock = match lock {
         Ok(l) => l,
         Err(e) => {
-            for r in &mut leader.results {
+            // A timeout fails only the requests out of time (the leader's own among them):
+            // the others may still wait, in the next cycle. Any other error fails them all.
+            let now = Instant::now();
+            let timed_out = matches!(e, MaildirError::LockTimeout(_));
+            let batch = leader.take(|r| !timed_out || r.deadline <= now);
+            for r in leader.results.iter_mut().take(batch.len()) {
                 *r = Some(Err(e.duplicate()));
             }
             return;
         }
     };
+    // Everything that queued while the lock was being taken joins this cycle.
+    let batch = leader.take(|_| true);
+    #[cfg(test)]
+    if batch.iter().any(|r| r.filename == PANIC_NAME) {
+        panic!("test: the leader panics holding the uidlist lock");
+    }
     // A name that cannot be a record fails alone (never expected: names are ours).
     let mut valid = Vec::with_capacity(batch.len());
     for (i, r) in batch.iter().enumerate() {
@@ -273,26 +289,20 @@ mod tests {
         let st = mbox.fstat().unwrap();
         let key = Key { path: mbox.path().to_path_buf(), dev: st.st_dev, ino: st.st_ino, owner: None };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let batch: Vec<Request> = names
-            .iter()
-            .map(|n| Request {
-                ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
-                filename: n.to_string(),
-                before: None,
-                deadline,
-            })
-            .collect();
+        let tickets: Vec<u64> = names.iter().map(|_| TICKETS.fetch_add(1, Ordering::Relaxed)).collect();
         {
             let mut guard = queues();
             let q = guard.get_or_insert_with(HashMap::new).entry(key.clone()).or_default();
             q.busy = true;
-            q.in_flight += batch.len();
+            for (n, &ticket) in names.iter().zip(&tickets) {
+                q.pending.push(Request { ticket, filename: n.to_string(), before: None, deadline });
+            }
         }
-        lead(Leader::new(key.clone(), batch[0].ticket, &batch), &batch, mbox, store, None);
+        lead(Leader::new(key.clone(), tickets[0]), mbox, store, None, deadline);
         let mut guard = queues();
         let q = guard.as_mut().unwrap().get_mut(&key).unwrap();
-        assert!(!q.busy && q.in_flight == 0);
-        let results = batch.iter().map(|r| q.done.remove(&r.ticket).unwrap()).collect();
+        assert!(!q.busy && q.in_flight == 0 && q.pending.is_empty());
+        let results = tickets.iter().map(|t| q.done.remove(t).unwrap()).collect();
         guard.as_mut().unwrap().remove(&key);
         results
     }

@@ -416,7 +416,7 @@ fn requests_queued_behind_a_lock_cycle_form_one_batch() {
     let lock_path = m.path().join("dovecot-uidlist.lock");
     let base = lock::acquisitions(&lock_path);
     // An IMAP session of this process holds the lock: the first delivery's leader waits for
-    // it with its batch of one, the other fifteen queue behind it.
+    // it, the other fifteen queue meanwhile and join its cycle.
     let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
     let handles: Vec<_> = (0..16)
         .map(|_| {
@@ -424,19 +424,19 @@ fn requests_queued_behind_a_lock_cycle_form_one_batch() {
             std::thread::spawn(move || m.deliver(&mut &b"x\n"[..], "").unwrap().uid.expect("a UID"))
         })
         .collect();
-    wait_until("15 requests are queued", || combine::pending(&m.path()) == 15 && combine::in_flight(&m.path()) == 1);
+    wait_until("16 requests are queued", || combine::pending(&m.path()) == 16);
     drop(held);
     let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     uids.sort();
     assert_eq!(uids, (2..=17).collect::<Vec<_>>());
     check_list_matches_files(&m);
-    // The session's cycle, the first batch, the batch of fifteen.
-    assert_eq!(lock::acquisitions(&lock_path) - base, 3);
+    // The session's cycle, and one for the sixteen.
+    assert_eq!(lock::acquisitions(&lock_path) - base, 2);
     let list_path = m.path().join("dovecot-uidlist");
     let text = std::fs::read_to_string(&list_path).unwrap();
     assert_eq!(text.lines().count(), 18, "appended, not rewritten: header and 17 records\n{text}");
 
-    // A version 1 list cannot be appended to: the first batch rewrites it, the next appends.
+    // A version 1 list cannot be appended to: the batch is numbered in one whole rewrite.
     let list = m.uidlist().unwrap().unwrap();
     let mut v1 = format!("1 {} {}\n", list.uid_validity, list.next_uid);
     for r in &list.records {
@@ -451,17 +451,15 @@ fn requests_queued_behind_a_lock_cycle_form_one_batch() {
             std::thread::spawn(move || m.deliver(&mut &b"x\n"[..], "").unwrap().uid.expect("a UID"))
         })
         .collect();
-    wait_until("15 more requests are queued", || {
-        combine::pending(&m.path()) == 15 && combine::in_flight(&m.path()) == 1
-    });
+    wait_until("16 more requests are queued", || combine::pending(&m.path()) == 16);
     drop(held);
     let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     uids.sort();
     assert_eq!(uids, (18..=33).collect::<Vec<_>>());
     check_list_matches_files(&m);
-    assert_eq!(lock::acquisitions(&lock_path) - base, 3);
+    assert_eq!(lock::acquisitions(&lock_path) - base, 2);
     let text = std::fs::read_to_string(&list_path).unwrap();
-    assert!(text.starts_with(&format!("3 V{} N19 G", list.uid_validity)), "rewritten as version 3:\n{text}");
+    assert!(text.starts_with(&format!("3 V{} N34 G", list.uid_validity)), "rewritten as version 3:\n{text}");
     assert_eq!(text.lines().count(), 34);
 }
 
@@ -549,12 +547,28 @@ fn a_lock_held_by_another_process_times_out_every_waiter() {
         assert!(matches!(&err, MaildirError::LockTimeout(p) if *p == lock_path), "{err}");
     }
     assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), format!("{}:{}", other.id(), crate::name::raw_hostname()));
+    // A leader out of time fails only the requests out of time: a patient one queued
+    // behind it stays queued, leads the next cycle and gets its UID once the lock is free.
+    let assign = |m: Maildir, name: &'static str| {
+        std::thread::spawn(move || {
+            let (store, mbox) = m.open_dirs(false).unwrap();
+            m.assign_uid(&mbox, &store, name, None)
+        })
+    };
+    let impatient = assign(m.clone(), "impatient");
+    // Queued and leading: both happen under one hold of the queue's mutex.
+    wait_until("the impatient request leads", || combine::pending(&m.path()) == 1);
+    let patient = assign(m.clone().with_lock_timeout(Duration::from_secs(300)), "patient");
+    wait_until("the patient request is queued", || combine::pending(&m.path()) == 2);
+    assert!(matches!(impatient.join().unwrap(), Err(MaildirError::LockTimeout(_))));
+    assert_eq!(combine::pending(&m.path()), 1, "the patient request is still queued");
     let _ = other.kill();
     let _ = other.wait();
     std::fs::remove_file(&lock_path).unwrap();
+    assert_eq!(patient.join().unwrap().unwrap(), 1);
     // The lock is free again: the next delivery numbers its own file.
     let d = m.deliver(&mut &b"y\n"[..], "").unwrap();
-    assert_eq!(d.uid, Some(1));
+    assert_eq!(d.uid, Some(2));
     assert_eq!(files(&m.path().join("new")).len(), 9);
 }
 
@@ -571,13 +585,11 @@ fn a_panicking_leader_answers_its_waiters() {
             m.assign_uid(&mbox, &store, &name, None)
         })
     };
-    let first = assign("a".into());
-    wait_until("the first leader took its batch", || combine::in_flight(&m.path()) == 1);
+    // Five requests queue while the lock is held, so they form one batch.
     let mut batch: Vec<_> = (0..4).map(|i| assign(format!("b{i}"))).collect();
     batch.push(assign(combine::PANIC_NAME.into()));
     wait_until("five requests are queued", || combine::pending(&m.path()) == 5);
     drop(held);
-    assert_eq!(first.join().unwrap().unwrap(), 2);
     let (mut panicked, mut failed) = (0, 0);
     for h in batch {
         match h.join() {
@@ -588,5 +600,5 @@ fn a_panicking_leader_answers_its_waiters() {
     }
     assert_eq!((panicked, failed), (1, 4), "one leader panicked, the other four got an error");
     // The queue is usable again.
-    assert_eq!(assign("c".into()).join().unwrap().unwrap(), 3);
+    assert_eq!(assign("c".into()).join().unwrap().unwrap(), 2);
 }
