@@ -38,5 +38,14 @@ CONF
 # Stops the instance and removes it (KEEP=1 keeps it, for a look at the maillog).
 bench_cleanup_instance() {
   "$bin/rmaster" -c "$work/etc" stop >/dev/null 2>&1 || true
-  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+  if [ -n "${KEEP:-}" ]; then
+    echo "kept $work"
+  else
+    # A daemon still finishing its exit may write below $work while rm runs: try again.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      rm -rf "$work" 2>/dev/null && return 0
+      sleep 1
+    done
+    rm -rf "$work"
+  fi
 }
