@@ -17,7 +17,8 @@
 # loopback, no TLS. The load generator shares the 2 cores with the server it measures.
 #
 # Usage (as root, on a scratch machine): [IDLE=N] [RUNS=3] [CLIENTS="10 50"] bench/imap.sh [SECONDS]
-# (default 20 s per run; CLIENTS=0 skips the mix, IDLE=0 the idle part). IDLE_MEM_FLOOR_MIB
+# (default 20 s per run; CLIENTS=0 skips the mix, IDLE=0 the idle part; VERBOSE=1 prints
+# every run's latency per command type). IDLE_MEM_FLOOR_MIB
 # (default 4096): the IDLE ramp stops when the machine has less memory available, and what was
 # reached is reported. The reference stack is ../shared/reference-stack.sh (Dovecot IMAP on
 # 127.0.0.1:1143, mail in /var/vmail/example.test/alice/mail, emptied before and after).
@@ -106,6 +107,8 @@ mix_once() { # addr clients seconds
   if out=$(RUST_LIB_BACKTRACE=0 "$bin/imap-load" mix --addr "$1" --user "$user" --pass "$pass" --clients "$2" \
       --duration "${3}s" --sources 127.0.0.1-127.0.0.254 2>"$work/mix.err"); then
     echo "$out"
+    # VERBOSE=1: each run's latency per command type too.
+    if [ -n "${VERBOSE:-}" ]; then { echo "    $1 $out"; sed 's/^/  /' "$work/mix.err"; } >&2; fi
   else
     echo "imap-load mix against $1 at $2 clients failed: ${out:-no result}" >&2
     out=${out:-clients=$2 commands=0 cmd_per_s=0 p50_ms=0 p99_ms=0 errors=1}
