@@ -104,7 +104,7 @@
 //! `queue_directory` (default `/var/spool/rpost`) is the root given to
 //! [`Queue::new`]; the subdirectories are `incoming`, `active`,
 //! `deferred`, `hold` and `corrupt`, plus `recycle`.
-//! `queue_file_recycle_limit` (rpost only, default 1000, 0 = off) is the
+//! `queue_file_recycle_limit` (rpost only, default 10000, 0 = off) is the
 //! most files `recycle/` keeps, given with [`Queue::with_recycle_limit`]
 //! by qmgr, the only process that retires files.
 //!

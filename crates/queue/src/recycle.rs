@@ -39,7 +39,7 @@ use crate::QueueId;
 /// it never holds a message, so nothing that lists the queue looks at it.
 pub const RECYCLE_DIR: &str = "recycle";
 /// Default of `queue_file_recycle_limit`.
-pub const DEFAULT_RECYCLE_LIMIT: usize = 1000;
+pub const DEFAULT_RECYCLE_LIMIT: usize = 10_000;
 /// Names read from `recycle/` per readdir.
 const READDIR_BATCH: usize = 256;
 /// After a readdir found nothing, how long creations skip the pool.
