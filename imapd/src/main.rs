@@ -35,7 +35,8 @@
 //! are checked so that none leaves the user's Maildir.
 //!
 //! # CONFIGURATION
-//! default_client_limit (clients per login process, Dovecot's name), imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
+//! default_client_limit (clients per login process, Dovecot's name), imap_worker_count
+//! (post-login processes per mail uid and login process), imapd_tls_wrappermode, imap_max_line_length, imap_idle_notify_interval, imap_capability,
 //! mail_max_userip_connections (sessions per user and client address, counted in the store),
 //! imap_logout_format, imap_id_send, imap_literal_minus (LITERAL- instead of LITERAL+),
 //! message_size_limit, ssl, ssl_cert, ssl_key, disable_plaintext_auth, login_auth_socket_path,
@@ -99,13 +100,14 @@ fn main() -> ExitCode {
         };
         // Resolved now: after the switch to mail_owner /proc/self/exe may not be readable.
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let worker_count = p.get_int("imap_worker_count").map_err(err)?.clamp(1, 64) as u32;
         let client_limit = p.get_int("default_client_limit").map_err(err)?.clamp(1, 1 << 20) as usize;
         let config = Config {
             auth: Authenticator::new(settings),
             limits: Limits { max_line, max_append, literal_minus },
             wrapper,
             id_send,
-            workers: Arc::new(Workers::new(exe, post).map_err(|e| format!("maillog_file: {e}"))?),
+            workers: Arc::new(Workers::new(exe, post, worker_count).map_err(|e| format!("maillog_file: {e}"))?),
         };
         let mut options = login::prepare_process(&daemon, "imapd").map_err(|e| e.to_string())?;
         // Logged-in sessions live in the per-user processes: a login process serves many

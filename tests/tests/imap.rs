@@ -664,13 +664,13 @@ fn mbsync_two_way_sync_with_flags_and_deletes() {
 }
 
 #[test]
-fn sessions_of_one_uid_share_a_worker_and_idle_sessions_all_hear_a_delivery() {
-    let suite = suite_with(&[("mail_max_userip_connections", "0")]);
+fn sessions_of_one_uid_share_its_workers_and_idle_sessions_all_hear_a_delivery() {
+    let suite = suite_with(&[("mail_max_userip_connections", "0"), ("imap_worker_count", "2")]);
     deliver(&suite, "alice", &["first"]);
     let port = suite.port("imap");
     let mut clients: Vec<Client> = (0..30).map(|_| Client::connect(port)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        // Both users have the same mail uid here, so one worker serves them all.
+        // Both users have the same mail uid here, so the same two workers serve them all.
         c.login(if i % 2 == 0 { "alice@example.test" } else { "bob@example.test" });
         if i % 2 == 0 {
             let r = c.cmd("SELECT INBOX");
@@ -686,15 +686,16 @@ fn sessions_of_one_uid_share_a_worker_and_idle_sessions_all_hear_a_delivery() {
         .filter(|l| l.contains("imap-login: Login: user=<"))
         .filter_map(|l| l.split("mpid=").nth(1).and_then(|m| m.split(',').next()))
         .collect();
-    assert_eq!(mpids.len(), 1, "one worker for one uid: {mpids:?}\n{log}");
-    let mpid: u32 = mpids.iter().next().unwrap().trim().parse().unwrap();
-    // The worker runs as the mail user: the owner of the Maildir it created.
+    assert_eq!(mpids.len(), 2, "imap_worker_count = 2 workers for one uid: {mpids:?}\n{log}");
+    // The workers run as the mail user: the owner of the Maildir they created.
     use std::os::unix::fs::MetadataExt;
     let owner = std::fs::metadata(maildir(&suite, "alice")).unwrap().uid();
-    let status = std::fs::read_to_string(format!("/proc/{mpid}/status")).unwrap();
-    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
-    let want = format!("{owner}\t{owner}\t{owner}\t{owner}");
-    assert!(uids.ends_with(&want), "worker ids {uids:?}, mail owner {owner}");
+    for mpid in &mpids {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", mpid.trim())).unwrap();
+        let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+        let want = format!("{owner}\t{owner}\t{owner}\t{owner}");
+        assert!(uids.ends_with(&want), "worker ids {uids:?}, mail owner {owner}");
+    }
     deliver(&suite, "alice", &["second"]);
     for c in clients.iter_mut().step_by(2) {
         assert_eq!(c.line(), "* 2 EXISTS\r\n");
