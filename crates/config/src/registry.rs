@@ -180,7 +180,7 @@ pub static PARAMS: &[Param] = &[
     p("imap_literal_minus", "no", ParamType::Bool, "Dovecot: advertise LITERAL- instead of LITERAL+"),
     p("imap_logout_format", "in=%i out=%o deleted=%{deleted} expunged=%{expunged} trashed=%{trashed} hdr_count=%{fetch_hdr_count} hdr_bytes=%{fetch_hdr_bytes} body_count=%{fetch_body_count} body_bytes=%{fetch_body_bytes}", ParamType::Str, "Dovecot: format of the IMAP logout log line"),
     p("imap_max_line_length", "64k", ParamType::Size, "Dovecot: maximal IMAP command line length"),
-    p("imap_worker_count", "8", ParamType::Int, "rpost: imapd post-login processes per mail uid (and login process) sharing that uid's sessions round robin"),
+    p("imap_worker_count", "16", ParamType::Int, "rpost: imapd post-login processes per mail uid (and login process) sharing that uid's sessions round robin"),
     p("imapd_tls_wrappermode", "no", ParamType::Bool, "rpost: imapd uses implicit TLS (imaps, port 993)"),
     p("import_environment", "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME", ParamType::List, "Environment variables inherited from the parent process"),
     p("in_flow_delay", "1s", ParamType::Time('s'), "Delay per message when submission outpaces delivery"),
