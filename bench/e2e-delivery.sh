@@ -50,6 +50,8 @@ CONF
 measure() {
   python3 - "$1" "$2" "$3" "$N" "$SESSIONS" "$SIZE" <<'PY'
 import os, re, subprocess, sys, time
+sys.path.insert(0, 'bench')
+from pss import pss_kib  # bench/pss.py
 port, new, exe_re, n, sessions, size = sys.argv[1], sys.argv[2], re.compile(sys.argv[3]), *map(int, sys.argv[4:])
 def count():
     try:
@@ -57,17 +59,7 @@ def count():
     except FileNotFoundError:
         return 0
 def rss_kib():
-    total = 0
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            if not exe_re.search(os.readlink(f'/proc/{pid}/exe')):
-                continue
-            # Pss: shared pages (libraries, the 100 smtpd of Postfix) split between their users.
-            with open(f'/proc/{pid}/smaps_rollup') as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith('Pss:'))
-        except (OSError, StopIteration):
-            pass
-    return total
+    return pss_kib(exe_re)[0]
 base = count()
 subprocess.run(['sync']); time.sleep(1)
 start = time.monotonic()

@@ -151,21 +151,7 @@ done
 
 # Sum of Pss (KiB) of the processes whose executable matches a regex: shared pages count once.
 pss_mib() { # exe_regex
-  python3 - "$1" <<'PY'
-import os, re, sys
-exe_re = re.compile(sys.argv[1])
-total = n = 0
-for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-        if not exe_re.search(os.readlink(f'/proc/{pid}/exe')):
-            continue
-        with open(f'/proc/{pid}/smaps_rollup') as f:
-            total += next(int(l.split()[1]) for l in f if l.startswith('Pss:'))
-        n += 1
-    except (OSError, StopIteration):
-        pass
-print(f'{total / 1024:.0f} {n}')
-PY
+  python3 bench/pss.py "$1"
 }
 
 # One message to alice over LMTP (unix socket).
