@@ -253,7 +253,8 @@ impl ConnInfo {
         }
     }
 
-    fn rip(&self) -> String {
+    /// The client's address for logs and per-address limits (`local` for a UNIX client).
+    pub fn rip(&self) -> String {
         self.remote.map(|r| r.ip().to_string()).unwrap_or_else(|| "local".into())
     }
 

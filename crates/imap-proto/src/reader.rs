@@ -107,14 +107,23 @@ impl Reader {
     }
 
     /// Gives back buffer memory once nothing is pending, so a connection that sits idle
-    /// (IDLE, between commands) keeps no read buffer sized by its largest command.
+    /// (IDLE, between commands) keeps no read buffer sized by its largest command. Buffers
+    /// of an ordinary command line's size are kept: dropping them before every command
+    /// would only make the next one allocate again.
     pub fn compact(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > 0 {
+        const KEEP: usize = 1024;
+        if self.input.is_empty() && self.input.capacity() > KEEP {
             self.input = VecDeque::new();
         }
-        if self.cmd.is_empty() && self.cmd.capacity() > 0 {
+        if self.cmd.is_empty() && self.cmd.capacity() > KEEP {
             self.cmd = Vec::new();
         }
+    }
+
+    /// Buffer memory held (tests of [`Reader::compact`]).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.input.capacity() + self.cmd.capacity()
     }
 
     /// True when nothing is buffered and no command is half-read.

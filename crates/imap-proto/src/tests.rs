@@ -263,3 +263,26 @@ fn literal_minus_limits_non_synchronizing_literals() {
     r.feed(b"c APPEND INBOX {5000}\r\n");
     assert_eq!(r.next(), Some(Event::Continue));
 }
+
+#[test]
+fn take_input_moves_pipelined_bytes_and_compact_keeps_small_buffers_only() {
+    let mut r = Reader::new(Limits { max_line: 65536, max_append: 1 << 20, literal_minus: false });
+    r.feed(b"a LOGIN u p\r\nb SELECT INBOX\r\nc NO");
+    assert!(matches!(r.next(), Some(Event::Command(_))));
+    assert_eq!(r.take_input(), b"b SELECT INBOX\r\nc NO");
+    assert!(r.next().is_none());
+    // A long command grows the buffers; once it is consumed they are given back.
+    let long = format!("d NOOP {}\r\n", "x".repeat(8000));
+    r.feed(long.as_bytes());
+    assert!(r.next().is_some());
+    assert!(r.buffer_capacity() > 1024);
+    r.compact();
+    assert_eq!(r.buffer_capacity(), 0);
+    // An ordinary line's buffer stays for the next command.
+    r.feed(b"e NOOP\r\n");
+    assert!(r.next().is_some());
+    let cap = r.buffer_capacity();
+    assert!(cap > 0);
+    r.compact();
+    assert_eq!(r.buffer_capacity(), cap);
+}

@@ -172,7 +172,7 @@ impl Conn {
                     }
                 }
             }
-            // Nothing pending: give back the buffers before waiting (idle connections).
+            // Nothing pending: give back large buffers before waiting (idle connections).
             self.reader.compact();
             self.fill(timeout).await?;
         }

@@ -246,37 +246,35 @@ pub async fn serve(cfg: Arc<Config>, client: rpost_daemon::Client) {
         tracing::warn!("user {name}: {e}");
         format!("{tag} NO [UNAVAILABLE] Temporary server failure.\r\n")
     };
-    match conn.io {
-        Transport::Tcp(ref s) => {
-            if let Err(e) = cfg.workers.hand_over(uid, gid, &handover, s.as_fd()).await {
-                let _ = conn.send(fail(e).as_bytes()).await;
-            }
+    // A plain socket moves to the worker; TLS stays here: the worker gets one end of a
+    // socket pair and this process relays.
+    let plain = match &conn.io {
+        Transport::Tcp(s) => Some(s.as_fd()),
+        Transport::Unix(s) => Some(s.as_fd()),
+        Transport::Wrapped(_) => None,
+    };
+    if let Some(fd) = plain {
+        if let Err(e) = cfg.workers.hand_over(uid, gid, &handover, fd).await {
+            let _ = conn.send(fail(e).as_bytes()).await;
         }
-        Transport::Unix(ref s) => {
-            if let Err(e) = cfg.workers.hand_over(uid, gid, &handover, s.as_fd()).await {
-                let _ = conn.send(fail(e).as_bytes()).await;
-            }
+        return;
+    }
+    let (mut ours, theirs) = match tokio::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("socketpair: {e}");
+            let _ = conn.send(format!("{tag} NO [UNAVAILABLE] Temporary server failure.\r\n").as_bytes()).await;
+            return;
         }
-        Transport::Wrapped(_) => {
-            // TLS stays here: the worker gets one end of a socket pair, this process relays.
-            let (ours, theirs) = match tokio::net::UnixStream::pair() {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!("socketpair: {e}");
-                    let _ = conn.send(format!("{tag} NO [UNAVAILABLE] Temporary server failure.\r\n").as_bytes()).await;
-                    return;
-                }
-            };
-            handover.unix = true;
-            if let Err(e) = cfg.workers.hand_over(uid, gid, &handover, theirs.as_fd()).await {
-                let _ = conn.send(fail(e).as_bytes()).await;
-                return;
-            }
-            drop(theirs);
-            let Transport::Wrapped(mut tls) = conn.io else { return };
-            let mut ours = ours;
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut ours).await;
-        }
+    };
+    handover.unix = true;
+    if let Err(e) = cfg.workers.hand_over(uid, gid, &handover, theirs.as_fd()).await {
+        let _ = conn.send(fail(e).as_bytes()).await;
+        return;
+    }
+    drop(theirs);
+    if let Transport::Wrapped(mut tls) = conn.io {
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut ours).await;
     }
 }
 

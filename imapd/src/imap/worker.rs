@@ -104,7 +104,7 @@ impl WorkerConfig {
 }
 
 /// One logged-in session moving to a worker (the client socket travels beside it).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handover {
     pub user: String,
     pub home: Option<PathBuf>,
@@ -155,18 +155,18 @@ struct Worker {
     dead: AtomicBool,
 }
 
-impl Worker {
-    async fn send(&self, msg: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> io::Result<()> {
-        loop {
-            let mut guard = self.ctl.writable().await?;
-            match guard.try_io(|inner| rpost_privilege::send_with_fd(inner.get_ref().as_fd(), msg, fd)) {
-                Ok(r) => return r.map(|_| ()),
-                Err(_would_block) => continue,
-            }
+/// One message on the socket pair (both sides), with a descriptor attached or not.
+async fn send(ctl: &AsyncFd<OwnedFd>, msg: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> io::Result<()> {
+    loop {
+        let mut guard = ctl.writable().await?;
+        match guard.try_io(|inner| rpost_privilege::send_with_fd(inner.get_ref().as_fd(), msg, fd)) {
+            Ok(r) => return r.map(|_| ()),
+            Err(_would_block) => continue,
         }
     }
 }
 
+/// One message from the socket pair: its length (0 at end of file) and its descriptor.
 /// Which worker: the mail uid and gid, and a slot: sessions of one uid are spread round robin
 /// over `imap_worker_count` workers. One process runs its sessions' blocking Maildir work on
 /// a shared tokio runtime, and measured at about half the commands/s of one process per
@@ -218,25 +218,22 @@ impl Workers {
         h: &Handover,
         fd: std::os::fd::BorrowedFd<'_>,
     ) -> Result<u32, HandoverError> {
-        let msg = rpost_ipc::encode(&ToWorker::Session(clone_handover(h)))?;
+        let msg = rpost_ipc::encode(&ToWorker::Session(h.clone()))?;
         // A worker that died or is being closed is replaced once.
-        for attempt in 0..2 {
+        let mut retried = false;
+        loop {
             let key = (uid, gid, (self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots as usize) as u32);
             let (worker, pid) = self.worker(key)?;
             worker.sessions.fetch_add(1, Ordering::SeqCst);
-            match worker.send(&msg, Some(fd)).await {
-                Ok(()) => return Ok(pid),
-                Err(e) => {
-                    worker.sessions.fetch_sub(1, Ordering::SeqCst);
-                    worker.dead.store(true, Ordering::SeqCst);
-                    self.forget(key, &worker);
-                    if attempt == 1 {
-                        return Err(HandoverError::Send { uid, source: e });
-                    }
-                }
+            let Err(e) = send(&worker.ctl, &msg, Some(fd)).await else { return Ok(pid) };
+            worker.sessions.fetch_sub(1, Ordering::SeqCst);
+            worker.dead.store(true, Ordering::SeqCst);
+            self.forget(key, &worker);
+            if retried {
+                return Err(HandoverError::Send { uid, source: e });
             }
+            retried = true;
         }
-        unreachable!("the loop returns")
     }
 
     fn forget(&self, key: Key, w: &Arc<Worker>) {
@@ -311,24 +308,6 @@ impl Workers {
     }
 }
 
-fn clone_handover(h: &Handover) -> Handover {
-    Handover {
-        user: h.user.clone(),
-        home: h.home.clone(),
-        root: h.root.clone(),
-        inbox: h.inbox.clone(),
-        local: h.local,
-        remote: h.remote,
-        tls: h.tls,
-        unix: h.unix,
-        method: h.method.clone(),
-        tag: h.tag.clone(),
-        pending: h.pending.clone(),
-        bytes_in: h.bytes_in,
-        bytes_out: h.bytes_out,
-    }
-}
-
 /// rmaster's stop is SIGTERM (its reload only closes the status pipe): the workers end their
 /// sessions too, or they would outlive the system they belong to.
 async fn stop_on_sigterm(workers: Weak<Workers>) {
@@ -339,7 +318,7 @@ async fn stop_on_sigterm(workers: Weak<Workers>) {
     let list: Vec<Arc<Worker>> = all.map.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
     let Ok(stop) = rpost_ipc::encode(&ToWorker::Stop) else { return };
     for w in list {
-        let _ = tokio::time::timeout(Duration::from_secs(5), w.send(&stop, None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), send(&w.ctl, &stop, None)).await;
     }
 }
 
@@ -349,17 +328,8 @@ async fn watch_worker(workers: Weak<Workers>, w: Arc<Worker>, key: Key) {
     let mut buf = [0u8; 64];
     loop {
         let idle = w.sessions.load(Ordering::SeqCst) == 0;
-        let readable = async {
-            loop {
-                let mut guard = w.ctl.readable().await?;
-                match guard.try_io(|inner| rpost_privilege::recv_with_fd(inner.get_ref().as_fd(), &mut buf)) {
-                    Ok(r) => return r,
-                    Err(_would_block) => continue,
-                }
-            }
-        };
         tokio::select! {
-            r = readable => match r {
+            r = recv(&w.ctl, &mut buf) => match r {
                 Ok((n, _)) if n > 0 => {
                     let _ = w.sessions.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| s.checked_sub(n));
                 }
@@ -495,16 +465,7 @@ async fn run_worker(ctl: OwnedFd, log_file: Option<std::fs::File>) -> ExitCode {
         tokio::spawn(async move {
             serve_session(&cfg, &watcher, stop, h, fd).await;
             // Tell the login process (it closes an idle worker); a failure means it is gone.
-            let _ = async {
-                loop {
-                    let mut guard = ctl.writable().await?;
-                    match guard.try_io(|inner| rpost_privilege::send_with_fd(inner.get_ref().as_fd(), b"E", None)) {
-                        Ok(r) => return r,
-                        Err(_would_block) => continue,
-                    }
-                }
-            }
-            .await;
+            let _ = send(&ctl, b"E", None).await;
             if live.0.fetch_sub(1, Ordering::SeqCst) == 1 {
                 live.1.notify_waiters();
             }
@@ -558,8 +519,7 @@ async fn serve_session(
     let inbox = h.inbox.as_ref().map(rpost_maildir::Maildir::open).unwrap_or_else(|| store.clone());
     let mut session = Session::new(store.clone(), inbox);
     tokio::task::block_in_place(|| session.autocreate());
-    let rip = conn.info.remote.map(|r| r.ip().to_string()).unwrap_or_else(|| "local".into());
-    let registration = match super::limit::register(store.store_path(), &rip, cfg.max_userip) {
+    let registration = match super::limit::register(store.store_path(), &conn.info.rip(), cfg.max_userip) {
         Ok(r) => r,
         Err(n) => {
             tracing::info!(
@@ -805,7 +765,7 @@ mod tests {
             bytes_in: 30,
             bytes_out: 200,
         };
-        let bytes = rpost_ipc::encode(&ToWorker::Session(clone_handover(&h))).unwrap();
+        let bytes = rpost_ipc::encode(&ToWorker::Session(h.clone())).unwrap();
         let Some(ToWorker::Session(back)) = decode(&bytes) else { panic!("not a session") };
         assert_eq!(back.user, h.user);
         assert_eq!(back.pending, h.pending);
