@@ -408,15 +408,9 @@ fn concurrent_deliveries_share_uidlist_lock_cycles() {
     assert!(!lock_path.exists());
 }
 
-#[test]
-fn requests_queued_behind_a_lock_cycle_form_one_batch() {
-    let t = tempfile::tempdir().unwrap();
-    let m = Maildir::open(t.path().join("M"));
-    m.deliver(&mut &b"first\n"[..], "").unwrap();
-    let lock_path = m.path().join("dovecot-uidlist.lock");
-    let base = lock::acquisitions(&lock_path);
-    // An IMAP session of this process holds the lock: the first delivery's leader waits for
-    // it, the other fifteen queue meanwhile and join its cycle.
+/// Sixteen deliveries queued while a session of this process holds the uidlist lock, released
+/// once all of them wait; their UIDs, sorted.
+fn sixteen_deliveries_behind_a_held_lock(m: &Maildir) -> Vec<u32> {
     let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
     let handles: Vec<_> = (0..16)
         .map(|_| {
@@ -428,6 +422,19 @@ fn requests_queued_behind_a_lock_cycle_form_one_batch() {
     drop(held);
     let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     uids.sort();
+    uids
+}
+
+#[test]
+fn requests_queued_behind_a_lock_cycle_form_one_batch() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.deliver(&mut &b"first\n"[..], "").unwrap();
+    let lock_path = m.path().join("dovecot-uidlist.lock");
+    let base = lock::acquisitions(&lock_path);
+    // An IMAP session of this process holds the lock: the first delivery's leader waits for
+    // it, the other fifteen queue meanwhile and join its cycle.
+    let uids = sixteen_deliveries_behind_a_held_lock(&m);
     assert_eq!(uids, (2..=17).collect::<Vec<_>>());
     check_list_matches_files(&m);
     // The session's cycle, and one for the sixteen.
@@ -444,17 +451,7 @@ fn requests_queued_behind_a_lock_cycle_form_one_batch() {
     }
     std::fs::write(&list_path, v1).unwrap();
     let base = lock::acquisitions(&lock_path);
-    let held = m.lock_uidlist(Duration::from_secs(5)).unwrap();
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let m = m.clone();
-            std::thread::spawn(move || m.deliver(&mut &b"x\n"[..], "").unwrap().uid.expect("a UID"))
-        })
-        .collect();
-    wait_until("16 more requests are queued", || combine::pending(&m.path()) == 16);
-    drop(held);
-    let mut uids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    uids.sort();
+    let uids = sixteen_deliveries_behind_a_held_lock(&m);
     assert_eq!(uids, (18..=33).collect::<Vec<_>>());
     check_list_matches_files(&m);
     assert_eq!(lock::acquisitions(&lock_path) - base, 2);
