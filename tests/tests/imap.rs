@@ -708,3 +708,20 @@ fn sessions_of_one_uid_share_its_workers_and_idle_sessions_all_hear_a_delivery()
         assert!(r.contains("* BYE"), "{r}");
     }
 }
+
+#[test]
+fn rmaster_stop_ends_worker_sessions_with_bye() {
+    let mut suite = suite();
+    deliver(&suite, "alice", &["x"]);
+    let mut c = Client::connect(suite.port("imap"));
+    c.login("alice@example.test");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.contains(" OK "), "{r}");
+    c.send(b"i IDLE\r\n");
+    assert_eq!(c.line(), "+ idling\r\n");
+    suite.stop();
+    // The worker runs as the mail user, outside rmaster's children: the stop reaches it
+    // through its login process, and the session ends with BYE, not a silent close.
+    assert_eq!(c.line(), "* BYE Server shutting down.\r\n");
+    assert_eq!(c.line(), "", "then the connection closes");
+}
