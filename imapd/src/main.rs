@@ -114,6 +114,11 @@ fn main() -> ExitCode {
         // clients and needs no recycling for having served them.
         options.max_clients = client_limit;
         options.max_use = Some(0);
+        let workers = config.workers.clone();
+        options.on_terminate = Some(rpost_daemon::OnTerminate(Arc::new(move || {
+            let workers = workers.clone();
+            Box::pin(async move { workers.stop().await })
+        })));
         Ok((config, options))
     })();
     let (config, options) = match setup {

@@ -719,9 +719,16 @@ fn rmaster_stop_ends_worker_sessions_with_bye() {
     assert!(r.contains(" OK "), "{r}");
     c.send(b"i IDLE\r\n");
     assert_eq!(c.line(), "+ idling\r\n");
+    let log = suite.log();
+    let mpid = log.split("mpid=").nth(1).and_then(|m| m.split(|c: char| !c.is_ascii_digit()).next()).unwrap();
+    let mpid: u32 = mpid.parse().unwrap();
+    assert!(rpost_testkit::pid_running(mpid), "worker {mpid} serves the session");
     suite.stop();
     // The worker runs as the mail user, outside rmaster's children: the stop reaches it
-    // through its login process, and the session ends with BYE, not a silent close.
+    // through its login process, which waits for it, and the session ends with BYE, not a
+    // silent close. (The login process used to tell the workers from a task of its own,
+    // which lost the race with its exit on a busy machine.)
+    assert!(!rpost_testkit::pid_running(mpid), "rmaster stop returned with worker {mpid} still running");
     assert_eq!(c.line(), "* BYE Server shutting down.\r\n");
     assert_eq!(c.line(), "", "then the connection closes");
 }

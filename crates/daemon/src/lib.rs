@@ -23,7 +23,9 @@
 //!   load is still recycled; it exits after `max_idle` without clients (unless
 //!   [`Options::long_running`]);
 //! * end-of-file on the status pipe (rmaster reloaded, or is gone) or SIGTERM: stop
-//!   accepting at once, let current clients finish, exit.
+//!   accepting at once, let current clients finish, exit. On SIGTERM (`rmaster stop`) the
+//!   daemon's [`Options::on_terminate`] runs first and is awaited, so work the process handed
+//!   on (imapd's per-user processes) is told before the process is gone.
 //!
 //! Stream listeners (`inet`, `unix`) yield [`Client::Stream`]; `fifo` services yield each
 //! batch of bytes written into the FIFO as a [`Client::Trigger`], and so do stream clients of
@@ -96,6 +98,19 @@ pub struct Options {
     /// Replaces the `max_use` parameter (0: no limit), for a daemon whose clients leave no
     /// state behind in it (imapd's login processes hand sessions on to per-user processes).
     pub max_use: Option<u64>,
+    /// Awaited on SIGTERM before the process finishes its clients and exits.
+    pub on_terminate: Option<OnTerminate>,
+}
+
+/// What a daemon does when rmaster stops the system (SIGTERM), before it exits: a spawned
+/// task would race the runtime's shutdown, so the skeleton awaits this itself.
+#[derive(Clone)]
+pub struct OnTerminate(pub Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>);
+
+impl std::fmt::Debug for OnTerminate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnTerminate")
+    }
 }
 
 /// Longest trigger request a trigger server reads from one client.
@@ -103,7 +118,7 @@ pub const MAX_TRIGGER: usize = 1024;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_clients: 1000, long_running: false, triggers: false, max_use: None }
+        Options { max_clients: 1000, long_running: false, triggers: false, max_use: None, on_terminate: None }
     }
 }
 
@@ -327,7 +342,7 @@ impl Daemon {
             .map_err(|source| DaemonError::Io { what: "tokio runtime".into(), source })?;
         let generation = self.env.generation;
         let program = self.program;
-        rt.block_on(run(self.status, self.listeners, generation, limits, Arc::new(handler)))?;
+        rt.block_on(run(self.status, self.listeners, generation, limits, options.on_terminate, Arc::new(handler)))?;
         tracing::debug!("{program}: exiting");
         Ok(())
     }
@@ -400,6 +415,7 @@ async fn run<H, F>(
     listeners: Vec<OwnedFd>,
     generation: u64,
     limits: Limits,
+    on_terminate: Option<OnTerminate>,
     handler: Arc<H>,
 ) -> Result<(), DaemonError>
 where
@@ -455,6 +471,7 @@ where
     let mut stop_rx2 = stop_rx.clone();
     let mut last_busy = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut terminated = false;
     loop {
         tokio::select! {
             r = status_rx.read(&mut buf) => {
@@ -466,6 +483,7 @@ where
             }
             _ = sigterm.recv() => {
                 tracing::debug!("terminating on SIGTERM");
+                terminated = true;
                 break;
             }
             _ = stop_rx2.changed() => break,
@@ -486,6 +504,9 @@ where
     let _ = stop_tx.send(true);
     for t in accept_tasks {
         let _ = t.await;
+    }
+    if terminated && let Some(hook) = on_terminate {
+        (hook.0)().await;
     }
     // Listeners are closed now: rmaster's copies keep accepting into its backlog. Finish the
     // clients in progress.

@@ -153,6 +153,8 @@ struct Worker {
     ctl: AsyncFd<OwnedFd>,
     sessions: AtomicUsize,
     dead: AtomicBool,
+    /// Becomes true when the process has exited.
+    exited: watch::Receiver<bool>,
 }
 
 /// One message on the socket pair (both sides), with a descriptor attached or not.
@@ -185,8 +187,6 @@ pub struct Workers {
     /// Round robin over the slots.
     next_slot: AtomicUsize,
     slots: u32,
-    /// The SIGTERM watcher that stops the workers is running.
-    stopper: AtomicBool,
 }
 
 impl Workers {
@@ -199,15 +199,7 @@ impl Workers {
             path => Some(std::fs::OpenOptions::new().append(true).create(true).open(path)?),
         };
         let slots = slots.max(1);
-        Ok(Workers {
-            exe,
-            config,
-            log_file,
-            map: Mutex::new(HashMap::new()),
-            next_slot: AtomicUsize::new(0),
-            slots,
-            stopper: AtomicBool::new(false),
-        })
+        Ok(Workers { exe, config, log_file, map: Mutex::new(HashMap::new()), next_slot: AtomicUsize::new(0), slots })
     }
 
     /// Hands a logged-in session (and its socket) to the worker of `uid`/`gid`.
@@ -286,7 +278,8 @@ impl Workers {
         drop(theirs);
         let pid = child.id().unwrap_or(0);
         let ctl = rpost_privilege::async_fd(ours).map_err(|e| spawn_err(e.to_string()))?;
-        let w = Arc::new(Worker { uid, pid, ctl, sessions: AtomicUsize::new(0), dead: AtomicBool::new(false) });
+        let (exit_tx, exited) = watch::channel(false);
+        let w = Arc::new(Worker { uid, pid, ctl, sessions: AtomicUsize::new(0), dead: AtomicBool::new(false), exited });
         drop(log_fd);
         let config = rpost_ipc::encode(&ToWorker::Config(config))?;
         // The socket is empty and new: the first message always fits.
@@ -298,29 +291,33 @@ impl Workers {
         let watched = w.clone();
         tokio::spawn(async move {
             let _ = child.wait().await;
+            let _ = exit_tx.send(true);
         });
         tokio::spawn(async move { watch_worker(me, watched, key).await });
-        if !self.stopper.swap(true, Ordering::SeqCst) {
-            let me = Arc::downgrade(self);
-            tokio::spawn(async move { stop_on_sigterm(me).await });
-        }
         Ok((w, pid))
+    }
+
+    /// rmaster stops the system (SIGTERM to this login process; its reload only closes the
+    /// status pipe): every worker ends its sessions with `* BYE` and exits, or they would
+    /// outlive the system they belong to. Returns when they have exited, or after
+    /// [`STOP_WAIT`], so `rmaster stop` returns with the sessions closed.
+    pub async fn stop(&self) {
+        let list: Vec<Arc<Worker>> = self.map.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let Ok(stop) = rpost_ipc::encode(&ToWorker::Stop) else { return };
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        for w in &list {
+            let _ = tokio::time::timeout_at(deadline, send(&w.ctl, &stop, None)).await;
+        }
+        for w in list {
+            let mut exited = w.exited.clone();
+            let _ = tokio::time::timeout_at(deadline, exited.wait_for(|e| *e)).await;
+        }
     }
 }
 
-/// rmaster's stop is SIGTERM (its reload only closes the status pipe): the workers end their
-/// sessions too, or they would outlive the system they belong to.
-async fn stop_on_sigterm(workers: Weak<Workers>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-    term.recv().await;
-    let Some(all) = workers.upgrade() else { return };
-    let list: Vec<Arc<Worker>> = all.map.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-    let Ok(stop) = rpost_ipc::encode(&ToWorker::Stop) else { return };
-    for w in list {
-        let _ = tokio::time::timeout(Duration::from_secs(5), send(&w.ctl, &stop, None)).await;
-    }
-}
+/// How long a stopping login process waits for its workers to close their sessions: each
+/// session's BYE has one second to be written.
+pub const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// Reads the worker's session-end bytes; closes its socket after [`WORKER_LINGER`] without
 /// sessions (the worker then exits), forgets it when it dies.
