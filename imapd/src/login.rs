@@ -553,6 +553,7 @@ pub fn prepare_process(daemon: &rpost_daemon::Daemon, program: &str) -> Result<r
 /// Ends the process after a session that ran as a mail user: it must never accept another
 /// client with that user's rights.
 pub fn finish_process() -> ! {
+    rpost_maildir::release_lock_seeds();
     std::process::exit(0)
 }
 

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     let shared = Arc::new(Shared::new(settings));
-    daemon.serve(rpost_daemon::Options::default(), move |client| {
+    let code = daemon.serve(rpost_daemon::Options::default(), move |client| {
         let shared = shared.clone();
         async move {
             match client {
@@ -38,5 +38,7 @@ fn main() -> ExitCode {
                 Client::Trigger(_) => {}
             }
         }
-    })
+    });
+    rpost_maildir::release_lock_seeds();
+    code
 }

@@ -77,6 +77,7 @@ use std::time::Duration;
 
 pub use dir::Owner;
 pub use keywords::Keywords;
+pub use lock::release_seeds as release_lock_seeds;
 pub use name::{FileName, folder_dir_name, folder_from_dir_name, normalize_flags, parse_filename, unique_base};
 pub use uidlist::{UIDLIST_LOCK_TIMEOUT, UidRecord, Uidlist, UidlistLock};
 

@@ -1,9 +1,19 @@
-//! Dovecot-compatible dot-locks (`<file>.lock`, created with `O_EXCL`, holding `pid:host`).
+//! Dovecot-compatible dot-locks (`<file>.lock`, holding `pid:host`).
+//!
+//! A lock is taken by hard-linking a per-process seed file in the mailbox's `tmp/` to the
+//! lock name (the classic NFS-safe dot-lock, which Dovecot's own `file_dotlock` also uses),
+//! and released by unlinking the name, so a lock cycle allocates and frees no inode. With
+//! `O_EXCL` creation each cycle freed one, and ext4 without a journal scans every inode freed
+//! in the last five minutes (while its inode table block is dirty) on each new allocation in
+//! the block group: at hundreds of deliveries a second that scan was the largest single cost
+//! of smtpd and lmtp-deliver. Where linking cannot work (no `tmp/`, a seed someone swapped),
+//! the lock is created with `O_EXCL` as before; the two kinds exclude each other, and
+//! Dovecot's.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::MaildirError;
@@ -100,9 +110,8 @@ impl DotLock {
         // Only other processes are left to wait for: poll, briefly, as Dovecot does.
         let mut wait = Duration::from_millis(1);
         loop {
-            match dir.create_new(&lock_name, 0o600, owner) {
-                Ok(mut f) => {
-                    let _ = f.write_all(format!("{}:{}", std::process::id(), raw_hostname()).as_bytes());
+            match take(dir, &lock_name, owner) {
+                Ok(()) => {
                     #[cfg(test)]
                     count_acquisition(dir.path().join(&lock_name));
                     return Ok(DotLock { dir: dir.try_clone().map_err(io_err)?, lock_name, owner, _gate: gate });
@@ -180,6 +189,148 @@ impl Drop for DotLock {
     }
 }
 
+/// What a lock file holds: who owns it.
+fn lock_content() -> String {
+    format!("{}:{}", std::process::id(), raw_hostname())
+}
+
+/// Creates the lock `name` in `dir`: linked from this process's seed when it can be, else
+/// created with `O_EXCL`. `AlreadyExists` when someone holds it.
+fn take(dir: &Dir, name: &str, owner: Option<Owner>) -> io::Result<()> {
+    match seeds::link(dir, name, owner) {
+        Ok(true) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Ok(false) | Err(_) => {}
+    }
+    let mut f = dir.create_new(name, 0o600, owner)?;
+    let _ = f.write_all(lock_content().as_bytes());
+    Ok(())
+}
+
+/// The per-process seed files that locks are linked from, one in the `tmp/` of each mailbox
+/// directory this process locked in lately (the most recent [`seeds::KEEP`]; an older one is
+/// removed when a new one is made). [`release_seeds`] removes them at exit; those of a killed
+/// process stay in `tmp/` like any interrupted delivery's file.
+mod seeds {
+    use super::*;
+    use nix::sys::stat::SFlag;
+
+    /// Mailbox directories whose seed a process keeps.
+    pub(super) const KEEP: usize = 64;
+
+    #[derive(Debug)]
+    struct Seed {
+        /// The lock directory, as opened (the cache key).
+        dir: PathBuf,
+        tmp: Dir,
+        ino: u64,
+        /// False once linking failed for another reason than a missing seed (a file system
+        /// without hard links): locks here are created instead, without making seeds again.
+        usable: std::sync::atomic::AtomicBool,
+    }
+
+    /// Most recently used first.
+    static SEEDS: Mutex<Vec<Arc<Seed>>> = Mutex::new(Vec::new());
+
+    pub(super) fn name() -> String {
+        format!("rpost-lock.{}.{}", std::process::id(), raw_hostname())
+    }
+
+    fn cached(dir: &Dir) -> Option<Arc<Seed>> {
+        let mut seeds = SEEDS.lock().unwrap_or_else(|e| e.into_inner());
+        let i = seeds.iter().position(|s| s.dir == dir.path())?;
+        let seed = seeds.remove(i);
+        seeds.insert(0, seed.clone());
+        Some(seed)
+    }
+
+    fn forget(seed: &Arc<Seed>) {
+        SEEDS.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| !Arc::ptr_eq(s, seed));
+    }
+
+    /// Makes this process's seed in `dir/tmp`, replacing a leftover of the same name (a
+    /// dead process that had our pid).
+    fn make(dir: &Dir, owner: Option<Owner>) -> io::Result<Arc<Seed>> {
+        let tmp = dir.sub("tmp")?;
+        let name = name();
+        match tmp.unlink(&name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = tmp.create_new(&name, 0o600, owner)?;
+        f.write_all(lock_content().as_bytes())?;
+        let ino = nix::sys::stat::fstat(&f)?.st_ino;
+        let seed = Arc::new(Seed { dir: dir.path().to_path_buf(), tmp, ino, usable: true.into() });
+        let evicted = {
+            let mut seeds = SEEDS.lock().unwrap_or_else(|e| e.into_inner());
+            seeds.retain(|s| s.dir != seed.dir);
+            seeds.insert(0, seed.clone());
+            let keep = seeds.len().min(KEEP);
+            seeds.split_off(keep)
+        };
+        for old in evicted {
+            let _ = old.tmp.unlink(&name);
+        }
+        Ok(seed)
+    }
+
+    /// Links the seed to `lock` in `dir`. Ok(false): no seed can be used here (the caller
+    /// creates the lock itself); `AlreadyExists`: the lock is held.
+    pub(super) fn link(dir: &Dir, lock: &str, owner: Option<Owner>) -> io::Result<bool> {
+        let name = name();
+        let mut fresh = false;
+        loop {
+            let seed = match cached(dir) {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    make(dir, owner)?
+                }
+            };
+            if !seed.usable.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(false);
+            }
+            match seed.tmp.link(&name, dir, lock) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+                // The seed (or its tmp/) is gone: a tmp/ clean-up, or a mailbox deleted
+                // and made again. Made again once.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !fresh => {
+                    forget(&seed);
+                    continue;
+                }
+                Err(e) => {
+                    seed.usable.store(false, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            // The mail user owns tmp/ and could have put something else under the seed's
+            // name: the lock must be our seed's inode, or it is not used.
+            let ours = dir.stat(lock).is_ok_and(|st| crate::dir::is_type(&st, SFlag::S_IFREG) && st.st_ino == seed.ino);
+            if ours {
+                return Ok(true);
+            }
+            let _ = dir.unlink(lock);
+            forget(&seed);
+            return Ok(false);
+        }
+    }
+
+    pub(super) fn release() {
+        let all = std::mem::take(&mut *SEEDS.lock().unwrap_or_else(|e| e.into_inner()));
+        let name = name();
+        for seed in all {
+            let _ = seed.tmp.unlink(&name);
+        }
+    }
+}
+
+/// Removes the seed files this process's locks were linked from (see the module text). Call
+/// at exit; a lock still held keeps working.
+pub fn release_seeds() {
+    seeds::release();
+}
+
 fn read_local_pid(dir: &Dir, name: &str) -> Option<i32> {
     let mut buf = String::new();
     dir.open_read(name).ok()?.take(512).read_to_string(&mut buf).ok()?;
@@ -242,6 +393,82 @@ mod tests {
         std::fs::write(&lock, "1:some.other.host").unwrap();
         assert!(DotLock::acquire(&d, "x", UIDLIST_STALE, Duration::from_millis(30), None).is_err());
         DotLock::acquire(&d, "x", Duration::ZERO, Duration::from_secs(3), None).unwrap();
+    }
+
+    /// The seed tests run one at a time: one of them releases every seed of the process.
+    static SEED_TESTS: Mutex<()> = Mutex::new(());
+
+    /// A mailbox directory as Maildir has it: with tmp/, where the seeds live.
+    fn mailbox(t: &tempfile::TempDir) -> Dir {
+        std::fs::create_dir(t.path().join("tmp")).unwrap();
+        dir(t)
+    }
+
+    fn ino(p: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().ino()
+    }
+
+    #[test]
+    fn a_lock_cycle_links_the_seed_and_frees_no_inode() {
+        let _serial = SEED_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tempfile::tempdir().unwrap();
+        let d = mailbox(&t);
+        let lock = t.path().join("dovecot-uidlist.lock");
+        let seed = t.path().join("tmp").join(seeds::name());
+        let mut seen = HashSet::new();
+        for _ in 0..3 {
+            let l = DotLock::acquire(&d, "dovecot-uidlist", UIDLIST_STALE, Duration::from_secs(1), None).unwrap();
+            assert_eq!(ino(&lock), ino(&seed), "the lock is the seed, linked");
+            assert_eq!(std::fs::read_to_string(&lock).unwrap(), lock_content());
+            // Held by link, it still excludes.
+            let again = DotLock::acquire(&d, "dovecot-uidlist", UIDLIST_STALE, Duration::from_millis(30), None);
+            assert!(matches!(again, Err(MaildirError::LockTimeout(_))));
+            seen.insert(ino(&lock));
+            drop(l);
+            assert!(!lock.exists());
+            assert!(seed.exists(), "the seed stays for the next cycle");
+        }
+        assert_eq!(seen.len(), 1, "one inode for every cycle");
+        assert_eq!(std::fs::read_dir(t.path().join("tmp")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_seed_swapped_by_the_mail_user_is_not_used() {
+        let _serial = SEED_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tempfile::tempdir().unwrap();
+        let d = mailbox(&t);
+        let seed = t.path().join("tmp").join(seeds::name());
+        drop(DotLock::acquire(&d, "x", UIDLIST_STALE, Duration::from_secs(1), None).unwrap());
+        // Replaced by another file (made first, so it cannot reuse the seed's inode number),
+        // and by a symlink: the lock is then made with O_EXCL.
+        std::fs::write(t.path().join("tmp/other"), "not ours").unwrap();
+        std::fs::rename(t.path().join("tmp/other"), &seed).unwrap();
+        let l = DotLock::acquire(&d, "x", UIDLIST_STALE, Duration::from_secs(1), None).unwrap();
+        assert_ne!(ino(&t.path().join("x.lock")), ino(&seed));
+        assert_eq!(std::fs::read_to_string(t.path().join("x.lock")).unwrap(), lock_content());
+        drop(l);
+        std::fs::remove_file(&seed).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &seed).unwrap();
+        let l = DotLock::acquire(&d, "x", UIDLIST_STALE, Duration::from_secs(1), None).unwrap();
+        let md = std::fs::symlink_metadata(t.path().join("x.lock")).unwrap();
+        assert!(md.file_type().is_file(), "never a link to what the seed name pointed at");
+        drop(l);
+    }
+
+    #[test]
+    fn a_seed_removed_meanwhile_is_made_again_and_release_removes_it() {
+        let _serial = SEED_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tempfile::tempdir().unwrap();
+        let d = mailbox(&t);
+        let seed = t.path().join("tmp").join(seeds::name());
+        drop(DotLock::acquire(&d, "y", UIDLIST_STALE, Duration::from_secs(1), None).unwrap());
+        std::fs::remove_file(&seed).unwrap();
+        let l = DotLock::acquire(&d, "y", UIDLIST_STALE, Duration::from_secs(1), None).unwrap();
+        assert_eq!(ino(&t.path().join("y.lock")), ino(&seed));
+        drop(l);
+        release_seeds();
+        assert!(!seed.exists());
     }
 
     #[test]

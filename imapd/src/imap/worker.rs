@@ -476,6 +476,7 @@ async fn run_worker(ctl: OwnedFd, log_file: Option<std::fs::File>) -> ExitCode {
         }
         notified.await;
     }
+    rpost_maildir::release_lock_seeds();
     ExitCode::SUCCESS
 }
 

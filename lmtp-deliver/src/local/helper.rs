@@ -156,6 +156,7 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     let _ = out.write_all(line.as_bytes());
+    rpost_maildir::release_lock_seeds();
     ExitCode::SUCCESS
 }
 
