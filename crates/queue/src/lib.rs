@@ -52,14 +52,17 @@
 //! torn, truncated or bit-flipped file is reported, never delivered.
 //!
 //! Recycling ([`Queue::retire`]): when every recipient is done, qmgr does
-//! not unlink the file but renames it to `recycle/` and empties it
-//! (`ftruncate` under its flock), and [`Queue::create`] takes such a file
-//! before creating a new one: it locks it, makes it 0600 and empty while it
-//! is still in `recycle/`, and renames it to `incoming/NEWID` without
-//! replacing anything. Why: freeing one inode and allocating another per
-//! message is what made queue-file creation slow under load on ext4 without
-//! a journal, whose allocator scans past every recently freed inode of the
-//! block group; reused inodes are never freed. `recycle/` holds at most
+//! not unlink the file but renames it to `recycle/`, as it is, and
+//! [`Queue::create`] takes such a file before creating a new one: it locks
+//! it, makes it 0600 and overwrites its magic while it is still in
+//! `recycle/`, renames it to `incoming/NEWID` without replacing anything,
+//! and writes the new message over the old one; commit cuts the file after
+//! the END record. Why: freeing costs. On ext4 without a journal each inode
+//! allocation scans past every recently freed inode of the block group, and
+//! on a file system mounted with `discard` each freed block range is
+//! discarded synchronously (about 1 ms, which made qmgr's truncation of
+//! retired files pace all delivery); a reused file frees neither its inode
+//! nor, while messages are alike in size, its blocks. `recycle/` holds at most
 //! `queue_file_recycle_limit` files (counted approximately, recounted now
 //! and then; beyond it files are unlinked as before). It is not a
 //! [`QueueDir`]: it never holds a message, so scans, lookups and listings
@@ -80,11 +83,12 @@
 //! created with `O_EXCL`, and queue IDs are validated before they are used
 //! in a path, so no name can escape the spool.
 //!
-//! Files in `recycle/` are empty and never read. A file is reused only if it
+//! Files in `recycle/` hold delivered messages (as private as `active/`)
+//! and are never read. A file is reused only if it
 //! is a regular file owned by the caller's euid, with one link, still named
 //! where it was found, and not locked by anyone (opened with `O_NOFOLLOW`
 //! and `O_NONBLOCK`, so a planted symlink or FIFO is refused without
-//! blocking); it is emptied and loses the complete mark before it leaves
+//! blocking); it loses the complete mark and its magic before it leaves
 //! `recycle/`, so an old message can never reappear in `incoming/`. A
 //! reader that outlives its message (a delivery agent qmgr gave up waiting
 //! for) could otherwise read a recycled inode's next message: opening and

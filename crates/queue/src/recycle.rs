@@ -1,23 +1,28 @@
-//! Queue-file recycling: a delivered message's inode is emptied and kept in `recycle/` for the
-//! next message instead of being freed.
+//! Queue-file recycling: a delivered message's inode (and its data blocks) is kept in
+//! `recycle/` for the next message instead of being freed.
 //!
-//! Why: on ext4 without a journal every inode allocation scans past each inode freed in the
-//! last seconds to minutes of its block group (`recently_deleted()`), so creating one file and
-//! unlinking another per message made each creation slower the faster mail flowed. Reusing
-//! inodes takes the queue off that path entirely.
+//! Why: freeing is what costs. On ext4 without a journal every inode allocation scans past
+//! each inode freed in the last seconds to minutes of its block group (`recently_deleted()`),
+//! so creating one file and unlinking another per message made each creation slower the
+//! faster mail flowed; and on a file system mounted with `discard` every freed block range is
+//! discarded synchronously, about a millisecond each, which made qmgr's truncation of each
+//! retired file the step that paced all delivery. A recycled file keeps both: the next
+//! message is written over the old one and the file is cut to its new length at commit.
 //!
 //! The protocol, and why each step is there:
 //! * retire (qmgr, all recipients done): rename `active/ID` to `recycle/ID` (never over an
-//!   existing name), then truncate it under its flock. Rename first: a crash in between leaves
-//!   a full file in `recycle/`, which is never read; truncating first would leave a broken
-//!   file in `active/`.
+//!   existing name). Its content stays until the file is reused: `recycle/` is as private as
+//!   `active/` (the queue owner's), and nothing ever reads a file there.
 //! * take ([`Queue::create`](crate::Queue::create)): open `recycle/NAME` without following
 //!   links or blocking, take its flock without waiting, check that it is a plain file of ours
-//!   with one link still named `recycle/NAME`, then make it 0600 and empty *before* it leaves
-//!   `recycle/` (a retired file still carries the complete mark from its old life), and rename
-//!   it to `incoming/NEWID` without replacing anything. The flock stays held until commit or
-//!   abort, exactly as for a freshly created file. Any failure means: try the next name, and
-//!   in the end create a new file as before.
+//!   with one link still named `recycle/NAME`, then make it 0600 and overwrite its magic
+//!   *before* it leaves `recycle/` (a retired file still carries the complete mark and the
+//!   whole message from its old life: should a crash keep the rename but lose the mode
+//!   change, the old message is then corrupt, never delivered twice), and rename it to
+//!   `incoming/NEWID` without replacing anything. The flock stays held until commit or
+//!   abort, exactly as for a freshly created file; the writer starts at offset 0 and commit
+//!   cuts the file after the END record. Any failure means: try the next name, and in the
+//!   end create a new file as before.
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -234,10 +239,10 @@ fn claim(path: &Path) -> Option<Flock<File>> {
     {
         return None;
     }
-    // Before it leaves recycle/: a retired file is 0700 (complete) and may still hold its old
-    // message if qmgr did not get to empty it; it must never show up in incoming/ like that.
+    // Before it leaves recycle/: a retired file is 0700 (complete) and holds its old message;
+    // it must never show up in incoming/ like that. The new message is written over it.
     file.set_permissions(std::fs::Permissions::from_mode(crate::writer::MODE_INCOMPLETE)).ok()?;
-    file.set_len(0).ok()?;
+    std::os::unix::fs::FileExt::write_all_at(&*file, b"\0", 0).ok()?;
     Some(file)
 }
 
@@ -255,35 +260,13 @@ fn rename_into(from: &Path, incoming_dir: &Path) -> Option<QueueId> {
     None
 }
 
-/// Moves `from` (a message whose recipients are all done) to `recycle_dir/ID` and empties it.
+/// Moves `from` (a message whose recipients are all done) to `recycle_dir/ID`.
 /// `Ok(false)`: `recycle/` cannot take it (missing, or the name exists); the caller unlinks.
 pub(crate) fn retire(from: &Path, recycle_dir: &Path, id: &QueueId) -> io::Result<bool> {
     let to = recycle_dir.join(id.as_str());
     match renameat2(AT_FDCWD, from, AT_FDCWD, &to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) if std::fs::symlink_metadata(from).is_err() => {
-            return Err(io::Error::from(Errno::ENOENT));
-        }
-        Err(_) => return Ok(false),
-    }
-    empty_retired(&to);
-    Ok(true)
-}
-
-/// Truncates a just-retired file so no mail content lingers. Under the flock, and only while
-/// it is still `recycle/ID`: a taker may have claimed it already (it empties the file itself
-/// and may be writing a new message into it by now). Failures are harmless: a taker empties
-/// it before reuse, and nothing ever reads a file in recycle/.
-fn empty_retired(path: &Path) {
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)
-    else {
-        return;
-    };
-    let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { return };
-    if file.metadata().is_ok_and(|m| m.file_type().is_file()) && crate::writer::still_linked(&file, path) {
-        let _ = file.set_len(0);
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) if std::fs::symlink_metadata(from).is_err() => Err(io::Error::from(Errno::ENOENT)),
+        Err(_) => Ok(false),
     }
 }

@@ -44,7 +44,7 @@ impl Queue {
         }
     }
 
-    /// Sets how many emptied files [`retire`](Queue::retire) keeps in `recycle/` for reuse
+    /// Sets how many delivered files [`retire`](Queue::retire) keeps in `recycle/` for reuse
     /// (`queue_file_recycle_limit`; 0: none, every retired file is unlinked). For this queue
     /// and all its clones.
     pub fn with_recycle_limit(self, limit: usize) -> Queue {
@@ -57,7 +57,7 @@ impl Queue {
         self.pool.limit()
     }
 
-    /// The directory of emptied files kept for reuse. Never holds a message: nothing that
+    /// The directory of delivered files kept for reuse. Never holds a message: nothing that
     /// lists or searches the queue looks at it.
     pub fn recycle_dir(&self) -> PathBuf {
         self.root.join(RECYCLE_DIR)
@@ -89,10 +89,11 @@ impl Queue {
         Ok(())
     }
 
-    /// Starts a new message: a fresh ID, `incoming/ID` with mode 0600 and
-    /// empty, and the envelope written (buffered). The file is an emptied one
-    /// from `recycle/` when there is one (see [`retire`](Queue::retire)),
-    /// else created exclusively. Fails before touching the disk if the
+    /// Starts a new message: a fresh ID, `incoming/ID` with mode 0600, and
+    /// the envelope written (buffered) from its start. The file is a retired
+    /// one from `recycle/` when there is one (see [`retire`](Queue::retire);
+    /// its old bytes are overwritten, and cut at commit), else created
+    /// exclusively. Fails before touching the disk if the
     /// envelope exceeds a format limit.
     pub fn create(&self, env: &Envelope) -> Result<IncomingMessage, QueueError> {
         let header = format::encode_header(env)?;
@@ -167,10 +168,12 @@ impl Queue {
     /// crash undoes it the message is delivered again (at least once), never lost. Saves
     /// one fsync per delivered message.
     ///
-    /// While `recycle/` holds fewer files than the limit, the file is renamed there and
-    /// emptied instead of unlinked, and [`create`](Queue::create) reuses it: freeing and
-    /// allocating an inode per message is what made creation slow on ext4 without a journal
-    /// (each allocation scans past the recently freed inodes). Otherwise it is unlinked.
+    /// While `recycle/` holds fewer files than the limit, the file is renamed there as it is
+    /// instead of unlinked, and [`create`](Queue::create) writes a new message over it:
+    /// freeing and allocating an inode per message is what made creation slow on ext4
+    /// without a journal (each allocation scans past the recently freed inodes), and freeing
+    /// its blocks costs a synchronous discard on a file system mounted with `discard`.
+    /// Otherwise it is unlinked.
     pub fn retire(&self, d: QueueDir, id: &QueueId) -> Result<(), QueueError> {
         let p = self.path(d, id);
         let rdir = self.recycle_dir();
@@ -447,7 +450,13 @@ impl IncomingMessage {
 fn finish(mut out: BufWriter<Locked>, end: &[u8]) -> io::Result<Locked> {
     out.write_all(end)?;
     let locked = out.into_inner().map_err(|e| e.into_error())?;
-    let file: &File = &locked.0;
+    let mut file: &File = &locked.0;
+    // A recycled file still holds its previous message past what was written now: cut it
+    // to the END record (frees blocks only when the new message needs fewer).
+    let len = std::io::Seek::stream_position(&mut file)?;
+    if file.metadata()?.len() > len {
+        file.set_len(len)?;
+    }
     // Data first: a filesystem may persist the mode change ahead of
     // delayed-allocation data, which would leave a torn file that looks
     // complete after a power loss.

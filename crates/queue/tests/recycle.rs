@@ -1,4 +1,5 @@
-//! Queue-file recycling: retire() keeps emptied inodes in recycle/, create() reuses them.
+//! Queue-file recycling: retire() keeps delivered files (inode and blocks) in recycle/,
+//! create() writes the next message over one of them.
 
 use std::fs;
 use std::io::Read;
@@ -66,11 +67,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn retire_then_create_reuses_the_inode_and_keeps_no_old_bytes() {
     let (_tmp, q) = queue();
     let old = commit(&q, "a@example.test", &long_content());
+    let old_len = fs::metadata(q.path(QueueDir::Incoming, &old)).unwrap().len();
     let ino = deliver(&q, &old);
-    // Emptied and out of every queue directory.
+    // Out of every queue directory, kept whole: freeing its blocks is what recycling avoids.
     let pool = recycled(&q);
     assert_eq!(pool.len(), 1);
-    assert_eq!((pool[0].ino(), pool[0].len()), (ino, 0));
+    assert_eq!((pool[0].ino(), pool[0].len()), (ino, old_len));
     assert_eq!(q.find(&old), None);
 
     let q2 = other(&q);
@@ -92,13 +94,13 @@ fn retire_then_create_reuses_the_inode_and_keeps_no_old_bytes() {
     assert_eq!(f.content().unwrap(), b"Subject: short\r\n\r\nnew\r\n");
     let raw = fs::read(&path).unwrap();
     assert!(!contains(&raw, b"OLD-SECRET") && !contains(&raw, b"a@example.test"));
-    assert!(raw.len() < 1000, "no old tail: {} bytes", raw.len());
+    assert!(raw.len() < 1000, "cut after END at commit, no old tail: {} bytes", raw.len());
 }
 
-/// A crash between retire's rename and its truncation leaves a complete (0700), full file in
-/// recycle/. Reusing it must never show it in incoming/ as a committed message.
+/// A retired file is complete (0700) and whole in recycle/. Reusing it must never show it in
+/// incoming/ as a committed message, nor as a readable one should a crash undo the mode change.
 #[test]
-fn a_full_complete_leftover_is_emptied_before_it_leaves_recycle() {
+fn a_retired_file_is_incomplete_and_unreadable_before_it_leaves_recycle() {
     let (_tmp, q) = queue();
     let old = commit(&q, "a@example.test", &long_content());
     let leftover = q.recycle_dir().join(old.as_str());
@@ -112,8 +114,13 @@ fn a_full_complete_leftover_is_emptied_before_it_leaves_recycle() {
     let path = m.path().to_owned();
     assert!(!leftover.exists());
     let md = fs::metadata(&path).unwrap();
-    assert_eq!((md.mode() & 0o777, md.len()), (0o600, 0), "empty and incomplete in incoming/");
+    assert_eq!(md.mode() & 0o777, 0o600, "incomplete in incoming/");
     assert!(q2.scan(QueueDir::Incoming).unwrap().is_empty());
+    // Its magic is overwritten before the rename: as if a crash had kept the old mode.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+    let err = q2.open(QueueDir::Incoming, &m.id().clone()).unwrap_err();
+    assert!(err.to_string().contains("magic"), "{err}");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     // An abandoned message is removed as always; nothing of the old one comes back.
     m.abort();
     assert!(!path.exists());
@@ -163,7 +170,6 @@ fn the_pool_limit_is_respected_and_zero_turns_recycling_off() {
         assert_eq!(q.find(id), None);
     }
     assert_eq!(recycled(&q).len(), 3);
-    assert!(recycled(&q).iter().all(|m| m.len() == 0));
     assert!(fs::read_dir(q.dir(QueueDir::Active)).unwrap().next().is_none());
 
     let (_tmp, q) = queue();
@@ -255,11 +261,12 @@ fn odd_files_in_recycle_are_left_alone() {
     want.sort();
     assert_eq!(incoming, want);
     drop(lock);
-    // Released: now it is fair game (our own plain file), emptied before reuse.
+    // Released: now it is fair game (our own plain file), its magic overwritten before reuse.
     let ino = fs::metadata(&locked_path).unwrap().ino();
     let third = other(&q).create(&envelope("c@example.test")).unwrap();
     let md = fs::metadata(third.path()).unwrap();
-    assert_eq!((md.ino(), md.len(), md.mode() & 0o777), (ino, 0, 0o600));
+    assert_eq!((md.ino(), md.mode() & 0o777), (ino, 0o600));
+    assert_eq!(fs::read(third.path()).unwrap()[0], 0);
     assert!(!locked_path.exists());
 }
 
