@@ -296,8 +296,15 @@ impl Master {
             Event::Status(pid, status) => {
                 if let Some(child) = self.children.get_mut(&pid) {
                     child.uses = status.uses;
+                    let retiring = status.state == ChildState::Retiring && child.state != ChildState::Retiring;
                     child.state = status.state;
                     let key = child.key.clone();
+                    // Its successor starts now, not at the next client: the retiring child
+                    // still accepts, so a waiting client is rarely seen by the watcher, and
+                    // a start takes milliseconds that clients would wait once it stops.
+                    if retiring && self.can_spawn(&key) {
+                        self.spawn(&key);
+                    }
                     self.update_want(&key);
                 }
             }
@@ -426,6 +433,8 @@ impl Master {
             return false;
         }
         let live = self.live_children(key).count();
+        // A retiring child still accepts but is not counted: its successor starts before it
+        // stops.
         let available = self.live_children(key).filter(|c| c.state == ChildState::Available).count();
         available == 0 && (svc.maxproc == 0 || live < svc.maxproc as usize)
     }
@@ -655,6 +664,7 @@ impl Master {
                             (true, _) => "draining",
                             (false, ChildState::Available) => "available",
                             (false, ChildState::Taken) => "busy",
+                            (false, ChildState::Retiring) => "retiring",
                         }
                         .into(),
                         uses: c.uses,

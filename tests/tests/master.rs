@@ -235,6 +235,28 @@ fn children_are_recycled_after_max_use() {
 }
 
 #[test]
+fn a_child_near_max_use_is_retiring_and_its_successor_starts_while_it_still_serves() {
+    // max_use 8: from the 6th client on (a quarter before the end) the child reports
+    // "retiring", which rmaster does not count as available.
+    let suite = Suite::builder().main("max_use", "8").inet("smtp", "n - n - - smtpd").start();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, suite.port("smtp"))).unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"220 ");
+        held.push(c);
+    }
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.state == "retiring"));
+    let old = st.services[0].children.iter().find(|c| c.state == "retiring").unwrap().pid;
+    // Its successor starts while it still serves (and takes clients).
+    let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.pid != old));
+    assert!(st.services[0].children.iter().any(|c| c.pid == old), "the old process still serves: {st:#?}");
+    assert!(rpost_testkit::pid_running(old));
+    drop(held);
+}
+
+#[test]
 fn background_start_and_stop_through_the_pid_file() {
     let suite = Suite::builder().inet("smtp", "n - n - - smtpd").prepare();
     let out = suite.rmaster(&["start"]);

@@ -17,6 +17,9 @@
 //!   only; it is `Taken` while it runs [`Options::max_clients`] clients and will not accept
 //!   more, so rmaster starts another process (up to the service's maxproc) when the listener
 //!   has connections waiting;
+//! * a quarter of `max_use` before the end it reports `Retiring`: still accepting, but no
+//!   longer counted as available; rmaster starts its successor then, so nobody waits for a
+//!   process start when it stops;
 //! * after `max_use` clients it takes no new one (it reports `Taken`, so rmaster starts a
 //!   fresh process for them) and exits as soon as it has no client left: a busy process is
 //!   never cut off, and, unlike Postfix's multi_server, a process under steady overlapping
@@ -377,6 +380,23 @@ impl Shared {
     fn full(&self) -> bool {
         self.active.load(Ordering::SeqCst) >= self.limits.max_clients || self.exhausted.load(Ordering::SeqCst)
     }
+
+    /// Use count from which the process reports [`ChildState::Retiring`]: a quarter of
+    /// `max_use` before the end (never for a `max_use` under 4, or none).
+    fn retire_at(&self) -> Option<u64> {
+        let m = self.limits.max_use;
+        (m >= 4).then(|| m - m / 4)
+    }
+
+    fn state(&self) -> ChildState {
+        if self.full() {
+            ChildState::Taken
+        } else if self.retire_at().is_some_and(|at| self.uses.load(Ordering::SeqCst) >= at) {
+            ChildState::Retiring
+        } else {
+            ChildState::Available
+        }
+    }
 }
 
 enum Listener {
@@ -446,7 +466,7 @@ where
     tokio::spawn(async move {
         let mut last: Option<(ChildState, u64)> = None;
         loop {
-            let state = if reporter.full() { ChildState::Taken } else { ChildState::Available };
+            let state = reporter.state();
             let uses = reporter.uses.load(Ordering::SeqCst);
             if last != Some((state, uses)) {
                 last = Some((state, uses));
@@ -559,10 +579,10 @@ where
         };
         let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
         let uses = shared.uses.fetch_add(1, Ordering::SeqCst) + 1;
-        // rmaster must know at once when this process is full (to start another) and that
-        // it has served someone (a later crash then is no start-up failure); other changes
-        // wait for the periodic report.
-        if uses == 1 || active == shared.limits.max_clients {
+        // rmaster must know at once when this process is full or retiring (to start another)
+        // and that it has served someone (a later crash then is no start-up failure); other
+        // changes wait for the periodic report.
+        if uses == 1 || active == shared.limits.max_clients || shared.retire_at() == Some(uses) {
             shared.report.notify_one();
         }
         if shared.limits.max_use > 0 && uses == shared.limits.max_use {

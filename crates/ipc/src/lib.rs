@@ -106,6 +106,10 @@ pub enum ChildState {
     Available,
     /// Busy with a client and not accepting more right now (MASTER_STAT_TAKEN).
     Taken,
+    /// Still accepting, but near `max_use`: rmaster starts its successor now and counts it
+    /// as not available, so no client waits for a process start when it stops accepting
+    /// (about 3.5 ms for smtpd under load, every 100 clients).
+    Retiring,
 }
 
 /// One status-pipe message.
@@ -325,6 +329,7 @@ mod tests {
         let msgs = [
             ChildStatus { pid: 1, generation: 7, state: ChildState::Available, uses: 0 },
             ChildStatus { pid: 99999, generation: 0, state: ChildState::Taken, uses: 12345 },
+            ChildStatus { pid: 2, generation: 1, state: ChildState::Retiring, uses: 75 },
         ];
         let mut wire = Vec::new();
         for m in &msgs {
