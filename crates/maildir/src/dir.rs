@@ -192,6 +192,13 @@ impl Dir {
         Ok(nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
     }
 
+    /// Sets the directory's access time to now, leaving its modification time.
+    pub(crate) fn touch_atime(&self) -> io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        nix::sys::stat::futimens(&self.fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_OMIT)?;
+        Ok(())
+    }
+
     /// `fstat` of the directory itself.
     pub(crate) fn fstat(&self) -> io::Result<FileStat> {
         Ok(nix::sys::stat::fstat(&self.fd)?)

@@ -30,7 +30,10 @@
 //! one mailbox share that step: the first takes the lock once for all that are waiting and
 //! appends their records in one write (flat combining; one lock file, one fdatasync per
 //! batch instead of per message). A failure at that step does not undo the delivery
-//! ([`Delivered::uid`] is then `None`; the next IMAP session assigns the UID).
+//! ([`Delivered::uid`] is then `None`; the next IMAP session assigns the UID). The dot-lock
+//! is a hard link from a per-process seed file in the mailbox's `tmp/`, so a lock cycle
+//! frees no inode (see `lock.rs`); [`Maildir::clean_tmp`] removes seeds of killed processes
+//! and partial deliveries after 36 hours, as Dovecot cleans `tmp/`.
 //!
 //! Also: [`Uidlist`] (read, assign, write `dovecot-uidlist` v3), [`Keywords`]
 //! (`dovecot-keywords`), subscriptions ([`Maildir::subscriptions`], [`Maildir::subscribe`]),
@@ -73,7 +76,7 @@ mod lock;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use dir::Owner;
 pub use keywords::Keywords;
@@ -198,6 +201,11 @@ pub struct Maildir {
     /// How long a delivery waits for the uidlist lock.
     lock_timeout: Duration,
 }
+
+/// How often [`Maildir::clean_tmp`] looks at `tmp/` (Dovecot's MAILDIR_TMP_SCAN_SECS).
+pub const TMP_SCAN_INTERVAL: Duration = Duration::from_secs(8 * 3600);
+/// Files in `tmp/` this old are left over (Dovecot's MAILDIR_TMP_DELETE_SECS).
+pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 
 const MARKER: &str = "maildirfolder";
 const SUBSCRIPTIONS: &str = "subscriptions";
@@ -436,6 +444,60 @@ impl Maildir {
     pub fn lock_uidlist(&self, timeout: Duration) -> Result<UidlistLock, MaildirError> {
         let (store, mbox) = self.open_dirs(false)?;
         UidlistLock::acquire(mbox, store, self.owner, timeout)
+    }
+
+    /// Removes what interrupted deliveries and killed processes left in `tmp/` (partial
+    /// messages, lock seeds), as Dovecot does when it opens a mailbox: at most every
+    /// [`TMP_SCAN_INTERVAL`] (the access time of `tmp/` records the last scan, as in
+    /// Dovecot), the regular files whose access, modification and change times are all
+    /// older than [`TMP_MAX_AGE`]. Returns how many were removed. A file in use is younger:
+    /// a delivery writes its file within seconds, and each lock taken through a seed
+    /// changes the seed's ctime.
+    pub fn clean_tmp(&self) -> Result<usize, MaildirError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        self.clean_tmp_at(now - TMP_SCAN_INTERVAL.as_secs() as i64, now - TMP_MAX_AGE.as_secs() as i64)
+    }
+
+    /// [`Maildir::clean_tmp`] with its two times (seconds since the epoch): scan when
+    /// `tmp/` was last scanned before `scan_before`, remove files all of whose times are
+    /// before `cutoff`.
+    pub(crate) fn clean_tmp_at(&self, scan_before: i64, cutoff: i64) -> Result<usize, MaildirError> {
+        let (_, mbox) = match self.open_dirs(false) {
+            Ok(d) => d,
+            Err(MaildirError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let tmp_path = self.path().join("tmp");
+        let io_err = |e: io::Error| MaildirError::io(tmp_path.clone(), e);
+        let tmp = match mbox.sub("tmp") {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(e)),
+        };
+        let st = tmp.fstat().map_err(io_err)?;
+        if st.st_atime >= scan_before {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for (name, is_dir) in tmp.list().map_err(io_err)? {
+            if is_dir == Some(true) {
+                continue;
+            }
+            let Ok(st) = tmp.stat(&name) else { continue };
+            if dir::is_type(&st, nix::sys::stat::SFlag::S_IFREG)
+                && st.st_atime < cutoff
+                && st.st_mtime < cutoff
+                && st.st_ctime < cutoff
+                && tmp.unlink(&name).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        tmp.touch_atime().map_err(io_err)?;
+        if removed > 0 {
+            tracing::info!("{}: removed {removed} files older than 36 hours from tmp/", self.path().display());
+        }
+        Ok(removed)
     }
 
     /// Bytes stored in the whole store: `cur/` and `new/` of INBOX and of every folder.

@@ -605,3 +605,40 @@ fn a_panicking_leader_answers_its_waiters() {
     // The queue is usable again.
     assert_eq!(assign("c".into()).join().unwrap().unwrap(), 2);
 }
+
+#[test]
+fn tmp_cleanup_removes_only_old_files_and_at_most_every_eight_hours() {
+    let t = tempfile::tempdir().unwrap();
+    let m = Maildir::open(t.path().join("M"));
+    m.create().unwrap();
+    let tmp = t.path().join("M/tmp");
+    std::fs::write(tmp.join("1795000000.M1P2.host"), "partial").unwrap();
+    std::fs::create_dir(tmp.join("a-directory")).unwrap();
+    // tmp/ was just made: its access time says "scanned now", so nothing is looked at.
+    assert_eq!(m.clean_tmp().unwrap(), 0);
+    // Scanned eight hours ago, but the file changed just now: kept (its ctime cannot be
+    // backdated, which is also why a seed in use, relinked for every lock, is never removed).
+    let day_and_half = std::time::SystemTime::now() - Duration::from_secs(40 * 3600);
+    let old = std::fs::FileTimes::new().set_accessed(day_and_half).set_modified(day_and_half);
+    std::fs::File::options().write(true).open(tmp.join("1795000000.M1P2.host")).unwrap().set_times(old).unwrap();
+    let set_tmp_atime = |secs_ago: u64| {
+        let when = std::time::SystemTime::now() - Duration::from_secs(secs_ago);
+        let f = std::fs::File::open(&tmp).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(when)).unwrap();
+    };
+    set_tmp_atime(9 * 3600);
+    assert_eq!(m.clean_tmp().unwrap(), 0);
+    assert!(tmp.join("1795000000.M1P2.host").exists());
+    // The scan recorded itself in tmp/'s access time.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&tmp).unwrap().atime() >= now - 5);
+    // With every time past the cutoff the file goes; directories stay.
+    set_tmp_atime(9 * 3600);
+    assert_eq!(m.clean_tmp_at(now - 8 * 3600, now + 10).unwrap(), 1);
+    assert_eq!(files(&tmp), ["a-directory"]);
+    // And not again within eight hours.
+    std::fs::write(tmp.join("another"), "x").unwrap();
+    assert_eq!(m.clean_tmp_at(now - 8 * 3600, now + 10).unwrap(), 0);
+    assert!(tmp.join("another").exists());
+}

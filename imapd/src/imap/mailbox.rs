@@ -138,6 +138,9 @@ impl Mailbox {
         if !md.path().join("cur").is_dir() || !md.path().join("new").is_dir() || !md.path().join("tmp").is_dir() {
             md.create()?;
         }
+        if !read_only && let Err(e) = md.clean_tmp() {
+            tracing::warn!("{}: tmp/ clean-up: {e}", md.path().display());
+        }
         let keywords = md.keywords()?;
         let name = md.name();
         let mut mb = Mailbox {

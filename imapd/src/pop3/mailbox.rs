@@ -203,6 +203,9 @@ impl Maildrop {
         if !inbox.exists() {
             inbox.create()?;
         }
+        if let Err(e) = inbox.clean_tmp() {
+            tracing::warn!("{}: tmp/ clean-up: {e}", inbox.path().display());
+        }
         let lock_timeout = if opts.lock_session { Duration::from_secs(1) } else { rpost_maildir::UIDLIST_LOCK_TIMEOUT };
         let lock = match inbox.lock_uidlist(lock_timeout) {
             Ok(l) => l,
