@@ -107,8 +107,12 @@ impl DotLock {
         let deadline = Instant::now() + timeout;
         let gate = Gate::enter(dir.path().join(&lock_name), deadline)
             .ok_or_else(|| MaildirError::LockTimeout(dir.path().join(&lock_name)))?;
-        // Only other processes are left to wait for: poll, briefly, as Dovecot does.
+        // Only other processes are left to wait for. They are waited for by watching the
+        // directory for the lock's removal (inotify); without it, by polling with growing
+        // sleeps, as Dovecot does. Sleeps of up to 25 ms made concurrent APPENDs from
+        // sixteen imapd processes take 57 ms at the median.
         let mut wait = Duration::from_millis(1);
+        let mut removal: Option<Option<Removal>> = None;
         loop {
             match take(dir, &lock_name, owner) {
                 Ok(()) => {
@@ -127,11 +131,23 @@ impl DotLock {
                     Err(e) => return Err(io_err(e)),
                 }
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(MaildirError::LockTimeout(dir.path().join(&lock_name)));
             }
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_millis(25));
+            match &removal {
+                // Watch first, then try again: a removal in between is not missed.
+                None => {
+                    removal = Some(Removal::watch(dir));
+                    continue;
+                }
+                // Woken early by any removal; stale locks are still checked now and then.
+                Some(Some(r)) => r.wait(&lock_name, (deadline - now).min(STALE_CHECK_EVERY)),
+                Some(None) => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(25));
+                }
+            }
         }
     }
 
@@ -186,6 +202,45 @@ impl DotLock {
 impl Drop for DotLock {
     fn drop(&mut self) {
         let _ = self.dir.unlink(&self.lock_name);
+    }
+}
+
+/// How often a waiter woken by nothing looks whether the lock went stale.
+const STALE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Wakes a waiter when a name in the lock's directory is removed or renamed away (an unlock:
+/// ours or Dovecot's, which renames its lock over the target).
+struct Removal(nix::sys::inotify::Inotify);
+
+impl Removal {
+    /// None: inotify is not available (no /proc, too many watches): the caller polls.
+    fn watch(dir: &Dir) -> Option<Removal> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        // The open directory itself, not its path, which may have changed since.
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(dir)));
+        ino.add_watch(path.as_str(), AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM).ok()?;
+        Some(Removal(ino))
+    }
+
+    /// Waits until `name` is removed (or anything goes wrong), at most `limit`.
+    fn wait(&self, name: &str, limit: Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&self.0), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+            match self.0.read_events() {
+                Ok(events) if events.iter().any(|e| e.name.as_deref().is_some_and(|n| n == name)) => return,
+                Ok(_) if Instant::now() < end => continue,
+                _ => return,
+            }
+        }
     }
 }
 
@@ -469,6 +524,28 @@ mod tests {
         drop(l);
         release_seeds();
         assert!(!seed.exists());
+    }
+
+    #[test]
+    fn a_lock_of_another_live_process_is_waited_for_until_removed_or_renamed_away() {
+        let t = tempfile::tempdir().unwrap();
+        let d = mailbox(&t);
+        // pid 1 is alive: never stale. Released by unlink (rpost) and by rename (Dovecot).
+        for by_rename in [false, true] {
+            let lock = t.path().join("dovecot-uidlist.lock");
+            std::fs::write(&lock, format!("1:{}", raw_hostname())).unwrap();
+            let releaser = {
+                let (lock, target) = (lock.clone(), t.path().join("dovecot-uidlist"));
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if by_rename { std::fs::rename(&lock, &target) } else { std::fs::remove_file(&lock) }.unwrap();
+                })
+            };
+            let l = DotLock::acquire(&d, "dovecot-uidlist", UIDLIST_STALE, Duration::from_secs(10), None).unwrap();
+            releaser.join().unwrap();
+            assert_eq!(std::fs::read_to_string(&lock).unwrap(), lock_content());
+            drop(l);
+        }
     }
 
     #[test]
