@@ -313,7 +313,7 @@ pub static PARAMS: &[Param] = &[
     p("proxy_interfaces", "", ParamType::List, "Addresses through which this host receives mail via a proxy or NAT"),
     p("qmgr_message_active_limit", "20000", ParamType::Int, "Maximal number of messages in the active queue"),
     p("queue_directory", "/var/spool/rpost", ParamType::Str, "Location of the mail queue"),
-    p("queue_file_recycle_limit", "10000", ParamType::Int, "rpost: delivered queue files qmgr keeps in recycle/ for new messages to overwrite instead of unlinking (0 = none); saves an inode free and allocation per message (slow on ext4 without a journal) and block frees (a synchronous discard each with the discard mount option)"),
+    p("queue_file_recycle_limit", "10000", ParamType::Int, "rpost: delivered queue files qmgr keeps in recycle/ for new messages to overwrite instead of unlinking (0 = none; files over 16 KiB are emptied first); saves an inode free and allocation per message (slow on ext4 without a journal) and block frees (a synchronous discard each with the discard mount option)"),
     p("queue_minfree", "0", ParamType::Size, "Free space in bytes required in the queue file system (0 = no check)"),
     p("queue_run_delay", "300s", ParamType::Time('s'), "Interval between scans of the deferred queue"),
     p("readme_directory", "no", ParamType::Str, "Location of the README files"),

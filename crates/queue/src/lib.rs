@@ -62,7 +62,9 @@
 //! on a file system mounted with `discard` each freed block range is
 //! discarded synchronously (about 1 ms, which made qmgr's truncation of
 //! retired files pace all delivery); a reused file frees neither its inode
-//! nor, while messages are alike in size, its blocks. `recycle/` holds at most
+//! nor, while messages are alike in size, its blocks. A retired file over
+//! [`RECYCLE_KEEP_BYTES`] is emptied, so the pool holds little disk space.
+//! `recycle/` holds at most
 //! `queue_file_recycle_limit` files (counted approximately, recounted now
 //! and then; beyond it files are unlinked as before). It is not a
 //! [`QueueDir`]: it never holds a message, so scans, lookups and listings
@@ -133,7 +135,7 @@ use std::str::FromStr;
 pub use envelope::{BodyType, ClientInfo, Envelope, RcptStatus, Recipient, Ret};
 pub use id::QueueId;
 pub use reader::{ContentReader, QueueFile};
-pub use recycle::{DEFAULT_RECYCLE_LIMIT, RECYCLE_DIR};
+pub use recycle::{DEFAULT_RECYCLE_LIMIT, KEEP_BYTES as RECYCLE_KEEP_BYTES, RECYCLE_DIR};
 pub use show::{QueueEntry, QueueEntryRecipient};
 pub use writer::{IncomingMessage, Queue};
 

@@ -12,7 +12,8 @@
 //! The protocol, and why each step is there:
 //! * retire (qmgr, all recipients done): rename `active/ID` to `recycle/ID` (never over an
 //!   existing name). Its content stays until the file is reused: `recycle/` is as private as
-//!   `active/` (the queue owner's), and nothing ever reads a file there.
+//!   `active/` (the queue owner's), and nothing ever reads a file there. A file larger than
+//!   [`KEEP_BYTES`] is then emptied under its flock, so the pool never holds much disk space.
 //! * take ([`Queue::create`](crate::Queue::create)): open `recycle/NAME` without following
 //!   links or blocking, take its flock without waiting, check that it is a plain file of ours
 //!   with one link still named `recycle/NAME`, then make it 0600 and overwrite its magic
@@ -45,6 +46,10 @@ use crate::QueueId;
 pub const RECYCLE_DIR: &str = "recycle";
 /// Default of `queue_file_recycle_limit`.
 pub const DEFAULT_RECYCLE_LIMIT: usize = 10_000;
+/// A retired file up to this size keeps its blocks for the next message; a larger one is
+/// emptied at once (a rare big message can afford the freeing), so a full pool holds at most
+/// this much disk space per file.
+pub const KEEP_BYTES: u64 = 16 * 1024;
 /// Names read from `recycle/` per readdir.
 const READDIR_BATCH: usize = 256;
 /// After a readdir found nothing, how long creations skip the pool.
@@ -265,8 +270,29 @@ fn rename_into(from: &Path, incoming_dir: &Path) -> Option<QueueId> {
 pub(crate) fn retire(from: &Path, recycle_dir: &Path, id: &QueueId) -> io::Result<bool> {
     let to = recycle_dir.join(id.as_str());
     match renameat2(AT_FDCWD, from, AT_FDCWD, &to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(true),
-        Err(Errno::ENOENT) if std::fs::symlink_metadata(from).is_err() => Err(io::Error::from(Errno::ENOENT)),
-        Err(_) => Ok(false),
+        Ok(()) => {}
+        Err(Errno::ENOENT) if std::fs::symlink_metadata(from).is_err() => return Err(io::Error::from(Errno::ENOENT)),
+        Err(_) => return Ok(false),
+    }
+    if std::fs::symlink_metadata(&to).is_ok_and(|m| m.len() > KEEP_BYTES) {
+        empty_retired(&to);
+    }
+    Ok(true)
+}
+
+/// Empties a large just-retired file. Under the flock, and only while it is still
+/// `recycle/ID`: a taker may have claimed it already and be writing a new message into it.
+/// Failures are harmless: the taker writes over it, and nothing reads a file in recycle/.
+fn empty_retired(path: &Path) {
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { return };
+    if file.metadata().is_ok_and(|m| m.file_type().is_file()) && crate::writer::still_linked(&file, path) {
+        let _ = file.set_len(0);
     }
 }

@@ -67,12 +67,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn retire_then_create_reuses_the_inode_and_keeps_no_old_bytes() {
     let (_tmp, q) = queue();
     let old = commit(&q, "a@example.test", &long_content());
-    let old_len = fs::metadata(q.path(QueueDir::Incoming, &old)).unwrap().len();
     let ino = deliver(&q, &old);
-    // Out of every queue directory, kept whole: freeing its blocks is what recycling avoids.
+    // Out of every queue directory; a file this large is emptied (see the next test).
     let pool = recycled(&q);
     assert_eq!(pool.len(), 1);
-    assert_eq!((pool[0].ino(), pool[0].len()), (ino, old_len));
+    assert_eq!((pool[0].ino(), pool[0].len()), (ino, 0));
     assert_eq!(q.find(&old), None);
 
     let q2 = other(&q);
@@ -95,6 +94,27 @@ fn retire_then_create_reuses_the_inode_and_keeps_no_old_bytes() {
     let raw = fs::read(&path).unwrap();
     assert!(!contains(&raw, b"OLD-SECRET") && !contains(&raw, b"a@example.test"));
     assert!(raw.len() < 1000, "cut after END at commit, no old tail: {} bytes", raw.len());
+}
+
+#[test]
+fn a_small_retired_file_keeps_its_blocks_and_the_next_message_is_written_over_it() {
+    let (_tmp, q) = queue();
+    let old = commit(&q, "a@example.test", &vec![b'O'; 6000]);
+    let old_len = fs::metadata(q.path(QueueDir::Incoming, &old)).unwrap().len();
+    assert!(old_len <= rpost_queue::RECYCLE_KEEP_BYTES);
+    let ino = deliver(&q, &old);
+    // Kept whole: freeing its blocks is what recycling avoids (a synchronous discard each on a
+    // file system mounted with `discard`).
+    let pool = recycled(&q);
+    assert_eq!((pool[0].ino(), pool[0].len()), (ino, old_len));
+    let q2 = other(&q);
+    let mut m = q2.create(&envelope("b@example.test")).unwrap();
+    let path = m.path().to_owned();
+    assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+    m.write_content(b"short\r\n").unwrap();
+    let new = m.commit().unwrap();
+    assert_eq!(q2.open(QueueDir::Incoming, &new).unwrap().content().unwrap(), b"short\r\n");
+    assert!(fs::metadata(&path).unwrap().len() < 1000, "cut after END");
 }
 
 /// A retired file is complete (0700) and whole in recycle/. Reusing it must never show it in
