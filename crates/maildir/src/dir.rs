@@ -16,7 +16,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 /// Owner given to every file and directory created for a mail user (set when the writing
 /// process runs as root on the user's behalf).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,

@@ -24,6 +24,8 @@
 //! the name `<secs>.M<usecs>P<pid>.<host>,S=<size>,W=<vsize>`, where S is the file's size and
 //! W its size with CRLF line endings (IMAP RFC822.SIZE); then `new/` itself is fsync'd and the
 //! tmp name removed. Only then is the message durable, and only then does `deliver` return.
+//! A process keeps the directories of the last mailboxes it delivered into open (see the
+//! `handles` module: each use is checked against the paths with one `stat` per directory).
 //! Then the message gets its IMAP UID in `dovecot-uidlist` under the `dovecot-uidlist.lock`
 //! dot-lock (a new list takes its UIDVALIDITY from `dovecot-uidvalidity` in the store root),
 //! so Dovecot and rpost's imapd see the same UIDs. Concurrent deliveries of one process into
@@ -72,6 +74,7 @@ pub mod uidlist;
 
 mod combine;
 mod dir;
+mod handles;
 mod lock;
 
 use std::io::{self, Read, Write};
@@ -85,7 +88,9 @@ pub use name::{FileName, folder_dir_name, folder_from_dir_name, normalize_flags,
 pub use uidlist::{UIDLIST_LOCK_TIMEOUT, UidRecord, Uidlist, UidlistLock};
 
 use dir::Dir;
+use handles::Handles;
 use lock::DotLock;
+use std::sync::Arc;
 
 /// Group commits of directory fsyncs (new/, cur/) and of uidlist fdatasyncs, per path.
 static DIR_SYNCS: rpost_fsync::GroupSyncs = rpost_fsync::GroupSyncs::new();
@@ -314,20 +319,9 @@ impl Maildir {
     /// `flags`: Maildir flags (`S`, `FS`, ...), empty for a new message in `new/`.
     pub fn deliver(&self, content: &mut dyn Read, flags: &str) -> Result<Delivered, MaildirError> {
         let flags = normalize_flags(flags)?;
-        if self.dir_name.is_some() {
-            match self.open_dirs(false) {
-                Err(MaildirError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    return Err(MaildirError::NoMailbox(self.name()));
-                }
-                Err(e) => return Err(e),
-                Ok(_) => {}
-            }
-        }
-        let (store, mbox) = self.open_dirs(true)?;
-        let sub = |name: &str| mbox.sub(name).map_err(|e| MaildirError::io(self.path().join(name), e));
-        let tmp = sub("tmp")?;
-        let dest_name = if flags.is_empty() { "new" } else { "cur" };
-        let dest = sub(dest_name)?;
+        let h = self.delivery_handles(flags.is_empty())?;
+        let (store, mbox, tmp) = (&h.store, &h.mbox, &h.tmp);
+        let dest = if flags.is_empty() { &h.new } else { &h.cur };
 
         // tmp/<unique>, exclusively.
         let mut base = unique_base();
@@ -362,7 +356,7 @@ impl Maildir {
         drop(file);
 
         if let Some(q) = &self.quota {
-            let used = match self.usage_of(&store) {
+            let used = match self.usage_of(store) {
                 Ok(u) => u,
                 Err(e) => return Err(cleanup(e)),
             };
@@ -383,7 +377,7 @@ impl Maildir {
                 filename.push_str(":2,");
                 filename.push_str(&flags);
             }
-            match tmp.link(&base, &dest, &filename) {
+            match tmp.link(&base, dest, &filename) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     final_base = unique_base();
@@ -408,7 +402,7 @@ impl Maildir {
         // The UID first, the tmp/ name after: the deliveries that one fsync of new/ released
         // together then reach assign_uid together and share its lock cycle (measured: a
         // quarter fewer cycles in bench/e2e-delivery.sh). The tmp/ name is only a second link.
-        let uid = match self.assign_uid(&mbox, &store, &filename, before) {
+        let uid = match self.assign_uid(mbox, store, &filename, before) {
             Ok(uid) => Some(uid),
             Err(e) => {
                 tracing::warn!("{}: no UID assigned yet: {e}", path.display());
@@ -419,6 +413,33 @@ impl Maildir {
             tracing::warn!("unlink({}): {e}", tmp_path.display());
         }
         Ok(Delivered { path, filename, uid, size, vsize })
+    }
+
+    /// The mailbox's directories for a delivery into `new/` (`dest_new`) or `cur/`: kept
+    /// open from an earlier delivery of this process when the paths still lead to them (see
+    /// the `handles` module), else opened (INBOX and `cur/ new/ tmp/` created when missing)
+    /// and kept.
+    fn delivery_handles(&self, dest_new: bool) -> Result<Arc<Handles>, MaildirError> {
+        let key = handles::Key { mbox: self.path(), owner: self.owner, secure: self.secure() };
+        if let Some(h) = handles::get(&key, self.dir_name.is_some(), dest_new) {
+            return Ok(h);
+        }
+        if self.dir_name.is_some() {
+            match self.open_dirs(false) {
+                Err(MaildirError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    return Err(MaildirError::NoMailbox(self.name()));
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        let (store, mbox) = self.open_dirs(true)?;
+        let sub = |name: &str| mbox.sub(name).map_err(|e| MaildirError::io(self.path().join(name), e));
+        let (tmp, new, cur) = (sub("tmp")?, sub("new")?, sub("cur")?);
+        let h = Handles::new(store, mbox, tmp, new, cur).map_err(|e| MaildirError::io(self.path(), e))?;
+        let h = Arc::new(h);
+        handles::put(key, h.clone());
+        Ok(h)
     }
 
     /// The UID of `filename`, in one lock cycle with the concurrent deliveries of this process

@@ -642,3 +642,68 @@ fn tmp_cleanup_removes_only_old_files_and_at_most_every_eight_hours() {
     assert_eq!(m.clean_tmp_at(now - 8 * 3600, now + 10).unwrap(), 0);
     assert!(tmp.join("another").exists());
 }
+
+#[test]
+fn kept_directory_handles_are_used_only_while_the_paths_lead_to_them() {
+    let (uid, gid) = me();
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let home = t.path().join("vmail/alice");
+    let root = home.join("Maildir");
+    let m = Maildir::open(&root).with_owner(uid, gid);
+    let key = handles::Key { mbox: root.clone(), owner: Some(Owner { uid, gid }), secure: true };
+    m.deliver(&mut &b"1"[..], "").unwrap();
+    let kept = handles::get(&key, false, true).expect("kept after a delivery");
+    m.deliver(&mut &b"2"[..], "").unwrap();
+    let again = handles::get(&key, false, true).unwrap();
+    assert!(Arc::ptr_eq(&kept, &again), "the second delivery reused the handles");
+    drop((kept, again));
+    assert_eq!(files(&root.join("new")).len(), 2);
+
+    // new/ swapped for a link: the kept handles are dropped and the fresh walk refuses it.
+    std::fs::rename(root.join("new"), t.path().join("new.away")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("new")).unwrap();
+    assert!(m.deliver(&mut &b"3"[..], "").is_err());
+    assert!(files(&outside).is_empty());
+    std::fs::remove_file(root.join("new")).unwrap();
+    m.deliver(&mut &b"3"[..], "").unwrap();
+
+    // The mailbox renamed away: the next delivery goes to a new mailbox at the path.
+    std::fs::rename(&root, t.path().join("Maildir.old")).unwrap();
+    m.deliver(&mut &b"4"[..], "").unwrap();
+    assert_eq!(files(&root.join("new")).len(), 1);
+    assert_eq!(files(&t.path().join("Maildir.old/new")).len(), 1);
+
+    // tmp/ removed: created again.
+    std::fs::remove_dir_all(root.join("tmp")).unwrap();
+    m.deliver(&mut &b"5"[..], "").unwrap();
+    assert_eq!(files(&root.join("new")).len(), 2);
+
+    // A directory above the mailbox replaced by a link in a directory the user can write:
+    // refused as by a first walk, although handles were kept for the path.
+    std::fs::set_permissions(t.path().join("vmail"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::create_dir_all(outside.join("Maildir")).unwrap();
+    std::fs::rename(&home, t.path().join("alice.old")).unwrap();
+    std::os::unix::fs::symlink(&outside, &home).unwrap();
+    let err = m.deliver(&mut &b"6"[..], "").unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!outside.join("Maildir/new").exists());
+
+    // Folders: the store's path is checked too.
+    let inbox = Maildir::open(t.path().join("b/Maildir"));
+    let sent = inbox.folder("Sent").unwrap();
+    sent.create().unwrap();
+    sent.deliver(&mut &b"7"[..], "").unwrap();
+    std::fs::rename(t.path().join("b"), t.path().join("b.old")).unwrap();
+    assert!(matches!(sent.deliver(&mut &b"8"[..], ""), Err(MaildirError::NoMailbox(_))));
+}
+
+#[test]
+fn at_most_capacity_mailboxes_are_kept_open() {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..handles::CAPACITY + 4 {
+        Maildir::open(t.path().join(format!("u{i}/Maildir"))).deliver(&mut &b"x"[..], "").unwrap();
+        assert!(handles::len() <= handles::CAPACITY);
+    }
+}
