@@ -1,6 +1,6 @@
 # Shared by the bench scripts (sourced): the release binaries and a scratch rpost instance.
 #   bench_build PKG...      builds the packages in release mode, sets $bin
-#   bench_instance          makes $work (removed on exit unless KEEP=1) with etc/main.cf for
+#   bench_instance          makes $work (under $BENCH_DIR, default /var/tmp) (removed on exit unless KEEP=1) with etc/main.cf for
 #                           the bench's domain example.test; the caller writes etc/master.cf
 #                           and appends what else its main.cf needs
 # BENCH_PREBUILT=1 skips the build and measures the binaries already in target/release (when
@@ -17,7 +17,7 @@ bench_build() {
 }
 
 bench_instance() {
-  work=$(mktemp -d /var/tmp/rpost-bench.XXXXXX)
+  work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rpost-bench.XXXXXX")
   chmod 755 "$work"   # mail_owner must reach the spool below it
   mkdir -p "$work/etc"
   owner=$(id -u -n nobody 2>/dev/null || id -u -n)

@@ -132,7 +132,10 @@
 //! first_valid_uid, first_valid_gid, recipient_delimiter, lmtp_save_to_detail_mailbox,
 //! lda_mailbox_autocreate, lda_mailbox_autosubscribe, lmtp_rcpt_check_quota,
 //! mailbox_size_limit, mail_temp_dir, line_length_limit; userdb fields uid, gid, home, mail,
-//! quota_rule (`*:storage=1G`). Plus the rpost-daemon parameters.
+//! quota_rule (`*:storage=1G`). Plus the rpost-daemon parameters, except that `max_use`
+//! applies only when set explicitly (main.cf or `-o` in master.cf): by default the process
+//! serves without a use limit, as Dovecot's lmtp (`service_count = 0`), so all concurrent
+//! deliveries into a mailbox meet in one process and share their uidlist lock cycles.
 //!
 //! local: myhostname, myorigin, mydestination, recipient_delimiter, alias_maps,
 //! forward_path, home_mailbox, mail_spool_directory, mailbox_command, mailbox_command_maps,

@@ -26,7 +26,16 @@ fn main() -> ExitCode {
         }
     };
     let shared = Arc::new(Shared::new(settings));
-    let code = daemon.serve(rpost_daemon::Options::default(), move |client| {
+    // Dovecot's lmtp service has no use limit (service_count = 0), and one process serving
+    // every connection lets concurrent deliveries into a mailbox share their uidlist lock
+    // cycles (rpost-maildir's combining works within a process). A successor started by
+    // Postfix's max_use = 100 would deliver beside the old process, and the two would queue
+    // for each other's dot-locks. max_use set in main.cf or master.cf still applies.
+    let mut options = rpost_daemon::Options::default();
+    if !daemon.params().is_explicit("max_use") {
+        options.max_use = Some(0);
+    }
+    let code = daemon.serve(options, move |client| {
         let shared = shared.clone();
         async move {
             match client {
