@@ -9,7 +9,8 @@
 # sessions, one message per connection, to one virtual user; the clock stops when the N-th
 # file is in the user's Maildir new/. fsync stays on for both (queue files and Maildir files).
 # Also printed: the peak memory of each suite (sum of the proportional set size, Pss, of its
-# processes, so shared pages count once; sampled every 50 ms while it works).
+# processes, so shared pages count once; sampled every 50 ms while it works). Each stack: the
+# median of three runs, its runs alternating with the other stack's.
 #
 # Usage (as root, on a scratch machine): bench/e2e-delivery.sh [MESSAGES]   (default 5000)
 # The reference stack is ../shared/reference-stack.sh (Postfix on 127.0.0.1:2525, Dovecot
@@ -77,36 +78,46 @@ src.wait()
 print(f'{n / elapsed:.0f} {peak / 1024:.0f}')
 PY
 }
-# Median of three runs (by rate), after a warm-up of 200 messages; prints "rate rss (r1 r2 r3)".
-run() { # port new exe_re
-  local saved=$N
-  N=200; measure "$@" >/dev/null; N=$saved
-  local a b c
-  a=$(measure "$@"); b=$(measure "$@"); c=$(measure "$@")
-  local med
-  med=$(printf '%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p)
-  local peak
-  peak=$(printf '%s\n' "$a" "$b" "$c" | awk '$2 > m { m = $2 } END { print m }')
-  echo "${med%% *} $peak (${a%% *} ${b%% *} ${c%% *})"
+# The two stacks' runs alternate (rpost, reference, rpost, ...), each after a warm-up of 200
+# messages, so that drift in the machine's state reaches both alike. One example: on ext4
+# without a journal, files created within minutes of many deletions nearby are slow to
+# allocate (the allocator skips recently freed inodes one by one), so whichever stack ran
+# first after an earlier bench's cleanup would pay for it alone.
+# summary RESULTS...: "median_rate peak_rss (r1 r2 r3)" from "rate rss" lines.
+summary() {
+  local med peak
+  med=$(printf '%s\n' "$@" | sort -n | sed -n 2p)
+  peak=$(printf '%s\n' "$@" | awk '$2 > m { m = $2 } END { print m }')
+  echo "${med%% *} $peak (${1%% *} ${2%% *} ${3%% *})"
 }
+warm() { local saved=$N; N=200; measure "$@" >/dev/null; N=$saved; }
 
-rpost=$(run 2526 "$work/vmail/example.test/alice/mail/new" "^$bin/")
-read -r rpost_rate rpost_rss rest <<<"$rpost"
-echo "rpost:   $rpost_rate msg/s delivered to Maildir, median of 3 $rest ($N messages each, $SESSIONS sessions, $SIZE bytes); peak memory (Pss) ${rpost_rss} MiB"
-
+rpost_args=(2526 "$work/vmail/example.test/alice/mail/new" "^$bin/")
+ref_args=(2525 /var/vmail/example.test/alice/mail/new '^/usr/(lib/postfix/sbin/|sbin/dovecot|lib/dovecot/)')
+with_ref=
 if [ "$(id -u)" = 0 ] && [ -x "$ref" ]; then
+  with_ref=1
   bash "$ref" start >/dev/null 2>&1
   # Start empty so the count is ours alone, and so Dovecot's uidlist is small as rpost's. The
-  # old Maildir is moved aside and deleted only after the runs: on ext4 without a journal, files
-  # created soon after many deletions nearby are slow to allocate (the allocator scans the
-  # recently freed inodes), which would handicap the reference.
+  # old Maildir is moved aside and deleted only after the runs (see above).
   stale=/var/vmail/example.test/alice/mail.bench-old.$$
   if [ -e /var/vmail/example.test/alice/mail ]; then mv /var/vmail/example.test/alice/mail "$stale"; fi
   postsuper -d ALL >/dev/null 2>&1 || true
-  ref_re='^/usr/(lib/postfix/sbin/|sbin/dovecot|lib/dovecot/)'
-  postfix=$(run 2525 /var/vmail/example.test/alice/mail/new "$ref_re")
-  read -r postfix_rate postfix_rss rest <<<"$postfix"
-  echo "postfix+dovecot: $postfix_rate msg/s delivered, median of 3 $rest (same load); peak memory (Pss) ${postfix_rss} MiB"
+fi
+
+warm "${rpost_args[@]}"
+[ -n "$with_ref" ] && warm "${ref_args[@]}"
+rpost_runs=() ref_runs=()
+for _ in 1 2 3; do
+  rpost_runs+=("$(measure "${rpost_args[@]}")")
+  [ -n "$with_ref" ] && ref_runs+=("$(measure "${ref_args[@]}")")
+done
+
+read -r rpost_rate rpost_rss rest <<<"$(summary "${rpost_runs[@]}")"
+echo "rpost:   $rpost_rate msg/s delivered to Maildir, median of 3 $rest ($N messages each, $SESSIONS sessions, $SIZE bytes); peak memory (Pss) ${rpost_rss} MiB"
+if [ -n "$with_ref" ]; then
+  read -r postfix_rate postfix_rss rest <<<"$(summary "${ref_runs[@]}")"
+  echo "postfix+dovecot: $postfix_rate msg/s delivered, median of 3 $rest (same load, runs alternating with rpost's); peak memory (Pss) ${postfix_rss} MiB"
   python3 -c "print(f'ratio rpost/reference: {$rpost_rate/$postfix_rate:.2f}x throughput, {$rpost_rss/max($postfix_rss,1):.2f}x memory')"
   rm -rf /var/vmail/example.test/alice/mail "$stale"
 else
