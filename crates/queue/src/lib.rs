@@ -38,13 +38,14 @@
 //! flip of a status byte yields an invalid value.
 //!
 //! Commit protocol ([`IncomingMessage::commit`]): flush the content, write
-//! END, `fdatasync` the file, `fchmod` it to 0700, `fsync` it, then `fsync`
-//! `incoming/`. Only then may smtpd answer 250. The execute bit is the
-//! "complete" mark (as in Postfix): [`Queue::scan`] lists only files that
-//! carry it, so a file still being written is never picked up. The data is
-//! made durable before the mode changes because a filesystem may otherwise
-//! persist the new mode ahead of delayed-allocation data, leaving a
-//! complete-looking torn file after a power loss. A file left without the
+//! END, `fchmod` the file to 0700, `fsync` it (one sync for both, as Postfix
+//! does), then `fsync` `incoming/`. Only then may smtpd answer 250. The
+//! execute bit is the "complete" mark (as in Postfix): [`Queue::scan`] lists
+//! only files that carry it, so a file still being written is never picked
+//! up. A file system may persist the new mode ahead of delayed-allocation
+//! data; a power loss before the fsync completes can then leave a marked
+//! file with part of its data, which fails the END record or CRC check
+//! below (its client never heard 250). A file left without the
 //! mark by a crash mid-DATA was never acknowledged; [`Queue::cleanup_incoming`]
 //! removes it. The writer holds an `flock` on its file until commit or
 //! abort, so cleanup never removes a file whose writer is alive, however
