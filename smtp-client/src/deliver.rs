@@ -24,7 +24,7 @@ use crate::settings::{ProtoSettings, Settings};
 #[derive(Debug)]
 pub struct Agent {
     pub settings: Settings,
-    pub dns: crate::dns::Resolver,
+    pub dns: rpost_dns::Resolver,
     pub cache: Arc<Cache<TcpStream>>,
     /// LMTP sessions over UNIX-domain sockets (lmtp-deliver, Dovecot's lmtp).
     pub unix_cache: Arc<Cache<UnixStream>>,
@@ -32,7 +32,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(settings: Settings) -> Agent {
-        let dns = crate::dns::Resolver::new(&settings.dns_servers);
+        let dns = rpost_dns::Resolver::new(&settings.dns_servers);
         let cache = Arc::new(Cache::new(settings.cache.clone()));
         let unix_cache = Arc::new(Cache::new(settings.lmtp_cache.clone()));
         Agent { settings, dns, cache, unix_cache }

@@ -15,7 +15,7 @@
 //!   `queue_directory`), `inet:host:port` (LMTP over TCP), `[host]:port`, `[host]`,
 //!   `host:port` (SMTP, or LMTP for the `lmtp` service; the host's A/AAAA records, no MX
 //!   lookup), and bare domains (SMTP to their MX hosts).
-//! * MX delivery ([`mx`], sans I/O, fed by [`dns`]: hickory-resolver asking the servers of
+//! * MX delivery ([`mx`], sans I/O, fed by `rpost_dns::Resolver`: hickory-resolver asking the servers of
 //!   `dns_resolver_servers`, else those of /etc/resolv.conf): MX records by preference,
 //!   equal preferences shuffled, no MX: the domain's own A/AAAA (implicit MX); NXDOMAIN
 //!   bounces (5.4.4, "Host or domain name not found. Name service error for name=D
@@ -104,7 +104,6 @@
 
 pub mod cache;
 pub mod deliver;
-pub mod dns;
 pub mod driver;
 pub mod mx;
 pub mod nexthop;

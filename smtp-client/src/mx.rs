@@ -1,7 +1,7 @@
 //! From a next hop to the ordered list of addresses to try, as Postfix's smtp(8) does it
 //! (`smtp_addr.c`), without I/O of its own: lookups go through the [`Dns`] trait, so the
 //! tests feed it answers from a table and the agent feeds it hickory-resolver
-//! ([`crate::dns`]).
+//! (`rpost_dns::Resolver`).
 //!
 //! * A domain: its MX records, sorted by preference, equal preferences shuffled; no MX
 //!   records (NOERROR, no data): the domain's own A/AAAA records (implicit MX, RFC 5321
@@ -17,56 +17,11 @@
 //!   host addresses from the system resolver (getaddrinfo, /etc/hosts); `dns, native` tries
 //!   DNS first.
 
-use std::future::Future;
 use std::net::IpAddr;
 
 use rpost_ipc::Outcome;
 
-/// DNS record types asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Qtype {
-    Mx,
-    A,
-    Aaaa,
-}
-
-impl Qtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Qtype::Mx => "MX",
-            Qtype::A => "A",
-            Qtype::Aaaa => "AAAA",
-        }
-    }
-}
-
-/// One record of an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rr {
-    /// Preference and exchange (without the trailing dot; "" for the null MX's ".").
-    Mx(u16, String),
-    Addr(IpAddr),
-}
-
-/// The outcome of one DNS query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Found(Vec<Rr>),
-    /// The name exists, but has no records of this type.
-    NoData,
-    /// The name does not exist.
-    NxDomain,
-    /// SERVFAIL, timeout, no server reachable: try again later.
-    TempFail,
-}
-
-/// What [`resolve_domain`] and [`resolve_host`] need from the outside world.
-pub trait Dns: Sync {
-    /// One DNS query (absolute name, no search list).
-    fn query(&self, name: &str, qtype: Qtype) -> impl Future<Output = Answer> + Send;
-    /// The system resolver (getaddrinfo). `Err((temporary, message))`.
-    fn native(&self, host: &str) -> impl Future<Output = Result<Vec<IpAddr>, (bool, String)>> + Send;
-}
+pub use rpost_dns::{Answer, Dns, Qtype, Rr};
 
 /// One address to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +110,7 @@ pub fn order_mx(records: &[Rr], random: &dyn Fn() -> u64) -> Option<Vec<(u16, St
         .iter()
         .filter_map(|r| match r {
             Rr::Mx(p, h) => Some((*p, h.trim_end_matches('.').to_ascii_lowercase())),
-            Rr::Addr(_) => None,
+            Rr::Addr(_) | Rr::Name(_) | Rr::Text(_) => None,
         })
         .collect();
     // RFC 7505: a single MX with the root as exchange. A "." among real MX records is a

@@ -113,7 +113,7 @@ impl Settings {
             });
         }
         let servers = p.get_list("dns_resolver_servers")?;
-        let dns_servers = crate::dns::parse_servers(&servers).map_err(|_| SettingsError::Invalid {
+        let dns_servers = rpost_dns::parse_servers(&servers).map_err(|_| SettingsError::Invalid {
             name: "dns_resolver_servers",
             value: servers.join(" "),
             why: "not a list of ip or ip:port",

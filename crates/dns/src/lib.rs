@@ -1,6 +1,39 @@
-//! The [`mx::Dns`](crate::mx::Dns) the agent uses: hickory-resolver for DNS queries (the
-//! servers of `dns_resolver_servers`, else `/etc/resolv.conf`), tokio's getaddrinfo for
-//! `smtp_host_lookup = native`.
+//! rpost-dns - DNS queries for the daemons that need them
+//!
+//! # SUMMARY
+//! ```text
+//! let dns = Resolver::new(&parse_servers(&params.get_list("dns_resolver_servers")?)?);
+//! match dns.query("example.com", Qtype::Mx).await {
+//!     Answer::Found(rrs) => ..., Answer::NoData | Answer::NxDomain => ..., Answer::TempFail => ...
+//! }
+//! dns.query(&reverse_name(ip), Qtype::Ptr).await;           // 4.3.2.1.in-addr.arpa
+//! ```
+//!
+//! # DESCRIPTION
+//! One query at a time, reduced to what mail routing and SMTP restrictions decide on: the
+//! records found ([`Rr`]: MX, A/AAAA, PTR, TXT), "no such name", "no records of this type",
+//! or "try again later" ([`Answer`]). The [`Dns`] trait is what the protocol logic asks, so
+//! tests and sans-IO code can answer from a table; [`Resolver`] answers with
+//! hickory-resolver: the servers of `dns_resolver_servers`, else those of
+//! `/etc/resolv.conf`. Names are always absolute (no search list) and never looked up in
+//! `/etc/hosts` (that is [`Dns::native`], getaddrinfo, for `smtp_host_lookup = native`).
+//!
+//! Users: smtp-client (MX and address lookups for delivery), smtpd (the client's reverse
+//! name, and the restrictions `reject_unknown_*`, `reject_rbl_client` and friends).
+//!
+//! # SECURITY
+//! Answers are untrusted input: names come back as ASCII text (IDNA as sent), TXT data is
+//! decoded lossily to UTF-8 and callers bound what they echo. Nothing here touches files
+//! after start-up: the resolver configuration is read by [`Resolver::new`], before a
+//! daemon chroots, and the resolver is built on first use inside the tokio runtime.
+//!
+//! # CONFIGURATION
+//! `dns_resolver_servers` (rpost: `ip` or `ip:port`, comma or space separated; empty: the
+//! system's resolver configuration).
+//!
+//! # STANDARDS
+//! RFC 1035 (DNS), RFC 3596 (AAAA), RFC 1034 section 5.2.1 and RFC 3596 section 2.5
+//! (in-addr.arpa and ip6.arpa reverse names), RFC 7505 (null MX: an MX whose exchange is `.`).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +46,86 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
-use crate::mx::{Answer, Dns, Qtype, Rr};
+/// DNS record types asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qtype {
+    Mx,
+    A,
+    Aaaa,
+    Ptr,
+    Txt,
+}
+
+impl Qtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Qtype::Mx => "MX",
+            Qtype::A => "A",
+            Qtype::Aaaa => "AAAA",
+            Qtype::Ptr => "PTR",
+            Qtype::Txt => "TXT",
+        }
+    }
+}
+
+/// One record of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rr {
+    /// Preference and exchange, as the answer has it (`mx.example.com.`; `.` for a null MX).
+    Mx(u16, String),
+    Addr(IpAddr),
+    /// A PTR target, without the trailing dot.
+    Name(String),
+    /// A TXT record's strings, joined.
+    Text(String),
+}
+
+/// The outcome of one DNS query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Found(Vec<Rr>),
+    /// The name exists, but has no records of this type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// SERVFAIL, timeout, no server reachable: try again later.
+    TempFail,
+}
+
+/// What protocol logic needs from the outside world.
+pub trait Dns: Sync {
+    /// One DNS query (absolute name, no search list).
+    fn query(&self, name: &str, qtype: Qtype) -> impl Future<Output = Answer> + Send;
+    /// The system resolver (getaddrinfo). `Err((temporary, message))`.
+    fn native(&self, host: &str) -> impl Future<Output = Result<Vec<IpAddr>, (bool, String)>> + Send;
+}
+
+/// The name a PTR query for `ip` asks: `4.3.2.1.in-addr.arpa` for 1.2.3.4, the 32 nibbles
+/// under `ip6.arpa` for IPv6 (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut s = String::with_capacity(72);
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s.push_str("ip6.arpa");
+            s
+        }
+        IpAddr::V6(v6) => reverse_name(IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))),
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+    }
+}
+
+/// The prefix a DNSBL query puts before the zone: the address's reversed octets (IPv4,
+/// `4.3.2.1`) or nibbles (IPv6), as [`reverse_name`] without its `.in-addr.arpa` suffix.
+pub fn dnsbl_prefix(ip: IpAddr) -> String {
+    let r = reverse_name(ip);
+    r.trim_end_matches(".in-addr.arpa").trim_end_matches(".ip6.arpa").to_string()
+}
 
 /// Parses `dns_resolver_servers`: `ip`, `ip:port` or `[ipv6]:port`, separated by commas
 /// or spaces. Empty: use /etc/resolv.conf.
@@ -105,6 +217,8 @@ impl Dns for Resolver {
                 Qtype::Mx => RecordType::MX,
                 Qtype::A => RecordType::A,
                 Qtype::Aaaa => RecordType::AAAA,
+                Qtype::Ptr => RecordType::PTR,
+                Qtype::Txt => RecordType::TXT,
             };
             match resolver.lookup(fqdn.as_str(), rtype).await {
                 Ok(lookup) => {
@@ -115,6 +229,10 @@ impl Dns for Resolver {
                             RData::MX(mx) => Some(Rr::Mx(mx.preference, mx.exchange.to_ascii())),
                             RData::A(a) => Some(Rr::Addr(IpAddr::V4(a.0))),
                             RData::AAAA(a) => Some(Rr::Addr(IpAddr::V6(a.0))),
+                            RData::PTR(p) => Some(Rr::Name(p.0.to_ascii().trim_end_matches('.').to_string())),
+                            RData::TXT(t) => Some(Rr::Text(
+                                t.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>(),
+                            )),
                             _ => None,
                         })
                         .collect();
@@ -161,5 +279,16 @@ mod tests {
                 as [SocketAddr; 3]
         );
         assert!(l(&["dns.example"]).is_err());
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(reverse_name("192.0.2.10".parse().unwrap()), "10.2.0.192.in-addr.arpa");
+        assert_eq!(reverse_name("::ffff:192.0.2.10".parse().unwrap()), "10.2.0.192.in-addr.arpa");
+        assert_eq!(
+            reverse_name("2001:db8::567:89ab".parse().unwrap()),
+            "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+        assert_eq!(dnsbl_prefix("127.0.0.2".parse().unwrap()), "2.0.0.127");
     }
 }
