@@ -36,9 +36,26 @@
 //! `permit_sasl_authenticated` and `reject_(authenticated_|known_|unauthenticated_)sender_login_mismatch`
 //! with `smtpd_sender_login_maps`.
 //!
+//! DNS ([`dnscheck`], through rpost-dns: the servers of `dns_resolver_servers`, else
+//! /etc/resolv.conf): with `smtpd_peername_lookup = yes` the client's name is its PTR name
+//! when that name's A/AAAA records lead back to the address, else `unknown` (loopback
+//! clients are `localhost`, RFC 6761); it appears in the log, Received: and
+//! check_client_access. The restrictions `reject_unknown_client_hostname`,
+//! `reject_unknown_reverse_client_hostname`, `reject_unknown_helo_hostname`,
+//! `reject_unknown_sender_domain`, `reject_unknown_recipient_domain` (MX, else A/AAAA; a null
+//! MX answers 556 5.1.10), `reject_rbl_client zone[=d.d.d.d]` and `reject_rhsbl_client`,
+//! `_reverse_client`, `_helo`, `_sender`, `_recipient` decide with Postfix's replies and
+//! codes; a temporary DNS failure answers 450 (a DNS list that fails lists nobody, as in
+//! Postfix). Before each command the driver looks up what the lists could need once the
+//! command's name or address is known, so the engine stays free of I/O. Not implemented yet
+//! (warned about at start-up, deciding nothing): `reject_unverified_sender`,
+//! `reject_unverified_recipient`, `reject_mx_backup`, `permit_dnswl_client`,
+//! `permit_rhswl_client`, `check_policy_service`.
+//!
 //! Layout: [`session`] is the sans-IO state machine (commands in, replies and decisions out),
 //! [`server`] the tokio driver that moves bytes and queue-file writes, [`settings`] the
-//! parameters, [`policy`] the restriction engine, [`addr`] address classes.
+//! parameters, [`policy`] the restriction engine, [`dnscheck`] the DNS facts it decides on,
+//! [`addr`] address classes.
 //!
 //! # SECURITY
 //! Runs as `mail_owner`, optionally chrooted to the queue directory. Everything from the
@@ -52,7 +69,10 @@
 //! part) never count as ours. Plaintext pipelined after STARTTLS is discarded, never read
 //! as if it came over TLS (CVE-2011-0411), and the handshake has `smtpd_starttls_timeout`.
 //! SASL responses must be valid base64 (at most 12288 bytes a line) before they reach the
-//! auth server, so a client cannot inject protocol lines; passwords are never logged.
+//! auth server, so a client cannot inject protocol lines; passwords are never logged. DNS
+//! answers are untrusted too: PTR names must be valid host names and count only once
+//! confirmed by A/AAAA, DNS list TXT text is reduced to printable ASCII (200 characters)
+//! before it is quoted, and each fact waits at most 20 s.
 //!
 //! # CONFIGURATION
 //! myhostname, myorigin, mydestination, virtual_alias_domains, virtual_alias_maps,
@@ -61,7 +81,9 @@
 //! smtpd_banner, smtpd_helo_required, smtpd_delay_reject, smtpd_*_restrictions,
 //! smtpd_reject_unlisted_recipient, disable_vrfy_command, smtputf8_enable,
 //! message_size_limit, smtpd_recipient_limit, smtpd_timeout, the error limits and the
-//! reject codes (relay_domains_reject_code, access_map_reject_code, ...);
+//! reject codes (relay_domains_reject_code, access_map_reject_code,
+//! unknown_client_reject_code, unknown_hostname_reject_code, unknown_address_reject_code,
+//! maps_rbl_reject_code, ...); smtpd_peername_lookup, dns_resolver_servers (rpost);
 //! smtpd_tls_security_level (smtpd_use_tls, smtpd_enforce_tls), smtpd_tls_wrappermode,
 //! smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_auth_only,
 //! smtpd_tls_received_header, smtpd_starttls_timeout, config_directory;
@@ -74,10 +96,12 @@
 //! RFC 5321 (SMTP), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2920 (PIPELINING), RFC 3030
 //! (CHUNKING), RFC 3461 (DSN), RFC 2034/3463 (enhanced status codes), RFC 6531 (SMTPUTF8),
 //! RFC 3848 (protocol names in Received:), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS),
-//! RFC 4954 (AUTH), RFC 4616 (PLAIN).
+//! RFC 4954 (AUTH), RFC 4616 (PLAIN), RFC 1035 (DNS), RFC 5782 (DNS blacklists and whitelists),
+//! RFC 7505 (null MX), RFC 6761 (localhost names).
 
 /// Address classes live in rpost-address (qmgr needs them too).
 pub use rpost_address as addr;
+pub mod dnscheck;
 pub mod policy;
 pub mod sasl;
 pub mod server;

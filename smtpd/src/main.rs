@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rpost_daemon::{Client, Stream};
-use smtpd::server::{Shared, client_name, serve, serve_at};
+use smtpd::server::{Shared, serve, serve_at};
 use smtpd::session;
 
 fn main() -> ExitCode {
@@ -38,13 +38,13 @@ fn main() -> ExitCode {
             match client {
                 Client::Stream(Stream::Tcp { stream, peer, .. }) => {
                     let _ = stream.set_nodelay(true);
-                    let client = session::Client { addr: peer.ip(), port: peer.port(), name: client_name(peer.ip()) };
+                    let client = session::Client::new(peer.ip(), peer.port(), "unknown");
                     let local = stream.local_addr().ok();
                     serve_at(shared, stream, client, local).await;
                 }
                 Client::Stream(Stream::Unix(stream)) => {
                     let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-                    let client = session::Client { addr, port: 0, name: "localhost".into() };
+                    let client = session::Client::new(addr, 0, "localhost");
                     serve(shared, stream, client).await;
                 }
                 Client::Trigger(_) => {}

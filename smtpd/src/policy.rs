@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use rpost_lookup::Table;
 use rpost_smtp_proto::Reply;
 
-use crate::addr::{Address, Domains, NetList};
+use crate::addr::{Address, Class, Domains, NetList};
+use crate::dnscheck::{self, Query, ReplyFilter, Verdict};
 
 /// What a restriction list concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +44,47 @@ pub enum Restriction {
     RejectUnlistedSender,
     /// reject_sender_login_mismatch and its variants (smtpd_sender_login_maps).
     SenderLogin(LoginCheck),
+    /// reject_unknown_client_hostname (old name reject_unknown_client): no verified name.
+    RejectUnknownClientHostname,
+    /// reject_unknown_reverse_client_hostname: no PTR name at all.
+    RejectUnknownReverseClientHostname,
+    /// reject_unknown_helo_hostname (old name reject_unknown_hostname).
+    RejectUnknownHelo,
+    RejectUnknownSenderDomain,
+    RejectUnknownRecipientDomain,
+    /// reject_rbl_client and reject_rhsbl_*: the name whose entry under `zone` rejects
+    /// (only entries that pass the `=d.d.d.d` filter, when given).
+    DnsList {
+        listed: ListedName,
+        zone: String,
+        filter: Option<ReplyFilter>,
+    },
     CheckAccess(AccessKind, Vec<Box<dyn Table>>, String),
-    /// DNS-based restrictions: accepted in the configuration, evaluated once the resolver
-    /// lands. They warn once per process and decide nothing: never a silent "checked".
+    /// Restrictions rpost does not implement yet (address verification, policy services,
+    /// DNS allow lists): accepted in the configuration, they warn once per process and decide
+    /// nothing: never a silent "checked".
     NotYet(String),
     /// A table that could not be opened: every evaluation answers 451, as Postfix does.
     Broken(String),
     /// An unknown restriction name: 451 4.3.5 Server configuration error.
     Unknown(String),
+}
+
+/// What a DNS list restriction looks up under its zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedName {
+    /// reject_rbl_client: the client address, reversed.
+    ClientAddr,
+    /// reject_rhsbl_client: the verified client name.
+    ClientName,
+    /// reject_rhsbl_reverse_client: the PTR name.
+    ReverseClientName,
+    /// reject_rhsbl_helo.
+    Helo,
+    /// reject_rhsbl_sender: the sender's domain.
+    SenderDomain,
+    /// reject_rhsbl_recipient: the recipient's domain.
+    RecipientDomain,
 }
 
 /// Which half of Postfix's sender-login check applies.
@@ -95,6 +129,13 @@ pub struct Facts<'a> {
     pub sasl_user: Option<&'a str>,
     /// The client sent more input before we replied, without the right to (no EHLO).
     pub improper_pipelining: bool,
+    /// The PTR name (unverified), or `unknown`.
+    pub client_reverse_name: &'a str,
+    /// The name or the PTR name is `unknown` because a lookup failed for now.
+    pub client_name_tempfail: bool,
+    pub client_reverse_tempfail: bool,
+    /// DNS answers looked up for this session (see [`wanted`]).
+    pub dns: &'a dnscheck::Facts,
 }
 
 /// Static context the engine needs besides the facts.
@@ -125,6 +166,10 @@ pub struct Codes {
     pub unknown_virtual_mailbox: u16,
     pub unknown_virtual_alias: u16,
     pub unknown_relay: u16,
+    pub unknown_client: u16,
+    pub unknown_hostname: u16,
+    pub unknown_address: u16,
+    pub maps_rbl: u16,
 }
 
 const MAX_NESTING: usize = 10;
@@ -184,34 +229,49 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
             "reject_unauthenticated_sender_login_mismatch" => {
                 Restriction::SenderLogin(LoginCheck { authenticated: false, only_known: false, unauthenticated: true })
             }
-            "reject_unknown_client_hostname"
-            | "reject_unknown_client"
-            | "reject_unknown_reverse_client_hostname"
-            | "reject_unknown_helo_hostname"
-            | "reject_unknown_hostname"
-            | "reject_unknown_sender_domain"
-            | "reject_unknown_recipient_domain"
-            | "reject_unverified_sender"
-            | "reject_unverified_recipient"
-            | "reject_mx_backup" => Restriction::NotYet(name),
+            "reject_unknown_client_hostname" | "reject_unknown_client" => Restriction::RejectUnknownClientHostname,
+            "reject_unknown_reverse_client_hostname" => Restriction::RejectUnknownReverseClientHostname,
+            "reject_unknown_helo_hostname" | "reject_unknown_hostname" => Restriction::RejectUnknownHelo,
+            "reject_unknown_sender_domain" => Restriction::RejectUnknownSenderDomain,
+            "reject_unknown_recipient_domain" => Restriction::RejectUnknownRecipientDomain,
+            "reject_unverified_sender" | "reject_unverified_recipient" | "reject_mx_backup" => {
+                Restriction::NotYet(name)
+            }
             "reject_rbl_client"
             | "reject_rhsbl_client"
             | "reject_rhsbl_sender"
             | "reject_rhsbl_helo"
             | "reject_rhsbl_recipient"
-            | "reject_rhsbl_reverse_client"
-            | "permit_dnswl_client"
-            | "permit_rhswl_client"
-            | "check_policy_service" => {
+            | "reject_rhsbl_reverse_client" => {
+                let listed = match name.as_str() {
+                    "reject_rbl_client" => ListedName::ClientAddr,
+                    "reject_rhsbl_client" => ListedName::ClientName,
+                    "reject_rhsbl_sender" => ListedName::SenderDomain,
+                    "reject_rhsbl_helo" => ListedName::Helo,
+                    "reject_rhsbl_recipient" => ListedName::RecipientDomain,
+                    _ => ListedName::ReverseClientName,
+                };
+                let arg = it.next().cloned().unwrap_or_default().to_ascii_lowercase();
+                let (zone, filter) = match arg.split_once('=') {
+                    Some((zone, f)) => (zone.to_string(), Some(ReplyFilter::parse(f))),
+                    None => (arg.clone(), None),
+                };
+                let zone = zone.trim_end_matches('.').to_string();
+                match filter {
+                    _ if zone.is_empty() || !zone.contains('.') => Restriction::Unknown(format!("{name} {arg}")),
+                    Some(None) => Restriction::Unknown(format!("{name} {arg}")),
+                    Some(Some(f)) => Restriction::DnsList { listed, zone, filter: Some(f) },
+                    None => Restriction::DnsList { listed, zone, filter: None },
+                }
+            }
+            "permit_dnswl_client" | "permit_rhswl_client" | "check_policy_service" => {
                 let arg = it.next().cloned().unwrap_or_default();
                 Restriction::NotYet(format!("{name} {arg}"))
             }
             _ => Restriction::Unknown(name),
         };
         if let Restriction::NotYet(what) = &r {
-            tracing::warn!(
-                "{what}: DNS-based restrictions are not implemented yet: skipped, mail is NOT checked by it"
-            );
+            tracing::warn!("{what}: not implemented yet: skipped, mail is NOT checked by it");
         }
         out.push(r);
     }
@@ -358,6 +418,82 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
         },
         Restriction::SenderLogin(check) => sender_login(*check, f, env),
         Restriction::CheckAccess(kind, tables, spec) => check_access(*kind, tables, spec, stage, f, env, depth),
+        Restriction::RejectUnknownClientHostname => {
+            if f.client_name != "unknown" {
+                return Decision::Dunno;
+            }
+            let code = if f.client_name_tempfail { 450 } else { env.codes.unknown_client };
+            let class = code / 100;
+            Decision::Reject(reply(
+                code,
+                &format!("{class}.7.25 Client host rejected: cannot find your hostname, [{}]", f.client_addr),
+            ))
+        }
+        Restriction::RejectUnknownReverseClientHostname => {
+            if f.client_reverse_name != "unknown" {
+                return Decision::Dunno;
+            }
+            let code = if f.client_reverse_tempfail { 450 } else { env.codes.unknown_client };
+            let class = code / 100;
+            Decision::Reject(reply(
+                code,
+                &format!("{class}.7.25 Client host rejected: cannot find your reverse hostname, [{}]", f.client_addr),
+            ))
+        }
+        Restriction::RejectUnknownHelo => {
+            let Some(q) = helo_query(f) else { return Decision::Dunno };
+            match lookup(f, &q) {
+                Verdict::NotFound | Verdict::Malformed | Verdict::NullMx => Decision::Reject(reply(
+                    env.codes.unknown_hostname,
+                    &format!("{}: Host not found", obj_prefix(AccessKind::Helo, f)),
+                )),
+                Verdict::TempFail => {
+                    Decision::Reject(reply(450, &format!("{}: Host not found", obj_prefix(AccessKind::Helo, f))))
+                }
+                _ => Decision::Dunno,
+            }
+        }
+        Restriction::RejectUnknownSenderDomain => match f.sender.and_then(|s| mail_domain_query(s, f, env)) {
+            Some(q) => unknown_domain(&q, AccessKind::Sender, "1.8", f, env),
+            None => Decision::Dunno,
+        },
+        Restriction::RejectUnknownRecipientDomain => match f.recipient.and_then(|r| mail_domain_query(r, f, env)) {
+            Some(q) => unknown_domain(&q, AccessKind::Recipient, "1.2", f, env),
+            None => Decision::Dunno,
+        },
+        Restriction::DnsList { listed, zone, filter } => {
+            let Some(name) = listed_name(*listed, f, env) else { return Decision::Dunno };
+            let q = Query::Listed(format!("{name}.{zone}"));
+            match lookup(f, &q) {
+                Verdict::Listed { addrs, text }
+                    if addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
+                {
+                    let class = match listed {
+                        ListedName::ClientAddr | ListedName::ClientName => "Client host",
+                        ListedName::ReverseClientName => "Unverified Client host",
+                        ListedName::Helo => "Helo command",
+                        ListedName::SenderDomain => "Sender address",
+                        ListedName::RecipientDomain => "Recipient address",
+                    };
+                    let what = if *listed == ListedName::ClientAddr { f.client_addr.to_string() } else { name };
+                    let reason = text.as_ref().map(|t| format!("; {t}")).unwrap_or_default();
+                    let code = env.codes.maps_rbl;
+                    Decision::Reject(reply(
+                        code,
+                        &format!(
+                            "{}.7.1 Service unavailable; {class} [{what}] blocked using {zone}{reason}",
+                            code / 100
+                        ),
+                    ))
+                }
+                Verdict::TempFail => {
+                    // As Postfix: a list that does not answer lists nobody.
+                    tracing::warn!("{q:?}: DNS list lookup failed for now: not listed");
+                    Decision::Dunno
+                }
+                _ => Decision::Dunno,
+            }
+        }
         // Warned about when the list was parsed (start-up), not on every message.
         Restriction::NotYet(_) => Decision::Dunno,
         Restriction::Broken(what) => {
@@ -374,6 +510,104 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
 /// Postfix's sender-login check: the owners of the MAIL FROM address are looked up in
 /// smtpd_sender_login_maps (address, then domain and user@ forms, as access maps) and
 /// compared with the SASL login, case-insensitively.
+/// The answer the driver looked up for `q`; one it did not (a restriction reached through
+/// an access table's result) counts as a temporary failure, logged.
+fn lookup(f: &Facts<'_>, q: &Query) -> Verdict {
+    f.dns.get(q).cloned().unwrap_or_else(|| {
+        tracing::warn!("{q:?}: not looked up before the restriction needed it: treated as a temporary DNS failure");
+        Verdict::TempFail
+    })
+}
+
+fn helo_query(f: &Facts<'_>) -> Option<Query> {
+    let h = f.helo?;
+    if h.is_empty() || crate::addr::is_address_literal(h) {
+        return None;
+    }
+    Some(Query::Host(h.trim_end_matches('.').to_ascii_lowercase()))
+}
+
+/// The domain of `address` when Postfix would check it: not the null sender, not a domain
+/// literal, not a domain we are final destination for.
+fn mail_domain(address: &str, env: &Env<'_>) -> Option<String> {
+    if address.is_empty() {
+        return None;
+    }
+    let a = Address::parse(address, env.myorigin);
+    let d = a.domain_key();
+    if d.is_empty() || d.starts_with('[') {
+        return None;
+    }
+    match env.domains.classify(&a) {
+        Class::Local | Class::VirtualAlias | Class::VirtualMailbox => None,
+        Class::Relay | Class::Remote => Some(d.trim_end_matches('.').to_string()),
+    }
+}
+
+fn mail_domain_query(address: &str, _f: &Facts<'_>, env: &Env<'_>) -> Option<Query> {
+    mail_domain(address, env).map(Query::MailDomain)
+}
+
+/// reject_unknown_sender_domain / reject_unknown_recipient_domain, as Postfix words them.
+fn unknown_domain(q: &Query, kind: AccessKind, detail: &str, f: &Facts<'_>, env: &Env<'_>) -> Decision {
+    let Query::MailDomain(domain) = q else { return Decision::Dunno };
+    let prefix = obj_prefix(kind, f);
+    let (code, why) = match lookup(f, q) {
+        Verdict::NotFound => (env.codes.unknown_address, "Domain not found".to_string()),
+        Verdict::Malformed => (env.codes.unknown_address, "Malformed DNS server reply".to_string()),
+        Verdict::TempFail => (450, "Domain not found".to_string()),
+        Verdict::NullMx => {
+            return Decision::Reject(reply(
+                556,
+                &format!("5.1.10 {prefix}: Domain {domain} does not accept mail (nullMX)"),
+            ));
+        }
+        _ => return Decision::Dunno,
+    };
+    Decision::Reject(reply(code, &format!("{}.{detail} {prefix}: {why}", code / 100)))
+}
+
+/// The name a DNS list restriction looks up under its zone (`None`: nothing to look up).
+fn listed_name(listed: ListedName, f: &Facts<'_>, env: &Env<'_>) -> Option<String> {
+    let known = |n: &str| (n != "unknown" && !n.is_empty()).then(|| n.trim_end_matches('.').to_ascii_lowercase());
+    match listed {
+        ListedName::ClientAddr => Some(rpost_dns::dnsbl_prefix(f.client_addr)),
+        ListedName::ClientName => known(f.client_name),
+        ListedName::ReverseClientName => known(f.client_reverse_name),
+        ListedName::Helo => f.helo.filter(|h| !crate::addr::is_address_literal(h)).and_then(known),
+        ListedName::SenderDomain => f
+            .sender
+            .filter(|s| !s.is_empty())
+            .map(|s| Address::parse(s, env.myorigin).domain_key())
+            .and_then(|d| known(&d)),
+        ListedName::RecipientDomain => {
+            f.recipient.map(|r| Address::parse(r, env.myorigin).domain_key()).and_then(|d| known(&d))
+        }
+    }
+}
+
+/// The DNS answers `list` could need with these facts and does not have yet: the driver
+/// looks them up before the session applies a command (see [`crate::dnscheck`]).
+pub fn wanted(list: &[Restriction], f: &Facts<'_>, env: &Env<'_>, out: &mut Vec<Query>) {
+    for r in list {
+        let q = match r {
+            Restriction::RejectUnknownHelo => helo_query(f),
+            Restriction::RejectUnknownSenderDomain => f.sender.and_then(|s| mail_domain_query(s, f, env)),
+            Restriction::RejectUnknownRecipientDomain => f.recipient.and_then(|r| mail_domain_query(r, f, env)),
+            Restriction::DnsList { listed, zone, .. } => {
+                listed_name(*listed, f, env).map(|name| Query::Listed(format!("{name}.{zone}")))
+            }
+            _ => None,
+        };
+        if let Some(q) = q
+            && !f.dns.contains_key(&q)
+            && !out.contains(&q)
+        {
+            out.push(q);
+        }
+    }
+}
+
 fn sender_login(check: LoginCheck, f: &Facts<'_>, env: &Env<'_>) -> Decision {
     let Some(sender) = f.sender.filter(|s| !s.is_empty()) else { return Decision::Dunno };
     if let Some(broken) = env.sender_login_broken {
@@ -554,7 +788,9 @@ mod tests {
         ]);
         assert!(matches!(l[0], Restriction::PermitMynetworks));
         assert!(matches!(&l[1], Restriction::Unknown(n) if n == "frobnicate"));
-        assert!(matches!(&l[2], Restriction::NotYet(n) if n == "reject_rbl_client zen.example"));
+        assert!(
+            matches!(&l[2], Restriction::DnsList { listed: ListedName::ClientAddr, zone, filter: None } if zone == "zen.example")
+        );
         assert_eq!(l.len(), 3);
     }
 }

@@ -11,6 +11,7 @@ use rpost_smtp_proto::{Event, Limits, Reply, ServerCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dnscheck;
 use crate::sasl::{self, ServerReply};
 use crate::session::{AuthAnswer, AuthOutcome, AuthStart, Client, Content, Next, Session, Step};
 use crate::settings::Settings;
@@ -28,18 +29,21 @@ pub struct Shared {
     qmgr_socket: PathBuf,
     qmgr_task: std::sync::Once,
     conns: Mutex<HashMap<IpAddr, usize>>,
+    /// For the client's name and the DNS restrictions.
+    dns: rpost_dns::Resolver,
 }
 
 impl Shared {
     pub fn new(settings: Settings, queue_root: PathBuf) -> Shared {
         Shared {
-            settings,
             qmgr: Arc::new(tokio::sync::Notify::new()),
             qmgr_socket: queue_root.join("public").join("qmgr"),
             qmgr_task: std::sync::Once::new(),
             queue: Queue::new(queue_root.clone()),
             queue_root,
             conns: Mutex::new(HashMap::new()),
+            dns: rpost_dns::Resolver::new(&settings.dns_servers),
+            settings,
         }
     }
 
@@ -81,9 +85,22 @@ impl Drop for ConnSlot<'_> {
     }
 }
 
-/// The name we show for a client until reverse DNS arrives with the resolver.
-pub fn client_name(addr: IpAddr) -> String {
-    if addr.is_loopback() { "localhost".into() } else { "unknown".into() }
+/// The client's names (Postfix's smtpd_peername_lookup): DNS PTR, confirmed by A/AAAA. A
+/// loopback client is `localhost` without asking: RFC 6761 reserves those names, and
+/// resolvers (hickory among them) answer them locally. `None`: no lookup wanted, the
+/// client stays `unknown`.
+async fn client_names(shared: &Shared, addr: IpAddr) -> Option<dnscheck::ClientNames> {
+    if !shared.settings.peername_lookup {
+        return None;
+    }
+    let v4 = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        a => a,
+    };
+    if v4.is_loopback() {
+        return Some(dnscheck::ClientNames::localhost());
+    }
+    Some(dnscheck::client_names(&shared.dns, addr).await)
 }
 
 /// Serves one SMTP client to the end.
@@ -100,6 +117,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let s = &shared.settings;
+    let mut client = client;
+    // TCP clients only: a local (UNIX socket) client is localhost.
+    if local.is_some()
+        && let Some(names) = client_names(&shared, client.addr).await
+    {
+        client.set_names(names);
+    }
     tracing::info!("connect from {}", client.display());
     let over = {
         let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -352,6 +376,15 @@ impl Driver<'_> {
         match ev {
             Event::Command(cmd) => {
                 let pipelined = self.codec.buffered() > 0;
+                // What the restrictions will ask DNS about this command, asked first: the
+                // session itself does no I/O.
+                if let Ok(c) = &cmd {
+                    for q in self.session.dns_wanted(c) {
+                        let v = dnscheck::resolve(&self.shared.dns, &q).await;
+                        tracing::debug!("dns {q:?}: {v:?}");
+                        self.session.dns_answer(q, v);
+                    }
+                }
                 let step = self.session.command(cmd, pipelined);
                 self.apply(step, stream).await
             }

@@ -106,9 +106,34 @@ pub struct Client {
     pub port: u16,
     /// Verified reverse name, or `unknown`.
     pub name: String,
+    /// The PTR name (not verified), or `unknown`.
+    pub reverse_name: String,
+    /// `name` / `reverse_name` is `unknown` because a DNS lookup failed for now.
+    pub name_tempfail: bool,
+    pub reverse_tempfail: bool,
 }
 
 impl Client {
+    /// A client known by `name` (for its reverse name too).
+    pub fn new(addr: IpAddr, port: u16, name: &str) -> Client {
+        Client {
+            addr,
+            port,
+            name: name.to_string(),
+            reverse_name: name.to_string(),
+            name_tempfail: false,
+            reverse_tempfail: false,
+        }
+    }
+
+    /// Takes the names DNS gave (see [`crate::dnscheck::client_names`]).
+    pub fn set_names(&mut self, n: crate::dnscheck::ClientNames) {
+        self.name = n.name;
+        self.reverse_name = n.reverse_name;
+        self.name_tempfail = n.name_tempfail;
+        self.reverse_tempfail = n.reverse_tempfail;
+    }
+
     /// `name[addr]`, as Postfix logs clients.
     pub fn display(&self) -> String {
         format!("{}[{}]", self.name, self.addr)
@@ -203,6 +228,8 @@ pub struct Session<'s> {
     counters: Counters,
     /// Set when client restrictions rejected at connect time (smtpd_delay_reject = no).
     connect_reject: Option<Reply>,
+    /// DNS answers for the restrictions, looked up by the driver ([`Session::dns_wanted`]).
+    dns: crate::dnscheck::Facts,
 }
 
 impl<'s> Session<'s> {
@@ -222,6 +249,7 @@ impl<'s> Session<'s> {
             junk: 0,
             counters: Counters::default(),
             connect_reject: None,
+            dns: Default::default(),
         }
     }
 
@@ -253,7 +281,51 @@ impl<'s> Session<'s> {
             recipient: rcpt,
             sasl_user: self.sasl_user.as_deref(),
             improper_pipelining: pipelined && !self.esmtp,
+            client_reverse_name: &self.client.reverse_name,
+            client_name_tempfail: self.client.name_tempfail,
+            client_reverse_tempfail: self.client.reverse_tempfail,
+            dns: &self.dns,
         }
+    }
+
+    /// The DNS answers the restriction lists could need once `cmd` is applied (its HELO
+    /// name, sender or recipient known) and that this session has not looked up yet. The
+    /// driver resolves them ([`crate::dnscheck::resolve`]) and hands them to
+    /// [`Session::dns_answer`] before it passes `cmd` to [`Session::command`].
+    pub fn dns_wanted(&self, cmd: &Command) -> Vec<crate::dnscheck::Query> {
+        let mut facts = self.facts(None, false);
+        let (helo, sender, rcpt);
+        match cmd {
+            Command::Helo(n) | Command::Ehlo(n) => {
+                helo = n.to_string();
+                facts.helo = Some(&helo);
+            }
+            Command::Mail { from, .. } => {
+                sender = match from {
+                    ReversePath::Null => String::new(),
+                    ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
+                };
+                facts.sender = Some(&sender);
+            }
+            Command::Rcpt { to, .. } => {
+                rcpt = Address::parse(&to.0.to_string(), &self.s.myorigin).full();
+                facts.recipient = Some(&rcpt);
+            }
+            Command::Data | Command::Bdat { .. } => {}
+            _ => return Vec::new(),
+        }
+        let env = self.env();
+        let r = &self.s.restrictions;
+        let mut out = Vec::new();
+        for list in [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data] {
+            policy::wanted(list, &facts, &env, &mut out);
+        }
+        out
+    }
+
+    /// An answer the driver looked up (see [`Session::dns_wanted`]).
+    pub fn dns_answer(&mut self, q: crate::dnscheck::Query, v: crate::dnscheck::Verdict) {
+        self.dns.insert(q, v);
     }
 
     fn env(&self) -> policy::Env<'_> {
@@ -1029,7 +1101,7 @@ mod tests {
     }
 
     fn client() -> Client {
-        Client { addr: "192.0.2.9".parse().unwrap(), port: 1234, name: "unknown".into() }
+        Client::new("192.0.2.9".parse().unwrap(), 1234, "unknown")
     }
 
     fn cmd(s: &mut Session<'_>, line: &str) -> Step {

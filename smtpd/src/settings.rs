@@ -61,6 +61,10 @@ pub struct Restrictions {
 /// Everything a session needs to know, resolved from parameters.
 #[derive(Debug)]
 pub struct Settings {
+    /// `dns_resolver_servers` (empty: /etc/resolv.conf).
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// `smtpd_peername_lookup`: look the client's name up in DNS.
+    pub peername_lookup: bool,
     pub myhostname: String,
     pub myorigin: String,
     pub mail_name: String,
@@ -230,7 +234,15 @@ impl Settings {
                 }
             }
         }
+        let dns_servers =
+            rpost_dns::parse_servers(&p.get_list("dns_resolver_servers")?).map_err(|detail| SettingsError::Value {
+                param: "dns_resolver_servers",
+                value: p.get("dns_resolver_servers").unwrap_or_default(),
+                detail,
+            })?;
         Ok(Settings {
+            dns_servers,
+            peername_lookup: p.get_bool("smtpd_peername_lookup")?,
             tls_level,
             tls_wrapper,
             tls_auth_only: p.get_bool("smtpd_tls_auth_only")?,
@@ -286,6 +298,10 @@ impl Settings {
                 unknown_virtual_mailbox: code(p, "unknown_virtual_mailbox_reject_code")?,
                 unknown_virtual_alias: code(p, "unknown_virtual_alias_reject_code")?,
                 unknown_relay: code(p, "unknown_relay_recipient_reject_code")?,
+                unknown_client: code(p, "unknown_client_reject_code")?,
+                unknown_hostname: code(p, "unknown_hostname_reject_code")?,
+                unknown_address: code(p, "unknown_address_reject_code")?,
+                maps_rbl: code(p, "maps_rbl_reject_code")?,
             },
             alias_expansion: rpost_lookup::ExpandOptions::from_params(p)?,
             line_length_limit: int(p, "line_length_limit")?.max(512) as usize,

@@ -32,7 +32,7 @@ fn shared(extra: &[(&str, &str)], queue: &std::path::Path) -> Arc<Shared> {
 /// every reply line the server wrote.
 async fn session(shared: Arc<Shared>, input: &[u8]) -> Vec<String> {
     let (client, server) = tokio::io::duplex(1 << 16);
-    let peer = Client { addr: "127.0.0.1".parse().unwrap(), port: 4711, name: "localhost".into() };
+    let peer = Client::new("127.0.0.1".parse().unwrap(), 4711, "localhost");
     let task = tokio::spawn(serve(shared, server, peer));
     let (rd, mut wr) = tokio::io::split(client);
     wr.write_all(input).await.unwrap();
@@ -74,7 +74,7 @@ async fn a_silent_client_is_timed_out() {
     let dir = tempfile::tempdir().unwrap();
     let sh = shared(&[("smtpd_timeout", "1s")], dir.path());
     let (client, server) = tokio::io::duplex(1024);
-    let peer = Client { addr: "127.0.0.1".parse().unwrap(), port: 1, name: "localhost".into() };
+    let peer = Client::new("127.0.0.1".parse().unwrap(), 1, "localhost");
     let task = tokio::spawn(serve(sh, server, peer));
     let mut rd = BufReader::new(client).lines();
     assert_eq!(rd.next_line().await.unwrap().unwrap(), "220 mx.example.test ESMTP rpost");

@@ -137,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
 
 fn start(sh: Arc<Shared>) -> Peer<tokio::io::DuplexStream> {
     let (client, server) = tokio::io::duplex(1 << 16);
-    let peer = Client { addr: "198.51.100.7".parse().unwrap(), port: 4711, name: "unknown".into() };
+    let peer = Client::new("198.51.100.7".parse().unwrap(), 4711, "unknown");
     tokio::spawn(serve(sh, server, peer));
     Peer { rd: BufReader::new(client) }
 }

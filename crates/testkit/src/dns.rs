@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// TTL of every record: short, tests never wait for it.
@@ -80,6 +80,12 @@ impl Zone {
             IpAddr::V4(v4) => self.a(host, v4),
             IpAddr::V6(v6) => self.aaaa(host, v6),
         }
+    }
+
+    /// `name TXT text` (one string).
+    pub fn txt(mut self, host: &str, text: &str) -> Zone {
+        self.records.push((key(host), RData::TXT(TXT::new(vec![text.to_string()]))));
+        self
     }
 
     /// Every query for `name` answers SERVFAIL (a broken or unreachable authority).
