@@ -40,10 +40,11 @@ fn main() -> ExitCode {
         }
     };
     for p in [&settings.smtp, &settings.lmtp] {
-        if p.tls_required {
+        if p.tls_required && p.tls_config.is_none() {
             tracing::warn!(
-                "TLS security level {:?} requires TLS, which is not implemented yet: such mail is deferred",
-                p.tls_level
+                "TLS security level {:?} requires TLS, but no TLS configuration is usable ({}): such mail is deferred",
+                p.tls_level,
+                p.tls_problem.as_deref().unwrap_or("unknown problem")
             );
         }
     }
