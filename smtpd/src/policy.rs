@@ -419,26 +419,10 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
         Restriction::SenderLogin(check) => sender_login(*check, f, env),
         Restriction::CheckAccess(kind, tables, spec) => check_access(*kind, tables, spec, stage, f, env, depth),
         Restriction::RejectUnknownClientHostname => {
-            if f.client_name != "unknown" {
-                return Decision::Dunno;
-            }
-            let code = if f.client_name_tempfail { 450 } else { env.codes.unknown_client };
-            let class = code / 100;
-            Decision::Reject(reply(
-                code,
-                &format!("{class}.7.25 Client host rejected: cannot find your hostname, [{}]", f.client_addr),
-            ))
+            unknown_client(f.client_name, f.client_name_tempfail, "hostname", f, env)
         }
         Restriction::RejectUnknownReverseClientHostname => {
-            if f.client_reverse_name != "unknown" {
-                return Decision::Dunno;
-            }
-            let code = if f.client_reverse_tempfail { 450 } else { env.codes.unknown_client };
-            let class = code / 100;
-            Decision::Reject(reply(
-                code,
-                &format!("{class}.7.25 Client host rejected: cannot find your reverse hostname, [{}]", f.client_addr),
-            ))
+            unknown_client(f.client_reverse_name, f.client_reverse_tempfail, "reverse hostname", f, env)
         }
         Restriction::RejectUnknownHelo => {
             let Some(q) = helo_query(f) else { return Decision::Dunno };
@@ -510,6 +494,29 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
 /// Postfix's sender-login check: the owners of the MAIL FROM address are looked up in
 /// smtpd_sender_login_maps (address, then domain and user@ forms, as access maps) and
 /// compared with the SASL login, case-insensitively.
+/// reject_unknown_(reverse_)client_hostname: `name` is `unknown` (450 when only for now).
+fn unknown_client(name: &str, tempfail: bool, what: &str, f: &Facts<'_>, env: &Env<'_>) -> Decision {
+    if name != "unknown" {
+        return Decision::Dunno;
+    }
+    let code = if tempfail { 450 } else { env.codes.unknown_client };
+    let text = format!("{}.7.25 Client host rejected: cannot find your {what}, [{}]", code / 100, f.client_addr);
+    Decision::Reject(reply(code, &text))
+}
+
+/// Whether any restriction in `list` decides on DNS answers the driver must look up first.
+pub fn uses_dns(list: &[Restriction]) -> bool {
+    list.iter().any(|r| {
+        matches!(
+            r,
+            Restriction::RejectUnknownHelo
+                | Restriction::RejectUnknownSenderDomain
+                | Restriction::RejectUnknownRecipientDomain
+                | Restriction::DnsList { .. }
+        )
+    })
+}
+
 /// The answer the driver looked up for `q`; one it did not (a restriction reached through
 /// an access table's result) counts as a temporary failure, logged.
 fn lookup(f: &Facts<'_>, q: &Query) -> Verdict {

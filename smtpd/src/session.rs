@@ -293,6 +293,9 @@ impl<'s> Session<'s> {
     /// driver resolves them ([`crate::dnscheck::resolve`]) and hands them to
     /// [`Session::dns_answer`] before it passes `cmd` to [`Session::command`].
     pub fn dns_wanted(&self, cmd: &Command) -> Vec<crate::dnscheck::Query> {
+        if !self.s.restrictions.dns {
+            return Vec::new();
+        }
         let mut facts = self.facts(None, false);
         let (helo, sender, rcpt);
         match cmd {

@@ -56,6 +56,8 @@ pub struct Restrictions {
     pub recipient: Vec<Restriction>,
     pub data: Vec<Restriction>,
     pub end_of_data: Vec<Restriction>,
+    /// Some list needs DNS answers looked up before commands ([`crate::policy::uses_dns`]).
+    pub dns: bool,
 }
 
 /// Everything a session needs to know, resolved from parameters.
@@ -277,14 +279,21 @@ impl Settings {
             } else {
                 crate::addr::mynetworks_from_style(&p.get("mynetworks_style")?)
             }),
-            restrictions: Restrictions {
-                client: list("smtpd_client_restrictions")?,
-                helo: list("smtpd_helo_restrictions")?,
-                sender: list("smtpd_sender_restrictions")?,
-                relay: list("smtpd_relay_restrictions")?,
-                recipient: list("smtpd_recipient_restrictions")?,
-                data: list("smtpd_data_restrictions")?,
-                end_of_data: list("smtpd_end_of_data_restrictions")?,
+            restrictions: {
+                let mut r = Restrictions {
+                    client: list("smtpd_client_restrictions")?,
+                    helo: list("smtpd_helo_restrictions")?,
+                    sender: list("smtpd_sender_restrictions")?,
+                    relay: list("smtpd_relay_restrictions")?,
+                    recipient: list("smtpd_recipient_restrictions")?,
+                    data: list("smtpd_data_restrictions")?,
+                    end_of_data: list("smtpd_end_of_data_restrictions")?,
+                    dns: false,
+                };
+                r.dns = [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data]
+                    .iter()
+                    .any(|l| crate::policy::uses_dns(l));
+                r
             },
             codes: Codes {
                 relay: code(p, "relay_domains_reject_code")?,
