@@ -46,11 +46,12 @@
 //! MX answers 556 5.1.10), `reject_rbl_client zone[=d.d.d.d]` and `reject_rhsbl_client`,
 //! `_reverse_client`, `_helo`, `_sender`, `_recipient` decide with Postfix's replies and
 //! codes; a temporary DNS failure answers 450 (a DNS list that fails lists nobody, as in
-//! Postfix). Before each command the driver looks up what the lists could need once the
-//! command's name or address is known, so the engine stays free of I/O. Not implemented yet
-//! (warned about at start-up, deciding nothing): `reject_unverified_sender`,
-//! `reject_unverified_recipient`, `reject_mx_backup`, `permit_dnswl_client`,
-//! `permit_rhswl_client`, `check_policy_service`.
+//! Postfix). `permit_dnswl_client` and `permit_rhswl_client` permit a listed client, but
+//! never where that would let it relay. Before each command the driver looks up what the
+//! lists could need once the command's name or address is known, so the engine stays free
+//! of I/O. Not implemented yet (warned about at start-up, deciding nothing):
+//! `reject_unverified_sender`, `reject_unverified_recipient`, `reject_mx_backup`,
+//! `check_policy_service`.
 //!
 //! Layout: [`session`] is the sans-IO state machine (commands in, replies and decisions out),
 //! [`server`] the tokio driver that moves bytes and queue-file writes, [`settings`] the

@@ -54,10 +54,14 @@ pub enum Restriction {
     RejectUnknownRecipientDomain,
     /// reject_rbl_client and reject_rhsbl_*: the name whose entry under `zone` rejects
     /// (only entries that pass the `=d.d.d.d` filter, when given).
+    ///
+    /// `permit`: permit_dnswl_client (the client address) or permit_rhswl_client (its name):
+    /// a listed client is permitted instead, except where that would let it relay.
     DnsList {
         listed: ListedName,
         zone: String,
         filter: Option<ReplyFilter>,
+        permit: bool,
     },
     CheckAccess(AccessKind, Vec<Box<dyn Table>>, String),
     /// Restrictions rpost does not implement yet (address verification, policy services,
@@ -242,10 +246,12 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
             | "reject_rhsbl_sender"
             | "reject_rhsbl_helo"
             | "reject_rhsbl_recipient"
-            | "reject_rhsbl_reverse_client" => {
+            | "reject_rhsbl_reverse_client"
+            | "permit_dnswl_client"
+            | "permit_rhswl_client" => {
                 let listed = match name.as_str() {
-                    "reject_rbl_client" => ListedName::ClientAddr,
-                    "reject_rhsbl_client" => ListedName::ClientName,
+                    "reject_rbl_client" | "permit_dnswl_client" => ListedName::ClientAddr,
+                    "reject_rhsbl_client" | "permit_rhswl_client" => ListedName::ClientName,
                     "reject_rhsbl_sender" => ListedName::SenderDomain,
                     "reject_rhsbl_helo" => ListedName::Helo,
                     "reject_rhsbl_recipient" => ListedName::RecipientDomain,
@@ -253,18 +259,19 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
                 };
                 let arg = it.next().cloned().unwrap_or_default().to_ascii_lowercase();
                 let (zone, filter) = match arg.split_once('=') {
-                    Some((zone, f)) => (zone.to_string(), Some(ReplyFilter::parse(f))),
-                    None => (arg.clone(), None),
+                    Some((zone, f)) => (zone, Some(ReplyFilter::parse(f))),
+                    None => (arg.as_str(), None),
                 };
                 let zone = zone.trim_end_matches('.').to_string();
+                let permit = name.starts_with("permit_");
                 match filter {
                     _ if zone.is_empty() || !zone.contains('.') => Restriction::Unknown(format!("{name} {arg}")),
                     Some(None) => Restriction::Unknown(format!("{name} {arg}")),
-                    Some(Some(f)) => Restriction::DnsList { listed, zone, filter: Some(f) },
-                    None => Restriction::DnsList { listed, zone, filter: None },
+                    Some(filter) => Restriction::DnsList { listed, zone, filter, permit },
+                    None => Restriction::DnsList { listed, zone, filter: None, permit },
                 }
             }
-            "permit_dnswl_client" | "permit_rhswl_client" | "check_policy_service" => {
+            "check_policy_service" => {
                 let arg = it.next().cloned().unwrap_or_default();
                 Restriction::NotYet(format!("{name} {arg}"))
             }
@@ -445,12 +452,23 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
             Some(q) => unknown_domain(&q, AccessKind::Recipient, "1.2", f, env),
             None => Decision::Dunno,
         },
-        Restriction::DnsList { listed, zone, filter } => {
+        Restriction::DnsList { listed, zone, filter, permit } => {
             let Some(name) = listed_name(*listed, f, env) else { return Decision::Dunno };
             let q = Query::Listed(format!("{name}.{zone}"));
             match lookup(f, &q) {
+                Verdict::Listed { addrs, .. }
+                    if *permit && addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
+                {
+                    // As Postfix: an allow list never overrides reject_unauth_destination.
+                    match rcpt() {
+                        Some(addr) if stage == Stage::Recipient && !env.domains.authorized_destination(&addr) => {
+                            Decision::Dunno
+                        }
+                        _ => Decision::Permit,
+                    }
+                }
                 Verdict::Listed { addrs, text }
-                    if addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
+                    if !*permit && addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
                 {
                     let class = match listed {
                         ListedName::ClientAddr | ListedName::ClientName => "Client host",
@@ -796,7 +814,7 @@ mod tests {
         assert!(matches!(l[0], Restriction::PermitMynetworks));
         assert!(matches!(&l[1], Restriction::Unknown(n) if n == "frobnicate"));
         assert!(
-            matches!(&l[2], Restriction::DnsList { listed: ListedName::ClientAddr, zone, filter: None } if zone == "zen.example")
+            matches!(&l[2], Restriction::DnsList { listed: ListedName::ClientAddr, zone, filter: None, permit: false } if zone == "zen.example")
         );
         assert_eq!(l.len(), 3);
     }

@@ -1,10 +1,11 @@
 //! smtpd's DNS restrictions end to end, with the seed walkthrough's recipient restrictions
 //! (seeds/003) and a DNS server on loopback: reject_unknown_helo_hostname,
-//! reject_unknown_sender_domain, reject_unknown_recipient_domain, reject_rbl_client and
-//! reject_rhsbl_sender, each with Postfix's reply, and reject_unknown_client_hostname for a
-//! client without a name. Clients here come from 127/8, whose names are `localhost` by
-//! RFC 6761 (resolvers answer them without asking a server), so the PTR-and-A check of
-//! other addresses is tested in smtpd's `dnscheck` unit tests.
+//! reject_unknown_sender_domain, reject_unknown_recipient_domain, reject_rbl_client,
+//! reject_rhsbl_sender and permit_dnswl_client, each with Postfix's reply, and
+//! reject_unknown_client_hostname for a client without a name. Clients here come from
+//! 127/8, whose names are `localhost` by RFC 6761 (resolvers answer them without asking a
+//! server), so the PTR-and-A check of other addresses is tested in smtpd's `dnscheck` unit
+//! tests.
 
 use std::net::Ipv4Addr;
 
@@ -27,6 +28,7 @@ fn zone() -> Zone {
         .mx("spam.example", 10, "mail.spam.example")
         .a("spam.example.dbl.test", Ipv4Addr::new(127, 0, 1, 2))
         .mx("remote.test", 10, "mail.remote.test")
+        .a("5.0.0.127.wl.test", Ipv4Addr::new(127, 0, 0, 2))
 }
 
 /// The seed's restrictions (including its missing comma, which Postfix also accepts), with
@@ -139,4 +141,23 @@ fn a_client_without_a_name_is_refused_by_reject_unknown_client_hostname() {
         "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.2]\r\n"
     );
     s.wait_log("connect from unknown[127.0.0.2]", std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn an_allow_listed_client_passes_later_lists_but_never_relays() {
+    let dns = DnsServer::start(zone());
+    let s = suite(
+        &dns,
+        &[(
+            "smtpd_recipient_restrictions",
+            "permit_dnswl_client wl.test, reject_unauth_destination, reject_rbl_client bl.test, permit",
+        )],
+    );
+    // Listed under both: the allow list comes first.
+    assert_eq!(rcpt(&s, LISTED, "helo.good.test", "a@mx.sender.test", "alice@example.test"), "250 2.1.5 Ok\r\n");
+    assert_eq!(
+        rcpt(&s, LISTED, "helo.good.test", "a@mx.sender.test", "x@remote.test"),
+        "554 5.7.1 <x@remote.test>: Relay access denied\r\n"
+    );
+    assert_eq!(rcpt(&s, GOOD, "helo.good.test", "a@mx.sender.test", "alice@example.test"), "250 2.1.5 Ok\r\n");
 }
