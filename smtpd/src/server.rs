@@ -218,11 +218,22 @@ enum End {
 const MAX_AUTH_LINE: usize = 12288;
 
 impl Driver<'_> {
+    /// Resolves DNS facts the session asked for and hands it the answers.
+    async fn look_up(&mut self, wanted: Vec<dnscheck::Query>) {
+        for q in wanted {
+            let v = dnscheck::resolve(&self.shared.dns, &q).await;
+            tracing::debug!("dns {q:?}: {v:?}");
+            self.session.dns_answer(q, v);
+        }
+    }
+
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S, greet: bool) -> End {
         if greet {
             if self.session.wants_sasl() {
                 self.sasl_connect().await;
             }
+            let wanted = self.session.dns_wanted_at_connect();
+            self.look_up(wanted).await;
             let step = self.session.greeting();
             if let Flow::Stop = self.apply(step, stream).await {
                 let _ = self.flush(stream).await;
@@ -379,11 +390,8 @@ impl Driver<'_> {
                 // What the restrictions will ask DNS about this command, asked first: the
                 // session itself does no I/O.
                 if let Ok(c) = &cmd {
-                    for q in self.session.dns_wanted(c) {
-                        let v = dnscheck::resolve(&self.shared.dns, &q).await;
-                        tracing::debug!("dns {q:?}: {v:?}");
-                        self.session.dns_answer(q, v);
-                    }
+                    let wanted = self.session.dns_wanted(c);
+                    self.look_up(wanted).await;
                 }
                 let step = self.session.command(cmd, pipelined);
                 self.apply(step, stream).await

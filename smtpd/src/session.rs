@@ -317,11 +317,24 @@ impl<'s> Session<'s> {
             Command::Data | Command::Bdat { .. } => {}
             _ => return Vec::new(),
         }
+        self.wanted_with(&facts)
+    }
+
+    /// As [`Session::dns_wanted`], for what [`Session::greeting`] evaluates (the client
+    /// restrictions, with `smtpd_delay_reject = no`).
+    pub fn dns_wanted_at_connect(&self) -> Vec<crate::dnscheck::Query> {
+        if !self.s.restrictions.dns || self.s.delay_reject {
+            return Vec::new();
+        }
+        self.wanted_with(&self.facts(None, false))
+    }
+
+    fn wanted_with(&self, facts: &Facts<'_>) -> Vec<crate::dnscheck::Query> {
         let env = self.env();
         let r = &self.s.restrictions;
         let mut out = Vec::new();
         for list in [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data] {
-            policy::wanted(list, &facts, &env, &mut out);
+            policy::wanted(list, facts, &env, &mut out);
         }
         out
     }

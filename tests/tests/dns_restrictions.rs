@@ -161,3 +161,18 @@ fn an_allow_listed_client_passes_later_lists_but_never_relays() {
     );
     assert_eq!(rcpt(&s, GOOD, "helo.good.test", "a@mx.sender.test", "alice@example.test"), "250 2.1.5 Ok\r\n");
 }
+
+#[test]
+fn a_listed_client_is_refused_at_connect_time_without_delay_reject() {
+    let dns = DnsServer::start(zone());
+    let s = suite(&dns, &[("smtpd_delay_reject", "no"), ("smtpd_client_restrictions", "reject_rbl_client bl.test")]);
+    let mut c = SmtpClient::connect_from(LISTED, s.port("smtp"));
+    c.cmd("EHLO helo.good.test");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@mx.sender.test>"),
+        "554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using bl.test; listed for testing\r\n"
+    );
+    let mut c = SmtpClient::connect_from(GOOD, s.port("smtp"));
+    c.cmd("EHLO helo.good.test");
+    assert_eq!(c.cmd("MAIL FROM:<a@mx.sender.test>"), "250 2.1.0 Ok\r\n");
+}
