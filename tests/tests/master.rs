@@ -93,7 +93,7 @@ fn killed_child_is_restarted_and_listener_keeps_accepting() {
     // Served at least one client before dying: no throttle, and the next client is served
     // by a fresh process.
     let greeting = suite.greeting("smtp");
-    assert!(greeting.starts_with("220 "), "{greeting}");
+    assert!(greeting.starts_with("220 "), "{greeting:?}\n{}", suite.log());
     let st = suite.wait_status(T, |st| st.services[0].children.iter().any(|c| c.pid != victim));
     assert_eq!(st.services[0].throttled_for, None);
 }

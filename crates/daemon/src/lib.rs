@@ -368,6 +368,9 @@ struct Shared {
     done: Notify,
     /// Wakes the status writer; it reports the current state and use count.
     report: Notify,
+    /// The use count of the last report written, and its wake-up (see `accept_loop`).
+    reported_uses: AtomicU64,
+    reported: Notify,
     /// Served max_use clients: exit as soon as none is left (Postfix multi_server).
     exhausted: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
@@ -454,6 +457,8 @@ where
         uses: AtomicU64::new(0),
         done: Notify::new(),
         report: Notify::new(),
+        reported_uses: AtomicU64::new(0),
+        reported: Notify::new(),
         exhausted: std::sync::atomic::AtomicBool::new(false),
         stop: stop_tx.clone(),
         limits,
@@ -474,6 +479,8 @@ where
                 if status_tx.write_all(&frame).await.is_err() {
                     return;
                 }
+                reporter.reported_uses.store(uses, Ordering::SeqCst);
+                reporter.reported.notify_waiters();
             }
             reporter.report.notified().await;
         }
@@ -584,6 +591,21 @@ where
         // changes wait for the periodic report.
         if uses == 1 || active == shared.limits.max_clients || shared.retire_at() == Some(uses) {
             shared.report.notify_one();
+        }
+        if uses == 1 {
+            // The first client waits until rmaster has heard of it: a crash after its
+            // greeting must not look like a start-up failure that throttles the service.
+            // Bounded, in case the status pipe is stuck.
+            let wait = async {
+                loop {
+                    let reported = shared.reported.notified();
+                    if shared.reported_uses.load(Ordering::SeqCst) >= 1 {
+                        break;
+                    }
+                    reported.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
         }
         if shared.limits.max_use > 0 && uses == shared.limits.max_use {
             tracing::debug!("served {uses} clients (max_use): exiting when idle");
