@@ -1,11 +1,15 @@
-//! DNS facts for the restrictions: the client's names, and the lookups behind
-//! `reject_unknown_*` and the DNS lists (`reject_rbl_client`, `reject_rhsbl_*`).
+//! Facts for the restrictions from outside: the client's names, the DNS lookups behind
+//! `reject_unknown_*` and the DNS lists (`reject_rbl_client`, `reject_rhsbl_*`,
+//! `permit_dnswl_client`), and policy service actions (`check_policy_service`, asked by
+//! [`crate::policysvc`]).
 //!
 //! The restriction engine ([`crate::policy`]) does no I/O. Before the session handles a
-//! command, the driver asks it which lookups the restriction lists could need once the
-//! command's address or name is known ([`crate::policy::wanted`]), resolves them here and
-//! hands the answers back ([`Verdict`] per [`Query`]); the engine then decides from them.
-//! Answers are kept for the session, so a sender domain is looked up once for all its
+//! command, the driver asks it for the first answer its lists would miss while handling
+//! that command ([`crate::session::Session::next_lookup`]: the evaluation runs as the
+//! command would run it and stops there), looks it up and hands it back ([`Verdict`] per
+//! [`Query`]), until nothing is missing; then the command runs and the engine decides from
+//! the answers. So a policy service is asked exactly where the lists reach it, and
+//! answers are kept for the session: a sender domain is looked up once for all its
 //! recipients.
 
 use std::collections::HashMap;
@@ -29,6 +33,18 @@ pub enum Query {
     MailDomain(String),
     /// A DNS list entry: the A records (and TXT text) at this name.
     Listed(String),
+    /// A policy service's action (check_policy_service) for one request: `endpoint` as
+    /// configured, `key` what identifies the request (protocol state, HELO name, sender,
+    /// recipient, transaction). The request text travels beside it ([`Lookup`]).
+    Policy { endpoint: String, key: String },
+}
+
+/// A fact to look up: the query, and for a policy service the request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub query: Query,
+    /// The policy request (attribute lines and the empty line); empty for DNS.
+    pub request: String,
 }
 
 /// What DNS said about a [`Query`].
@@ -46,6 +62,8 @@ pub enum Verdict {
         addrs: Vec<Ipv4Addr>,
         text: Option<String>,
     },
+    /// A policy service's `action=` value.
+    Action(String),
 }
 
 /// The answers of one session.
@@ -137,9 +155,10 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
-/// Resolves one fact.
+/// Resolves one DNS fact (a [`Query::Policy`] is the policy client's: TempFail here).
 pub async fn resolve(dns: &impl Dns, q: &Query) -> Verdict {
     match q {
+        Query::Policy { .. } => Verdict::TempFail,
         Query::Host(name) => {
             let mut tempfail = false;
             for qtype in [Qtype::A, Qtype::Aaaa, Qtype::Mx] {

@@ -47,16 +47,19 @@
 //! `_reverse_client`, `_helo`, `_sender`, `_recipient` decide with Postfix's replies and
 //! codes; a temporary DNS failure answers 450 (a DNS list that fails lists nobody, as in
 //! Postfix). `permit_dnswl_client` and `permit_rhswl_client` permit a listed client, but
-//! never where that would let it relay. Before each command the driver looks up what the
-//! lists could need once the command's name or address is known, so the engine stays free
-//! of I/O. Not implemented yet (warned about at start-up, deciding nothing):
-//! `reject_unverified_sender`, `reject_unverified_recipient`, `reject_mx_backup`,
-//! `check_policy_service`.
+//! never where that would let it relay. `check_policy_service unix:path|inet:host:port`
+//! asks a policy server with Postfix's delegation protocol ([`policysvc`]; postgrey and
+//! friends work unchanged) and takes its `action=` as an access(5) action; a server that
+//! fails gives `smtpd_policy_service_default_action`. Before each command the driver runs
+//! the lists in probe mode until they miss no answer, looking up each missing one, so the
+//! engine stays free of I/O and a policy server is asked only where the lists reach it.
+//! Not implemented yet (warned about at start-up, deciding nothing):
+//! `reject_unverified_sender`, `reject_unverified_recipient`, `reject_mx_backup`.
 //!
 //! Layout: [`session`] is the sans-IO state machine (commands in, replies and decisions out),
 //! [`server`] the tokio driver that moves bytes and queue-file writes, [`settings`] the
 //! parameters, [`policy`] the restriction engine, [`dnscheck`] the DNS facts it decides on,
-//! [`addr`] address classes.
+//! [`policysvc`] the policy service client, [`addr`] address classes.
 //!
 //! # SECURITY
 //! Runs as `mail_owner`, optionally chrooted to the queue directory. Everything from the
@@ -85,6 +88,8 @@
 //! reject codes (relay_domains_reject_code, access_map_reject_code,
 //! unknown_client_reject_code, unknown_hostname_reject_code, unknown_address_reject_code,
 //! maps_rbl_reject_code, ...); smtpd_peername_lookup, dns_resolver_servers (rpost);
+//! smtpd_policy_service_timeout, smtpd_policy_service_try_limit,
+//! smtpd_policy_service_default_action;
 //! smtpd_tls_security_level (smtpd_use_tls, smtpd_enforce_tls), smtpd_tls_wrappermode,
 //! smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_tls_auth_only,
 //! smtpd_tls_received_header, smtpd_starttls_timeout, config_directory;
@@ -104,6 +109,7 @@
 pub use rpost_address as addr;
 pub mod dnscheck;
 pub mod policy;
+pub mod policysvc;
 pub mod sasl;
 pub mod server;
 pub mod session;

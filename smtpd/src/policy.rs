@@ -64,6 +64,9 @@ pub enum Restriction {
         permit: bool,
     },
     CheckAccess(AccessKind, Vec<Box<dyn Table>>, String),
+    /// check_policy_service: `unix:path` (relative to the queue directory) or
+    /// `inet:host:port`; its `action=` reply is taken as an access(5) action.
+    Policy(String),
     /// Restrictions rpost does not implement yet (address verification, policy services,
     /// DNS allow lists): accepted in the configuration, they warn once per process and decide
     /// nothing: never a silent "checked".
@@ -138,8 +141,23 @@ pub struct Facts<'a> {
     /// The name or the PTR name is `unknown` because a lookup failed for now.
     pub client_name_tempfail: bool,
     pub client_reverse_tempfail: bool,
-    /// DNS answers looked up for this session (see [`wanted`]).
+    /// DNS and policy answers looked up for this session (see [`crate::dnscheck`]).
     pub dns: &'a dnscheck::Facts,
+    /// Set while the session probes for missing answers: the first one a restriction
+    /// needs is put here and the evaluation stops.
+    pub probe: Option<&'a std::cell::RefCell<Option<dnscheck::Lookup>>>,
+    /// Where the session is, for policy requests: CONNECT, EHLO, HELO, MAIL, RCPT, DATA,
+    /// END-OF-MESSAGE.
+    pub protocol_state: &'static str,
+    pub esmtp: bool,
+    pub sasl_method: Option<&'a str>,
+    /// MAIL FROM's SIZE (0: not given).
+    pub size: u64,
+    /// Recipients accepted so far.
+    pub recipient_count: usize,
+    /// Identifies the transaction for policy services (Postfix's `instance`).
+    pub instance: &'a str,
+    pub tls: Option<&'a rpost_tls::TlsInfo>,
 }
 
 /// Static context the engine needs besides the facts.
@@ -154,6 +172,8 @@ pub struct Env<'a> {
     pub sender_login_maps: &'a [Box<dyn Table>],
     /// Why smtpd_sender_login_maps could not be opened (login checks then answer 451).
     pub sender_login_broken: Option<&'a str>,
+    /// smtpd_policy_service_default_action: the action when a policy service fails.
+    pub policy_default_action: &'a str,
 }
 
 /// Configurable reply codes.
@@ -273,7 +293,11 @@ pub fn parse_list(items: &[String]) -> Vec<Restriction> {
             }
             "check_policy_service" => {
                 let arg = it.next().cloned().unwrap_or_default();
-                Restriction::NotYet(format!("{name} {arg}"))
+                if crate::policysvc::Endpoint::parse(&arg).is_some() {
+                    Restriction::Policy(arg)
+                } else {
+                    Restriction::Unknown(format!("{name} {arg}"))
+                }
             }
             _ => Restriction::Unknown(name),
         };
@@ -496,6 +520,23 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
                 _ => Decision::Dunno,
             }
         }
+        Restriction::Policy(endpoint) => {
+            let (query, request) = policy_query(endpoint, f);
+            let action = match f.dns.get(&query) {
+                Some(Verdict::Action(a)) => a.clone(),
+                Some(_) => env.policy_default_action.to_string(),
+                None => {
+                    if let Some(probe) = f.probe {
+                        // Only the first missing answer counts: it decides what is reached next.
+                        probe.borrow_mut().get_or_insert(dnscheck::Lookup { query, request });
+                        return Decision::Reject(Reply::new(451, "4.3.0", "probe"));
+                    }
+                    tracing::warn!("{endpoint}: policy service not asked before the restriction needed it");
+                    env.policy_default_action.to_string()
+                }
+            };
+            action_result(&action, &stage_prefix(stage, f), stage, f, env, depth)
+        }
         // Warned about when the list was parsed (start-up), not on every message.
         Restriction::NotYet(_) => Decision::Dunno,
         Restriction::Broken(what) => {
@@ -522,8 +563,9 @@ fn unknown_client(name: &str, tempfail: bool, what: &str, f: &Facts<'_>, env: &E
     Decision::Reject(reply(code, &text))
 }
 
-/// Whether any restriction in `list` decides on DNS answers the driver must look up first.
-pub fn uses_dns(list: &[Restriction]) -> bool {
+/// Whether any restriction in `list` decides on answers (DNS, policy services) the driver
+/// must look up first.
+pub fn needs_lookups(list: &[Restriction]) -> bool {
     list.iter().any(|r| {
         matches!(
             r,
@@ -531,6 +573,7 @@ pub fn uses_dns(list: &[Restriction]) -> bool {
                 | Restriction::RejectUnknownSenderDomain
                 | Restriction::RejectUnknownRecipientDomain
                 | Restriction::DnsList { .. }
+                | Restriction::Policy(_)
         )
     })
 }
@@ -538,10 +581,60 @@ pub fn uses_dns(list: &[Restriction]) -> bool {
 /// The answer the driver looked up for `q`; one it did not (a restriction reached through
 /// an access table's result) counts as a temporary failure, logged.
 fn lookup(f: &Facts<'_>, q: &Query) -> Verdict {
-    f.dns.get(q).cloned().unwrap_or_else(|| {
-        tracing::warn!("{q:?}: not looked up before the restriction needed it: treated as a temporary DNS failure");
-        Verdict::TempFail
-    })
+    if let Some(v) = f.dns.get(q) {
+        return v.clone();
+    }
+    if let Some(probe) = f.probe {
+        probe.borrow_mut().get_or_insert_with(|| dnscheck::Lookup { query: q.clone(), request: String::new() });
+        // Any answer ends a probe: the evaluation stops at the first missing one.
+        return Verdict::TempFail;
+    }
+    tracing::warn!("{q:?}: not looked up before the restriction needed it: treated as a temporary DNS failure");
+    Verdict::TempFail
+}
+
+/// The query and request of check_policy_service `endpoint` with these facts (Postfix's
+/// policy delegation protocol: `name=value` lines, an empty line at the end).
+fn policy_query(endpoint: &str, f: &Facts<'_>) -> (Query, String) {
+    let helo = f.helo.unwrap_or("");
+    let sender = f.sender.unwrap_or("");
+    let recipient = f.recipient.unwrap_or("");
+    // Not the instance: a probe before MAIL knows only the previous one.
+    let key = format!("{}\n{helo}\n{sender}\n{recipient}", f.protocol_state);
+    let attrs: [(&str, String); 20] = [
+        ("request", "smtpd_access_policy".into()),
+        ("protocol_state", f.protocol_state.into()),
+        ("protocol_name", if f.esmtp { "ESMTP" } else { "SMTP" }.into()),
+        ("client_address", f.client_addr.to_string()),
+        ("client_name", f.client_name.into()),
+        ("reverse_client_name", f.client_reverse_name.into()),
+        ("helo_name", helo.into()),
+        ("sender", sender.into()),
+        ("recipient", recipient.into()),
+        ("recipient_count", f.recipient_count.to_string()),
+        ("queue_id", String::new()),
+        ("instance", f.instance.into()),
+        ("size", f.size.to_string()),
+        ("etrn_domain", String::new()),
+        ("stress", String::new()),
+        ("sasl_method", f.sasl_method.unwrap_or("").into()),
+        ("sasl_username", f.sasl_user.unwrap_or("").into()),
+        ("encryption_protocol", f.tls.map(|t| t.protocol.clone()).unwrap_or_default()),
+        ("encryption_cipher", f.tls.map(|t| t.cipher.clone()).unwrap_or_default()),
+        ("encryption_keysize", f.tls.map(|t| t.bits.to_string()).unwrap_or_else(|| "0".into())),
+    ];
+    let mut request = String::new();
+    for (name, value) in attrs {
+        // A value never holds a line break (addresses and names are checked on input), but
+        // the protocol could not carry one: cut it.
+        let value = value.split(['\r', '\n']).next().unwrap_or("");
+        request.push_str(name);
+        request.push('=');
+        request.push_str(value);
+        request.push('\n');
+    }
+    request.push('\n');
+    (Query::Policy { endpoint: endpoint.to_string(), key }, request)
 }
 
 fn helo_query(f: &Facts<'_>) -> Option<Query> {
@@ -607,28 +700,6 @@ fn listed_name(listed: ListedName, f: &Facts<'_>, env: &Env<'_>) -> Option<Strin
             .and_then(|d| known(&d)),
         ListedName::RecipientDomain => {
             f.recipient.map(|r| Address::parse(r, env.myorigin).domain_key()).and_then(|d| known(&d))
-        }
-    }
-}
-
-/// The DNS answers `list` could need with these facts and does not have yet: the driver
-/// looks them up before the session applies a command (see [`crate::dnscheck`]).
-pub fn wanted(list: &[Restriction], f: &Facts<'_>, env: &Env<'_>, out: &mut Vec<Query>) {
-    for r in list {
-        let q = match r {
-            Restriction::RejectUnknownHelo => helo_query(f),
-            Restriction::RejectUnknownSenderDomain => f.sender.and_then(|s| mail_domain_query(s, f, env)),
-            Restriction::RejectUnknownRecipientDomain => f.recipient.and_then(|r| mail_domain_query(r, f, env)),
-            Restriction::DnsList { listed, zone, .. } => {
-                listed_name(*listed, f, env).map(|name| Query::Listed(format!("{name}.{zone}")))
-            }
-            _ => None,
-        };
-        if let Some(q) = q
-            && !f.dns.contains_key(&q)
-            && !out.contains(&q)
-        {
-            out.push(q);
         }
     }
 }
@@ -727,29 +798,34 @@ fn check_access(
 
 /// Applies an access(5) result.
 fn access_result(value: &str, kind: AccessKind, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: usize) -> Decision {
+    action_result(value, &obj_prefix(kind, f), stage, f, env, depth)
+}
+
+/// An access(5) action (an access table's value or a policy service's `action=`); `prefix`
+/// starts a rejection's text (`<addr>: Recipient address rejected`).
+fn action_result(value: &str, prefix: &str, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: usize) -> Decision {
     let value = value.trim();
     let (word, text) = match value.split_once(char::is_whitespace) {
         Some((w, t)) => (w, t.trim()),
         None => (value, ""),
     };
     let upper = word.to_ascii_uppercase();
-    let prefix = obj_prefix(kind, f);
     match upper.as_str() {
         "OK" | "PERMIT" => Decision::Permit,
         _ if word.bytes().all(|b| b.is_ascii_digit()) && word.len() != 3 => Decision::Permit,
         "DUNNO" => Decision::Dunno,
         "REJECT" => {
             let text = if text.is_empty() { "Access denied" } else { text };
-            Decision::Reject(reply(env.codes.access_reject, &with_prefix(&prefix, text)))
+            Decision::Reject(reply(env.codes.access_reject, &with_prefix(prefix, text)))
         }
         "DEFER" | "DEFER_IF_REJECT" | "DEFER_IF_PERMIT" => {
             let text = if text.is_empty() { "Access denied" } else { text };
-            Decision::Reject(reply(env.codes.access_defer, &with_prefix(&prefix, text)))
+            Decision::Reject(reply(env.codes.access_defer, &with_prefix(prefix, text)))
         }
         _ if word.len() == 3 && (word.starts_with('4') || word.starts_with('5')) && word.parse::<u16>().is_ok() => {
             let code = word.parse::<u16>().unwrap_or(554);
             let text = if text.is_empty() { "Access denied" } else { text };
-            Decision::Reject(reply(code, &with_prefix(&prefix, text)))
+            Decision::Reject(reply(code, &with_prefix(prefix, text)))
         }
         "WARN" | "INFO" => {
             tracing::info!("{}: {} {}", prefix, upper.to_ascii_lowercase(), text);

@@ -218,13 +218,32 @@ enum End {
 const MAX_AUTH_LINE: usize = 12288;
 
 impl Driver<'_> {
-    /// Resolves DNS facts the session asked for and hands it the answers.
-    async fn look_up(&mut self, wanted: Vec<dnscheck::Query>) {
-        for q in wanted {
-            let v = dnscheck::resolve(&self.shared.dns, &q).await;
-            tracing::debug!("dns {q:?}: {v:?}");
-            self.session.dns_answer(q, v);
+    /// Looks up what the session's restrictions miss for `cmd` (`None`: the greeting;
+    /// `end`: the end of the content), one answer at a time, until nothing is missing.
+    async fn look_up(&mut self, cmd: Option<&rpost_smtp_proto::Command>, end: bool) {
+        // Each round answers one query, and every query is a new one: this bounds the loop
+        // by the restrictions configured; the cap is a guard.
+        for _ in 0..64 {
+            let next = if end { self.session.next_lookup_at_end_of_data() } else { self.session.next_lookup(cmd) };
+            let Some(l) = next else { return };
+            let s = &self.shared.settings;
+            let v = match &l.query {
+                dnscheck::Query::Policy { endpoint, .. } => {
+                    crate::policysvc::ask(
+                        endpoint,
+                        &self.shared.queue_root,
+                        &l.request,
+                        s.policy_timeout,
+                        s.policy_try_limit,
+                    )
+                    .await
+                }
+                q => dnscheck::resolve(&self.shared.dns, q).await,
+            };
+            tracing::debug!("lookup {:?}: {v:?}", l.query);
+            self.session.dns_answer(l.query, v);
         }
+        tracing::warn!("restriction lookups: gave up after 64 answers for one command");
     }
 
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S, greet: bool) -> End {
@@ -232,8 +251,7 @@ impl Driver<'_> {
             if self.session.wants_sasl() {
                 self.sasl_connect().await;
             }
-            let wanted = self.session.dns_wanted_at_connect();
-            self.look_up(wanted).await;
+            self.look_up(None, false).await;
             let step = self.session.greeting();
             if let Flow::Stop = self.apply(step, stream).await {
                 let _ = self.flush(stream).await;
@@ -390,8 +408,7 @@ impl Driver<'_> {
                 // What the restrictions will ask DNS about this command, asked first: the
                 // session itself does no I/O.
                 if let Ok(c) = &cmd {
-                    let wanted = self.session.dns_wanted(c);
-                    self.look_up(wanted).await;
+                    self.look_up(Some(c), false).await;
                 }
                 let step = self.session.command(cmd, pipelined);
                 self.apply(step, stream).await
@@ -447,6 +464,9 @@ impl Driver<'_> {
 
     async fn content_end<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) -> Flow {
         let bare = std::mem::take(&mut self.bare);
+        if !bare {
+            self.look_up(None, true).await;
+        }
         if let Some(step) = self.session.content_end(bare) {
             self.abort_writer().await;
             return self.apply(step, stream).await;

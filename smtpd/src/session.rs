@@ -228,9 +228,17 @@ pub struct Session<'s> {
     counters: Counters,
     /// Set when client restrictions rejected at connect time (smtpd_delay_reject = no).
     connect_reject: Option<Reply>,
-    /// DNS answers for the restrictions, looked up by the driver ([`Session::dns_wanted`]).
+    /// DNS and policy answers for the restrictions, looked up by the driver
+    /// ([`Session::next_lookup`]).
     dns: crate::dnscheck::Facts,
+    /// Identifies the transaction to policy services: this session and its MAIL count.
+    instance: String,
+    id: u64,
+    mails: u32,
 }
+
+/// Sessions started by this process (for policy `instance` values).
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<'s> Session<'s> {
     pub fn new(settings: &'s Settings, client: Client) -> Session<'s> {
@@ -250,6 +258,9 @@ impl<'s> Session<'s> {
             counters: Counters::default(),
             connect_reject: None,
             dns: Default::default(),
+            instance: String::new(),
+            id: SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            mails: 0,
         }
     }
 
@@ -285,61 +296,108 @@ impl<'s> Session<'s> {
             client_name_tempfail: self.client.name_tempfail,
             client_reverse_tempfail: self.client.reverse_tempfail,
             dns: &self.dns,
+            probe: None,
+            protocol_state: if rcpt.is_some() {
+                "RCPT"
+            } else if self.tx.is_some() {
+                "MAIL"
+            } else if self.helo.is_some() && self.esmtp {
+                "EHLO"
+            } else if self.helo.is_some() {
+                "HELO"
+            } else {
+                "CONNECT"
+            },
+            esmtp: self.esmtp,
+            sasl_method: self.sasl_method.as_deref(),
+            size: self.tx.as_ref().and_then(|t| t.params.size).unwrap_or(0),
+            recipient_count: self.tx.as_ref().map_or(0, |t| t.rcpts.len()),
+            instance: &self.instance,
+            tls: self.tls.as_ref(),
         }
     }
 
-    /// The DNS answers the restriction lists could need once `cmd` is applied (its HELO
-    /// name, sender or recipient known) and that this session has not looked up yet. The
-    /// driver resolves them ([`crate::dnscheck::resolve`]) and hands them to
-    /// [`Session::dns_answer`] before it passes `cmd` to [`Session::command`].
-    pub fn dns_wanted(&self, cmd: &Command) -> Vec<crate::dnscheck::Query> {
-        if !self.s.restrictions.dns {
-            return Vec::new();
+    /// The first answer (DNS, policy service) the restriction lists would miss while
+    /// handling `cmd` (`None`: the greeting), found by running their evaluation as the
+    /// command would run it until it reaches a restriction without its answer. The driver
+    /// looks that up, hands it over ([`Session::dns_answer`]) and asks again until nothing
+    /// is missing, then passes `cmd` to [`Session::command`]. So a policy service is asked
+    /// only where the lists get to it, as in Postfix.
+    pub fn next_lookup(&self, cmd: Option<&Command>) -> Option<crate::dnscheck::Lookup> {
+        if !self.s.restrictions.lookups {
+            return None;
         }
-        let mut facts = self.facts(None, false);
+        let r = &self.s.restrictions;
+        let delay = self.s.delay_reject;
+        let missing = std::cell::RefCell::new(None);
         let (helo, sender, rcpt);
+        let mut facts = self.facts(None, false);
+        facts.probe = Some(&missing);
+        let mut lists: Vec<(Stage, &[policy::Restriction])> = Vec::new();
         match cmd {
-            Command::Helo(n) | Command::Ehlo(n) => {
+            None if !delay => lists.push((Stage::Client, &r.client)),
+            Some(Command::Helo(n) | Command::Ehlo(n)) if !delay => {
                 helo = n.to_string();
                 facts.helo = Some(&helo);
+                facts.protocol_state = if matches!(cmd, Some(Command::Ehlo(_))) { "EHLO" } else { "HELO" };
+                lists.push((Stage::Helo, &r.helo));
             }
-            Command::Mail { from, .. } => {
+            Some(Command::Mail { from, params }) if !delay && self.tx.is_none() => {
                 sender = match from {
                     ReversePath::Null => String::new(),
                     ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
                 };
                 facts.sender = Some(&sender);
+                facts.size = params.size.unwrap_or(0);
+                facts.protocol_state = "MAIL";
+                lists.push((Stage::Sender, &r.sender));
             }
-            Command::Rcpt { to, .. } => {
+            Some(Command::Rcpt { to, .. }) if self.tx.is_some() => {
                 rcpt = Address::parse(&to.0.to_string(), &self.s.myorigin).full();
                 facts.recipient = Some(&rcpt);
+                facts.protocol_state = "RCPT";
+                if delay {
+                    lists.extend([(Stage::Client, &r.client[..]), (Stage::Helo, &r.helo), (Stage::Sender, &r.sender)]);
+                }
+                lists.extend([(Stage::Recipient, &r.relay[..]), (Stage::Recipient, &r.recipient)]);
             }
-            Command::Data | Command::Bdat { .. } => {}
-            _ => return Vec::new(),
+            Some(Command::Data | Command::Bdat { .. }) if self.tx.is_some() => {
+                facts.protocol_state = "DATA";
+                lists.push((Stage::Data, &r.data));
+            }
+            _ => return None,
         }
-        self.wanted_with(&facts)
+        self.probe(&facts, &lists);
+        missing.into_inner()
     }
 
-    /// As [`Session::dns_wanted`], for what [`Session::greeting`] evaluates (the client
-    /// restrictions, with `smtpd_delay_reject = no`).
-    pub fn dns_wanted_at_connect(&self) -> Vec<crate::dnscheck::Query> {
-        if !self.s.restrictions.dns || self.s.delay_reject {
-            return Vec::new();
+    /// As [`Session::next_lookup`], for the end of the content (smtpd_end_of_data_restrictions).
+    pub fn next_lookup_at_end_of_data(&self) -> Option<crate::dnscheck::Lookup> {
+        if !self.s.restrictions.lookups || self.tx.is_none() {
+            return None;
         }
-        self.wanted_with(&self.facts(None, false))
+        let missing = std::cell::RefCell::new(None);
+        let mut facts = self.facts(None, false);
+        facts.probe = Some(&missing);
+        facts.protocol_state = "END-OF-MESSAGE";
+        self.probe(&facts, &[(Stage::Data, &self.s.restrictions.end_of_data)]);
+        missing.into_inner()
     }
 
-    fn wanted_with(&self, facts: &Facts<'_>) -> Vec<crate::dnscheck::Query> {
+    /// Evaluates `lists` as a command would (each until it decides, the first rejection
+    /// ending all); in probe mode (`facts.probe`) it stops at the first restriction whose
+    /// answer is missing, which the restriction records there.
+    fn probe(&self, facts: &Facts<'_>, lists: &[(Stage, &[policy::Restriction])]) {
         let env = self.env();
-        let r = &self.s.restrictions;
-        let mut out = Vec::new();
-        for list in [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data] {
-            policy::wanted(list, facts, &env, &mut out);
+        for (stage, list) in lists {
+            let d = policy::eval(list, *stage, facts, &env);
+            if facts.probe.is_some_and(|m| m.borrow().is_some()) || matches!(d, Decision::Reject(_)) {
+                break;
+            }
         }
-        out
     }
 
-    /// An answer the driver looked up (see [`Session::dns_wanted`]).
+    /// An answer the driver looked up (see [`Session::next_lookup`]).
     pub fn dns_answer(&mut self, q: crate::dnscheck::Query, v: crate::dnscheck::Verdict) {
         self.dns.insert(q, v);
     }
@@ -353,6 +411,7 @@ impl<'s> Session<'s> {
             recipient_delimiter: &self.s.recipient_delimiter,
             sender_login_maps: &self.s.sender_login_maps,
             sender_login_broken: self.s.sender_login_broken.as_deref(),
+            policy_default_action: &self.s.policy_default_action,
         }
     }
 
@@ -691,6 +750,8 @@ impl<'s> Session<'s> {
             self.counters.count("mail", false);
             return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
         }
+        self.mails += 1;
+        self.instance = format!("{:x}.{}", self.id, self.mails);
         if self.s.helo_required && self.helo.is_none() {
             self.counters.count("mail", false);
             return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
@@ -829,7 +890,8 @@ impl<'s> Session<'s> {
             };
             return self.refuse_content(content, r);
         }
-        let facts = self.facts(None, pipelined && content == Content::Data);
+        let mut facts = self.facts(None, pipelined && content == Content::Data);
+        facts.protocol_state = "DATA";
         if let Decision::Reject(r) = policy::eval(&self.s.restrictions.data, Stage::Data, &facts, &self.env()) {
             self.log_reject("DATA", &r, None);
             self.counters.count(verb, false);
@@ -960,7 +1022,8 @@ impl<'s> Session<'s> {
         if self.tx.as_ref().is_some_and(|t| t.too_big) {
             return Some(self.abort_big());
         }
-        let facts = self.facts(None, false);
+        let mut facts = self.facts(None, false);
+        facts.protocol_state = "END-OF-MESSAGE";
         if let Decision::Reject(r) = policy::eval(&self.s.restrictions.end_of_data, Stage::Data, &facts, &self.env()) {
             self.log_reject("END-OF-MESSAGE", &r, None);
             self.tx = None;

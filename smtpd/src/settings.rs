@@ -56,8 +56,9 @@ pub struct Restrictions {
     pub recipient: Vec<Restriction>,
     pub data: Vec<Restriction>,
     pub end_of_data: Vec<Restriction>,
-    /// Some list needs DNS answers looked up before commands ([`crate::policy::uses_dns`]).
-    pub dns: bool,
+    /// Some list needs answers (DNS, policy services) looked up before commands
+    /// ([`crate::policy::needs_lookups`]).
+    pub lookups: bool,
 }
 
 /// Everything a session needs to know, resolved from parameters.
@@ -67,6 +68,10 @@ pub struct Settings {
     pub dns_servers: Vec<std::net::SocketAddr>,
     /// `smtpd_peername_lookup`: look the client's name up in DNS.
     pub peername_lookup: bool,
+    /// check_policy_service: smtpd_policy_service_default_action, _timeout, _try_limit.
+    pub policy_default_action: String,
+    pub policy_timeout: std::time::Duration,
+    pub policy_try_limit: u32,
     pub myhostname: String,
     pub myorigin: String,
     pub mail_name: String,
@@ -245,6 +250,9 @@ impl Settings {
         Ok(Settings {
             dns_servers,
             peername_lookup: p.get_bool("smtpd_peername_lookup")?,
+            policy_default_action: p.get("smtpd_policy_service_default_action")?,
+            policy_timeout: p.get_time("smtpd_policy_service_timeout")?,
+            policy_try_limit: p.get_int("smtpd_policy_service_try_limit")?.clamp(1, 10) as u32,
             tls_level,
             tls_wrapper,
             tls_auth_only: p.get_bool("smtpd_tls_auth_only")?,
@@ -288,11 +296,11 @@ impl Settings {
                     recipient: list("smtpd_recipient_restrictions")?,
                     data: list("smtpd_data_restrictions")?,
                     end_of_data: list("smtpd_end_of_data_restrictions")?,
-                    dns: false,
+                    lookups: false,
                 };
-                r.dns = [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data]
+                r.lookups = [&r.client, &r.helo, &r.sender, &r.relay, &r.recipient, &r.data, &r.end_of_data]
                     .iter()
-                    .any(|l| crate::policy::uses_dns(l));
+                    .any(|l| crate::policy::needs_lookups(l));
                 r
             },
             codes: Codes {
