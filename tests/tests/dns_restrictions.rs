@@ -35,14 +35,7 @@ fn zone() -> Zone {
 /// two DNS lists added.
 fn suite(dns: &DnsServer, extra: &[(&str, &str)]) -> Suite {
     let mut b = Suite::builder()
-        .main("mydomain", "example.test")
-        .main("myhostname", "mail.$mydomain")
-        .main("mydestination", "$myhostname, localhost")
-        .main("mynetworks", "127.0.0.1/32")
-        .main("virtual_mailbox_domains", "example.test")
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("alias_maps", "")
-        .main("local_recipient_maps", "")
+        .seed_domains()
         .main("dns_resolver_servers", &dns.servers_param())
         .main("smtpd_helo_required", "yes")
         // As before Postfix 2.10: relay control in smtpd_recipient_restrictions alone, so

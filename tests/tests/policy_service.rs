@@ -56,14 +56,7 @@ fn policy_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 fn suite(policy: &str) -> Suite {
     Suite::builder()
-        .main("mydomain", "example.test")
-        .main("myhostname", "mail.$mydomain")
-        .main("mydestination", "$myhostname, localhost")
-        .main("mynetworks", "127.0.0.1/32")
-        .main("virtual_mailbox_domains", "example.test")
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("alias_maps", "")
-        .main("local_recipient_maps", "")
+        .seed_domains()
         .main("smtpd_policy_service_timeout", "5s")
         .main("smtpd_recipient_restrictions", &format!("reject_unauth_destination, check_policy_service {policy}"))
         .inet("smtp", "n - n - - smtpd")

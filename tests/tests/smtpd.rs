@@ -10,17 +10,7 @@ use rpost_testkit::smtp::{SmtpClient, queued_id};
 /// The seed's setup: local domain mail.example.test, virtual domain example.test with users
 /// in a passwd-file, and mynetworks = 127.0.0.1 only (so 127.0.0.2 is "the Internet").
 fn seed_suite(extra: &[(&str, &str)]) -> Suite {
-    let mut b = Suite::builder()
-        .main("mydomain", "example.test")
-        .main("myhostname", "mail.$mydomain")
-        .main("myorigin", "$myhostname")
-        .main("mydestination", "$myhostname, localhost")
-        .main("mynetworks", "127.0.0.1/32")
-        .main("virtual_mailbox_domains", "example.test")
-        .main("auth_passdb", "passwd-file:{root}/etc/users")
-        .main("alias_maps", "")
-        .main("local_recipient_maps", "")
-        .inet("smtp", "n - n - - smtpd");
+    let mut b = Suite::builder().seed_domains().main("myorigin", "$myhostname").inet("smtp", "n - n - - smtpd");
     for (k, v) in extra {
         b = b.main(k, v);
     }

@@ -142,6 +142,21 @@ impl SuiteBuilder {
             .main("alias_maps", "")
     }
 
+    /// The seed documents' domains for smtpd tests: local `mail.example.test`, virtual
+    /// `example.test` with its users in the passwd-file `etc/users` (the test writes it),
+    /// mynetworks = 127.0.0.1 only (so 127.0.0.2 is "the Internet"), no alias or local
+    /// recipient tables.
+    pub fn seed_domains(self) -> Self {
+        self.main("mydomain", "example.test")
+            .main("myhostname", "mail.$mydomain")
+            .main("mydestination", "$myhostname, localhost")
+            .main("mynetworks", "127.0.0.1/32")
+            .main("virtual_mailbox_domains", "example.test")
+            .main("auth_passdb", "passwd-file:{root}/etc/users")
+            .main("alias_maps", "")
+            .main("local_recipient_maps", "")
+    }
+
     /// Adds a raw master.cf line.
     pub fn master_line(mut self, line: &str) -> Self {
         self.master.push(line.into());
