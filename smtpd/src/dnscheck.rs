@@ -92,7 +92,7 @@ impl ClientNames {
     }
 
     /// Loopback clients are `localhost` without asking DNS (what /etc/hosts says).
-    pub fn localhost() -> ClientNames {
+    fn localhost() -> ClientNames {
         ClientNames { name: "localhost".into(), reverse_name: "localhost".into(), ..ClientNames::unknown() }
     }
 }
@@ -102,12 +102,17 @@ async fn query(dns: &impl Dns, name: &str, qtype: Qtype) -> Answer {
 }
 
 /// The client's names (see [`ClientNames`]): PTR, then the A or AAAA records of the first
-/// PTR name that has the address among them.
+/// PTR name that has the address among them. A loopback client is `localhost` without
+/// asking: RFC 6761 reserves those names, and resolvers (hickory among them) answer them
+/// locally.
 pub async fn client_names(dns: &impl Dns, addr: IpAddr) -> ClientNames {
     let addr = match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
         v4 => v4,
     };
+    if addr.is_loopback() {
+        return ClientNames::localhost();
+    }
     let mut out = ClientNames::unknown();
     let names: Vec<String> = match query(dns, &rpost_dns::reverse_name(addr), Qtype::Ptr).await {
         Answer::Found(rrs) => rrs
@@ -331,6 +336,9 @@ mod tests {
         assert_eq!(n.name, "unknown");
         assert!(n.name_tempfail && n.reverse_tempfail);
         assert_eq!(run(client_names(&t, "192.0.2.13".parse().unwrap())), ClientNames::unknown());
+        // Loopback: localhost, without asking (the table would answer NXDOMAIN).
+        assert_eq!(run(client_names(&t, "127.0.0.2".parse().unwrap())), ClientNames::localhost());
+        assert_eq!(run(client_names(&t, "::ffff:127.0.0.1".parse().unwrap())), ClientNames::localhost());
     }
 
     #[test]

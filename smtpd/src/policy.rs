@@ -67,9 +67,9 @@ pub enum Restriction {
     /// check_policy_service: `unix:path` (relative to the queue directory) or
     /// `inet:host:port`; its `action=` reply is taken as an access(5) action.
     Policy(String),
-    /// Restrictions rpost does not implement yet (address verification, policy services,
-    /// DNS allow lists): accepted in the configuration, they warn once per process and decide
-    /// nothing: never a silent "checked".
+    /// Restrictions rpost does not implement yet (address verification, reject_mx_backup):
+    /// accepted in the configuration, they warn once per process and decide nothing: never
+    /// a silent "checked".
     NotYet(String),
     /// A table that could not be opened: every evaluation answers 451, as Postfix does.
     Broken(String),
@@ -142,7 +142,7 @@ pub struct Facts<'a> {
     pub client_name_tempfail: bool,
     pub client_reverse_tempfail: bool,
     /// DNS and policy answers looked up for this session (see [`crate::dnscheck`]).
-    pub dns: &'a dnscheck::Facts,
+    pub answers: &'a dnscheck::Facts,
     /// Set while the session probes for missing answers: the first one a restriction
     /// needs is put here and the evaluation stops.
     pub probe: Option<&'a std::cell::RefCell<Option<dnscheck::Lookup>>>,
@@ -457,7 +457,8 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
         }
         Restriction::RejectUnknownHelo => {
             let Some(q) = helo_query(f) else { return Decision::Dunno };
-            match lookup(f, &q) {
+            let Some(v) = lookup(f, q, String::new()) else { return probe_stop() };
+            match v {
                 Verdict::NotFound | Verdict::Malformed | Verdict::NullMx => Decision::Reject(reply(
                     env.codes.unknown_hostname,
                     &format!("{}: Host not found", obj_prefix(AccessKind::Helo, f)),
@@ -468,72 +469,63 @@ fn eval_one(r: &Restriction, stage: Stage, f: &Facts<'_>, env: &Env<'_>, depth: 
                 _ => Decision::Dunno,
             }
         }
-        Restriction::RejectUnknownSenderDomain => match f.sender.and_then(|s| mail_domain_query(s, f, env)) {
-            Some(q) => unknown_domain(&q, AccessKind::Sender, "1.8", f, env),
+        Restriction::RejectUnknownSenderDomain => match f.sender.and_then(|s| mail_domain(s, env)) {
+            Some(d) => unknown_domain(d, AccessKind::Sender, "1.8", f, env),
             None => Decision::Dunno,
         },
-        Restriction::RejectUnknownRecipientDomain => match f.recipient.and_then(|r| mail_domain_query(r, f, env)) {
-            Some(q) => unknown_domain(&q, AccessKind::Recipient, "1.2", f, env),
+        Restriction::RejectUnknownRecipientDomain => match f.recipient.and_then(|r| mail_domain(r, env)) {
+            Some(d) => unknown_domain(d, AccessKind::Recipient, "1.2", f, env),
             None => Decision::Dunno,
         },
         Restriction::DnsList { listed, zone, filter, permit } => {
             let Some(name) = listed_name(*listed, f, env) else { return Decision::Dunno };
-            let q = Query::Listed(format!("{name}.{zone}"));
-            match lookup(f, &q) {
-                Verdict::Listed { addrs, .. }
-                    if *permit && addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
-                {
-                    // As Postfix: an allow list never overrides reject_unauth_destination.
-                    match rcpt() {
-                        Some(addr) if stage == Stage::Recipient && !env.domains.authorized_destination(&addr) => {
-                            Decision::Dunno
-                        }
-                        _ => Decision::Permit,
-                    }
-                }
+            let Some(v) = lookup(f, Query::Listed(format!("{name}.{zone}")), String::new()) else {
+                return probe_stop();
+            };
+            let text = match v {
                 Verdict::Listed { addrs, text }
-                    if !*permit && addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
+                    if addrs.iter().any(|a| filter.as_ref().is_none_or(|f| f.matches(*a))) =>
                 {
-                    let class = match listed {
-                        ListedName::ClientAddr | ListedName::ClientName => "Client host",
-                        ListedName::ReverseClientName => "Unverified Client host",
-                        ListedName::Helo => "Helo command",
-                        ListedName::SenderDomain => "Sender address",
-                        ListedName::RecipientDomain => "Recipient address",
-                    };
-                    let what = if *listed == ListedName::ClientAddr { f.client_addr.to_string() } else { name };
-                    let reason = text.as_ref().map(|t| format!("; {t}")).unwrap_or_default();
-                    let code = env.codes.maps_rbl;
-                    Decision::Reject(reply(
-                        code,
-                        &format!(
-                            "{}.7.1 Service unavailable; {class} [{what}] blocked using {zone}{reason}",
-                            code / 100
-                        ),
-                    ))
+                    text
                 }
                 Verdict::TempFail => {
                     // As Postfix: a list that does not answer lists nobody.
-                    tracing::warn!("{q:?}: DNS list lookup failed for now: not listed");
-                    Decision::Dunno
+                    tracing::warn!("{name}.{zone}: DNS list lookup failed for now: not listed");
+                    return Decision::Dunno;
                 }
-                _ => Decision::Dunno,
+                _ => return Decision::Dunno,
+            };
+            if *permit {
+                // As Postfix: an allow list never overrides reject_unauth_destination.
+                return match rcpt() {
+                    Some(addr) if stage == Stage::Recipient && !env.domains.authorized_destination(&addr) => {
+                        Decision::Dunno
+                    }
+                    _ => Decision::Permit,
+                };
             }
+            let class = match listed {
+                ListedName::ClientAddr | ListedName::ClientName => "Client host",
+                ListedName::ReverseClientName => "Unverified Client host",
+                ListedName::Helo => "Helo command",
+                ListedName::SenderDomain => "Sender address",
+                ListedName::RecipientDomain => "Recipient address",
+            };
+            let what = if *listed == ListedName::ClientAddr { f.client_addr.to_string() } else { name };
+            let reason = text.map(|t| format!("; {t}")).unwrap_or_default();
+            let code = env.codes.maps_rbl;
+            Decision::Reject(reply(
+                code,
+                &format!("{}.7.1 Service unavailable; {class} [{what}] blocked using {zone}{reason}", code / 100),
+            ))
         }
         Restriction::Policy(endpoint) => {
             let (query, request) = policy_query(endpoint, f);
-            let action = match f.dns.get(&query) {
-                Some(Verdict::Action(a)) => a.clone(),
+            let action = match lookup(f, query, request) {
+                None => return probe_stop(),
+                Some(Verdict::Action(a)) => a,
+                // The service failed.
                 Some(_) => env.policy_default_action.to_string(),
-                None => {
-                    if let Some(probe) = f.probe {
-                        // Only the first missing answer counts: it decides what is reached next.
-                        probe.borrow_mut().get_or_insert(dnscheck::Lookup { query, request });
-                        return Decision::Reject(Reply::new(451, "4.3.0", "probe"));
-                    }
-                    tracing::warn!("{endpoint}: policy service not asked before the restriction needed it");
-                    env.policy_default_action.to_string()
-                }
             };
             action_result(&action, &stage_prefix(stage, f), stage, f, env, depth)
         }
@@ -578,19 +570,26 @@ pub fn needs_lookups(list: &[Restriction]) -> bool {
     })
 }
 
-/// The answer the driver looked up for `q`; one it did not (a restriction reached through
-/// an access table's result) counts as a temporary failure, logged.
-fn lookup(f: &Facts<'_>, q: &Query) -> Verdict {
-    if let Some(v) = f.dns.get(q) {
-        return v.clone();
+/// The answer looked up for `q` (`request`: a policy request, else empty). In a probe a
+/// missing one is recorded (the first only: it decides what is reached next) and `None`
+/// returned, and the restriction stops the evaluation with [`probe_stop`]. Outside a probe
+/// a missing answer (a restriction the probe did not reach, see `Restrictions::lookups`)
+/// counts as a failure, logged.
+fn lookup(f: &Facts<'_>, q: Query, request: String) -> Option<Verdict> {
+    if let Some(v) = f.answers.get(&q) {
+        return Some(v.clone());
     }
     if let Some(probe) = f.probe {
-        probe.borrow_mut().get_or_insert_with(|| dnscheck::Lookup { query: q.clone(), request: String::new() });
-        // Any answer ends a probe: the evaluation stops at the first missing one.
-        return Verdict::TempFail;
+        probe.borrow_mut().get_or_insert(dnscheck::Lookup { query: q, request });
+        return None;
     }
-    tracing::warn!("{q:?}: not looked up before the restriction needed it: treated as a temporary DNS failure");
-    Verdict::TempFail
+    tracing::warn!("{q:?}: not looked up before the restriction needed it: treated as a temporary failure");
+    Some(Verdict::TempFail)
+}
+
+/// Ends a probe's evaluation (see [`lookup`]); never a reply anyone sees.
+fn probe_stop() -> Decision {
+    Decision::Reject(Reply::new(451, "4.3.0", "probe"))
 }
 
 /// The query and request of check_policy_service `endpoint` with these facts (Postfix's
@@ -662,15 +661,11 @@ fn mail_domain(address: &str, env: &Env<'_>) -> Option<String> {
     }
 }
 
-fn mail_domain_query(address: &str, _f: &Facts<'_>, env: &Env<'_>) -> Option<Query> {
-    mail_domain(address, env).map(Query::MailDomain)
-}
-
 /// reject_unknown_sender_domain / reject_unknown_recipient_domain, as Postfix words them.
-fn unknown_domain(q: &Query, kind: AccessKind, detail: &str, f: &Facts<'_>, env: &Env<'_>) -> Decision {
-    let Query::MailDomain(domain) = q else { return Decision::Dunno };
+fn unknown_domain(domain: String, kind: AccessKind, detail: &str, f: &Facts<'_>, env: &Env<'_>) -> Decision {
     let prefix = obj_prefix(kind, f);
-    let (code, why) = match lookup(f, q) {
+    let Some(v) = lookup(f, Query::MailDomain(domain.clone()), String::new()) else { return probe_stop() };
+    let (code, why) = match v {
         Verdict::NotFound => (env.codes.unknown_address, "Domain not found".to_string()),
         Verdict::Malformed => (env.codes.unknown_address, "Malformed DNS server reply".to_string()),
         Verdict::TempFail => (450, "Domain not found".to_string()),

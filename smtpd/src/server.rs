@@ -85,20 +85,11 @@ impl Drop for ConnSlot<'_> {
     }
 }
 
-/// The client's names (Postfix's smtpd_peername_lookup): DNS PTR, confirmed by A/AAAA. A
-/// loopback client is `localhost` without asking: RFC 6761 reserves those names, and
-/// resolvers (hickory among them) answer them locally. `None`: no lookup wanted, the
-/// client stays `unknown`.
+/// The client's names (Postfix's smtpd_peername_lookup; see
+/// [`dnscheck::client_names`]). `None`: no lookup wanted, the client stays `unknown`.
 async fn client_names(shared: &Shared, addr: IpAddr) -> Option<dnscheck::ClientNames> {
     if !shared.settings.peername_lookup {
         return None;
-    }
-    let v4 = match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        a => a,
-    };
-    if v4.is_loopback() {
-        return Some(dnscheck::ClientNames::localhost());
     }
     Some(dnscheck::client_names(&shared.dns, addr).await)
 }
@@ -241,7 +232,7 @@ impl Driver<'_> {
                 q => dnscheck::resolve(&self.shared.dns, q).await,
             };
             tracing::debug!("lookup {:?}: {v:?}", l.query);
-            self.session.dns_answer(l.query, v);
+            self.session.answer(l.query, v);
         }
         tracing::warn!("restriction lookups: gave up after 64 answers for one command");
     }

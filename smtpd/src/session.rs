@@ -230,7 +230,7 @@ pub struct Session<'s> {
     connect_reject: Option<Reply>,
     /// DNS and policy answers for the restrictions, looked up by the driver
     /// ([`Session::next_lookup`]).
-    dns: crate::dnscheck::Facts,
+    answers: crate::dnscheck::Facts,
     /// Identifies the transaction to policy services: this session and its MAIL count.
     instance: String,
     id: u64,
@@ -257,7 +257,7 @@ impl<'s> Session<'s> {
             junk: 0,
             counters: Counters::default(),
             connect_reject: None,
-            dns: Default::default(),
+            answers: Default::default(),
             instance: String::new(),
             id: SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             mails: 0,
@@ -295,7 +295,7 @@ impl<'s> Session<'s> {
             client_reverse_name: &self.client.reverse_name,
             client_name_tempfail: self.client.name_tempfail,
             client_reverse_tempfail: self.client.reverse_tempfail,
-            dns: &self.dns,
+            answers: &self.answers,
             probe: None,
             protocol_state: if rcpt.is_some() {
                 "RCPT"
@@ -320,7 +320,7 @@ impl<'s> Session<'s> {
     /// The first answer (DNS, policy service) the restriction lists would miss while
     /// handling `cmd` (`None`: the greeting), found by running their evaluation as the
     /// command would run it until it reaches a restriction without its answer. The driver
-    /// looks that up, hands it over ([`Session::dns_answer`]) and asks again until nothing
+    /// looks that up, hands it over ([`Session::answer`]) and asks again until nothing
     /// is missing, then passes `cmd` to [`Session::command`]. So a policy service is asked
     /// only where the lists get to it, as in Postfix.
     pub fn next_lookup(&self, cmd: Option<&Command>) -> Option<crate::dnscheck::Lookup> {
@@ -343,10 +343,7 @@ impl<'s> Session<'s> {
                 lists.push((Stage::Helo, &r.helo));
             }
             Some(Command::Mail { from, params }) if !delay && self.tx.is_none() => {
-                sender = match from {
-                    ReversePath::Null => String::new(),
-                    ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
-                };
+                sender = self.sender_of(from);
                 facts.sender = Some(&sender);
                 facts.size = params.size.unwrap_or(0);
                 facts.protocol_state = "MAIL";
@@ -397,9 +394,18 @@ impl<'s> Session<'s> {
         }
     }
 
+    /// MAIL FROM's address as the transaction keeps it: "" for `<>`, `@$myorigin` appended
+    /// when bare.
+    fn sender_of(&self, from: &ReversePath) -> String {
+        match from {
+            ReversePath::Null => String::new(),
+            ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
+        }
+    }
+
     /// An answer the driver looked up (see [`Session::next_lookup`]).
-    pub fn dns_answer(&mut self, q: crate::dnscheck::Query, v: crate::dnscheck::Verdict) {
-        self.dns.insert(q, v);
+    pub fn answer(&mut self, q: crate::dnscheck::Query, v: crate::dnscheck::Verdict) {
+        self.answers.insert(q, v);
     }
 
     fn env(&self) -> policy::Env<'_> {
@@ -776,10 +782,7 @@ impl<'s> Session<'s> {
             self.counters.count("mail", false);
             return self.error(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
         }
-        let sender = match &from {
-            ReversePath::Null => String::new(),
-            ReversePath::Path(a) => Address::parse(&a.to_string(), &self.s.myorigin).full(),
-        };
+        let sender = self.sender_of(&from);
         if !self.utf8_ok(&sender, params.smtputf8) {
             self.counters.count("mail", false);
             return self.error(Reply::new(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address"));
