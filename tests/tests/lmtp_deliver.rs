@@ -199,3 +199,32 @@ fn dovecot_reads_it(suite: &Suite, home: &Path, maildir: &Path, uidlist: &str) {
     let status = doveadm(&["mailbox", "status", "messages uidnext uidvalidity", "INBOX"]);
     assert_eq!(status.trim(), format!("INBOX messages=3 uidnext=4 uidvalidity={uv}"));
 }
+
+/// Dovecot's lmtp has no use limit; nor has lmtp-deliver unless max_use is set explicitly,
+/// so all LMTP connections meet in one process (whose deliveries share uidlist lock cycles).
+#[test]
+fn one_process_takes_more_connections_than_max_use_unless_max_use_is_set() {
+    let t = Duration::from_secs(10);
+    let lmtp_pids = |st: &rpost_ipc::MasterStatus| -> Vec<u32> {
+        st.services.iter().filter(|s| s.name == "lmtp-deliver").flat_map(|s| s.children.iter().map(|c| c.pid)).collect()
+    };
+    for (explicit, expect_one) in [(None, true), (Some("3"), false)] {
+        let mut b = Suite::builder().virtual_delivery().master_line("lmtp-deliver unix - n n - - lmtp-deliver");
+        if let Some(n) = explicit {
+            b = b.main("max_use", n);
+        }
+        let suite = b.start_with(|s| s.write_config("users", "alice@example.test:{PLAIN}secret::::::\n"));
+        let socket = suite.queue_dir().join("private/lmtp-deliver");
+        let mut seen = std::collections::BTreeSet::new();
+        // Postfix's default max_use is 100.
+        for _ in 0..105 {
+            let (mut c, greeting) = Lmtp::connect(&socket);
+            assert!(greeting.starts_with("220 "), "{greeting}");
+            c.cmd("QUIT");
+            seen.extend(lmtp_pids(&suite.status()));
+        }
+        let st = suite.wait_status(t, |st| !lmtp_pids(st).is_empty());
+        seen.extend(lmtp_pids(&st));
+        assert_eq!(seen.len() == 1, expect_one, "max_use {explicit:?}: lmtp-deliver processes {seen:?}");
+    }
+}
